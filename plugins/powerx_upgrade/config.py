@@ -1,0 +1,90 @@
+"""Where the config lives and reading it from disk; the validation itself is domain.config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from powerx_upgrade.domain.config import ConfigResult, parse_config
+
+CONFIG_ENV = "POWERX_UPGRADE_CONFIG"
+POLICIES_FILE = "upgrade_policies.yaml"
+PLANS_DIR = "plans"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigNotFound(FileNotFoundError):
+    """No config at the place the user (or the environment) named."""
+
+
+def config_location(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config to use: an explicit path, else $POWERX_UPGRADE_CONFIG, else include/config/.
+
+    `include/config/` is looked up in the working directory first, then in the project checkout
+    the package was installed from. The CLI and the DAG loader both resolve it through here.
+    """
+    if explicit:
+        return _existing(Path(explicit), "the given path")
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return _existing(Path(from_env), f"${CONFIG_ENV}")
+    for candidate in (Path.cwd() / "include" / "config", _PACKAGE_ROOT / "include" / "config"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigNotFound(
+        f"no config found: set ${CONFIG_ENV} to a YAML file or a directory with {POLICIES_FILE}, "
+        "or run from a project with include/config/"
+    )
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ConfigNotFound(f"{what} {str(path)!r} does not exist")
+    return path
+
+
+def config_files(location: Path) -> list[Path]:
+    """The files a location stands for.
+
+    A directory: its `upgrade_policies.yaml` plus `plans/*.yaml|*.yml`, sorted.
+    A file: that file; when it sits in a `plans/` directory, the policies file one level up
+    comes along, so a plan file can be validated on its own.
+    """
+    if location.is_dir():
+        files = [location / POLICIES_FILE] if (location / POLICIES_FILE).is_file() else []
+        plans = location / PLANS_DIR
+        if plans.is_dir():
+            files += sorted(p for p in plans.iterdir() if p.suffix in (".yaml", ".yml"))
+        return files
+    files = [location]
+    sibling_policies = location.parent.parent / POLICIES_FILE
+    if location.parent.name == PLANS_DIR and sibling_policies.is_file():
+        files.insert(0, sibling_policies)
+    return files
+
+
+def load_config(locations: Sequence[str | os.PathLike[str]] | None = None) -> ConfigResult:
+    """Read and validate the config at `locations` (default: `config_location()`)."""
+    paths = [config_location(p) for p in locations] if locations else [config_location()]
+    seen: dict[Path, None] = {}
+    for location in paths:
+        for file in config_files(location):
+            seen.setdefault(file.resolve(), None)
+    texts = []
+    for file in seen:
+        texts.append((_display(file), file.read_text(encoding="utf-8")))
+    if not texts:
+        raise ConfigNotFound(
+            f"no config files in {', '.join(map(str, paths))}: expected {POLICIES_FILE} "
+            f"or {PLANS_DIR}/*.yaml"
+        )
+    return parse_config(texts)
+
+
+def _display(path: Path) -> str:
+    """Paths relative to the working directory when below it: shorter, clickable messages."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,609 @@
+"""The policy engine: config texts -> validated plans plus every problem, located.
+
+Pure: it takes (file name, text) pairs and returns data. Reading files and the environment
+lives in `powerx_upgrade.config`. An invalid plan never hides the valid ones: each policy and
+each plan is validated on its own, and only the ones with errors are left out.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from powerx_upgrade.domain import models
+from powerx_upgrade.domain.durations import format_duration
+from powerx_upgrade.domain.models import ConfigFile, Plan, PlanSpec, Policy, SourceRef
+from powerx_upgrade.domain.problems import Path, Problem, errors_of, format_path
+from powerx_upgrade.domain.windows import check_window
+from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
+
+TOP_LEVEL_KEYS = ("version", "policies", "plans")
+SUPPORTED_VERSIONS = (1,)
+
+
+@dataclass
+class ConfigResult:
+    """What a config gives: the valid plans and policies, and every problem found."""
+
+    plans: dict[str, Plan] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    invalid_plans: dict[str, SourceRef] = field(default_factory=dict)
+    """Plans that were written but have errors: id -> where (so a UI can show them broken)."""
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return errors_of(self.problems)
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def problems_of_plan(self, plan_id: str) -> list[Problem]:
+        return [p for p in self.problems if p.plan_id == plan_id]
+
+
+@dataclass
+class _Entry:
+    """A policy or plan as written, with where it came from."""
+
+    kind: str  # "policies" | "plans"
+    id: str
+    raw: Any
+    source: YamlSource
+
+    @property
+    def path(self) -> Path:
+        return (self.kind, self.id)
+
+    @property
+    def ref(self) -> SourceRef:
+        return SourceRef(file=self.source.file, line=self.source.line_of(self.path))
+
+
+class _Collector:
+    """Gathers problems, remembering which policies and plans they make invalid."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(
+        self,
+        source: YamlSource,
+        path: Path,
+        message: str,
+        severity: str = "error",
+        line_path: Path | None = None,
+    ) -> None:
+        plan_id = policy_id = None
+        if len(path) >= 2 and path[0] == "plans":
+            plan_id = str(path[1])
+        if len(path) >= 2 and path[0] == "policies":
+            policy_id = str(path[1])
+        line = source.line_of(line_path if line_path is not None else path)
+        problem = Problem(
+            source.file, line, severity, format_path(path), message, plan_id, policy_id  # type: ignore[arg-type]
+        )
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def has_errors(self, kind: str, entry_id: str, file: str | None = None) -> bool:
+        for problem in self.problems:
+            if problem.severity != "error" or (file is not None and problem.file != file):
+                continue
+            if kind == "plans" and problem.plan_id == entry_id:
+                return True
+            if kind == "policies" and problem.policy_id == entry_id:
+                return True
+        return False
+
+
+def parse_config(files: Iterable[tuple[str, str]]) -> ConfigResult:
+    """Validate config files given as (display name, YAML text) pairs, all problems at once."""
+    collector = _Collector()
+    result = ConfigResult()
+    entries: dict[str, list[_Entry]] = {"policies": [], "plans": []}
+
+    for name, text in files:
+        result.files.append(name)
+        source = parse_yaml(text, name)
+        collector.problems.extend(source.problems)
+        if source.data is None:
+            continue
+        for entry in _split(source, collector):
+            entries[entry.kind].append(entry)
+
+    policies_raw = _unique(entries["policies"], "policy", collector)
+    plans_raw = _unique(entries["plans"], "plan", collector)
+
+    for policy_id, entry in policies_raw.items():
+        policy = _validate(Policy, entry.raw, entry.source, entry.path, collector)
+        if policy is not None:
+            for rel, message, severity in check_policy(policy):
+                collector.add(entry.source, (*entry.path, *rel), message, severity)
+        if policy is not None and not collector.has_errors("policies", policy_id):
+            result.policies[policy_id] = policy
+
+    for plan_id, entry in plans_raw.items():
+        plan = _resolve_plan(entry, policies_raw, result.policies, collector)
+        if plan is not None and not collector.has_errors("plans", plan_id):
+            result.plans[plan_id] = plan
+
+    for kind in ("plans",):
+        for entry in entries[kind]:
+            if entry.id not in result.plans:
+                result.invalid_plans.setdefault(entry.id, entry.ref)
+
+    result.problems = sorted(
+        collector.problems, key=lambda p: (p.file, p.line or 0, p.path, p.message)
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+
+def _split(source: YamlSource, collector: _Collector) -> list[_Entry]:
+    """Check a file's top level and cut it into its policy and plan entries."""
+    data = source.data
+    if not isinstance(data, Mapping):
+        collector.add(
+            source,
+            (),
+            f"the file must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; "
+            f"found {type(data).__name__}",
+        )
+        return []
+    for key in data:
+        if key not in TOP_LEVEL_KEYS and not str(key).startswith("x-"):
+            collector.add(
+                source,
+                (str(key),),
+                f"unknown top-level key '{key}' (allowed: {', '.join(TOP_LEVEL_KEYS)}, "
+                "and x-* keys for YAML anchors)",
+            )
+    version = data.get("version", 1)
+    if version not in SUPPORTED_VERSIONS:
+        collector.add(
+            source,
+            ("version",),
+            f"unsupported version {version!r} (supported: {', '.join(map(str, SUPPORTED_VERSIONS))})",
+        )
+        return []
+    entries: list[_Entry] = []
+    for kind in ("policies", "plans"):
+        section = data.get(kind)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            collector.add(
+                source, (kind,), f"'{kind}' must be a mapping of id -> {kind[:-1]}, not a list"
+            )
+            continue
+        for key, raw in section.items():
+            entry_id = str(key)
+            entry = _Entry(kind, entry_id, raw, source)
+            problems = _check_id(entry_id)
+            if problems:
+                collector.add(source, entry.path, problems)
+            entries.append(entry)
+    return entries
+
+
+def _check_id(entry_id: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", entry_id) or len(entry_id) > 200:
+        return (
+            f"invalid id {entry_id!r}: use letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit"
+        )
+    return None
+
+
+def _unique(entries: list[_Entry], noun: str, collector: _Collector) -> dict[str, _Entry]:
+    """Ids must be unique across all files; a duplicated id is an error at every definition."""
+    by_id: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_id.setdefault(entry.id, []).append(entry)
+    unique: dict[str, _Entry] = {}
+    for entry_id, group in by_id.items():
+        if len(group) == 1:
+            unique[entry_id] = group[0]
+            continue
+        # Within one file the YAML parser already reported the duplicate key.
+        if len({e.source.file for e in group}) == 1:
+            unique[entry_id] = group[-1]
+            continue
+        for entry in group:
+            others = ", ".join(str(o.ref) for o in group if o is not entry)
+            collector.add(
+                entry.source,
+                entry.path,
+                f"duplicate {noun} id '{entry_id}' (also defined at {others}); ids must be unique "
+                "across the config, so neither definition is used",
+            )
+        unique[entry_id] = group[0]
+    return unique
+
+
+def _resolve_plan(
+    entry: _Entry,
+    policies_raw: Mapping[str, _Entry],
+    valid_policies: Mapping[str, Policy],
+    collector: _Collector,
+) -> Plan | None:
+    spec = _validate(PlanSpec, entry.raw, entry.source, entry.path, collector)
+    if spec is None:
+        return None
+    for rel, message, severity in check_plan(spec):
+        collector.add(entry.source, (*entry.path, *rel), message, severity)
+
+    policy_path = (*entry.path, "policy")
+    if spec.policy not in policies_raw:
+        known = sorted(policies_raw)
+        hint = difflib.get_close_matches(spec.policy, known, n=1)
+        did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
+        collector.add(
+            entry.source,
+            policy_path,
+            f"unknown policy '{spec.policy}' (known: {', '.join(known) or 'none'}){did_you_mean}",
+        )
+        return None
+    policy_entry = policies_raw[spec.policy]
+    if spec.policy not in valid_policies:
+        collector.add(
+            entry.source,
+            policy_path,
+            f"policy '{spec.policy}' has errors (see {policy_entry.ref}); fix it to use this plan",
+        )
+        return None
+    base = valid_policies[spec.policy]
+    if spec.overrides:
+        overrides_path = (*entry.path, "overrides")
+        merged = deep_merge(policy_entry.raw, spec.overrides)
+        policy = _validate(Policy, merged, entry.source, overrides_path, collector)
+        if policy is None:
+            return None
+        base_findings = {(rel, message) for rel, message, _ in check_policy(base)}
+        for rel, message, severity in check_policy(policy):
+            if (rel, message) in base_findings:
+                continue  # already reported at the policy itself
+            collector.add(entry.source, (*overrides_path, *rel), message, severity)
+    else:
+        policy = base
+    return Plan(
+        id=entry.id,
+        source=entry.ref,
+        description=spec.description,
+        plugin=spec.plugin,
+        policy_id=spec.policy,
+        policy=policy,
+        target_version=spec.target_version,
+        tenants=spec.tenants,
+        window=spec.window,
+        owners=spec.owners,
+        notify=spec.notify,
+    )
+
+
+def deep_merge(base: Any, overrides: Any) -> Any:
+    """Overrides onto a base: mappings merge key by key, anything else (lists too) replaces."""
+    if isinstance(base, Mapping) and isinstance(overrides, Mapping):
+        merged = {key: copy.deepcopy(value) for key, value in base.items()}
+        for key, value in overrides.items():
+            merged[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-field checks: (path relative to the policy/plan, message, severity)
+# ---------------------------------------------------------------------------------------------
+
+Finding = tuple[Path, str, str]
+
+
+def check_policy(policy: Policy) -> list[Finding]:
+    findings: list[Finding] = []
+    findings += _check_batches(policy)
+    gate = policy.gate
+    minimum_bake = gate.signal_delay + 2 * gate.poke_interval
+    for index, batch in enumerate(policy.batches):
+        if batch.bake < minimum_bake:
+            findings.append(
+                (
+                    ("batches", index, "bake"),
+                    f"bake {_show(batch.bake)} is shorter than signal_delay + 2 x poke_interval "
+                    f"= {_show(minimum_bake)}: the gate sees at most one fresh sample",
+                    "warning",
+                )
+            )
+    for index, check in enumerate(gate.checks):
+        path: Path = ("gate", "checks", index)
+        if check.limit.relative and check.baseline is None:
+            findings.append(
+                (
+                    (*path, "baseline"),
+                    f"limit {check.limit} is relative: say what it is relative to "
+                    "(baseline: pre_upgrade or control)",
+                    "error",
+                )
+            )
+        if not check.limit.relative and check.baseline is not None:
+            findings.append(
+                (
+                    (*path, "baseline"),
+                    f"baseline {check.baseline} is ignored: limit {check.limit} is absolute "
+                    "(write it as '+20%' to compare against the baseline)",
+                    "warning",
+                )
+            )
+        if check.max_breaching_tenants and check.scope != "per_tenant":
+            findings.append(
+                (
+                    (*path, "max_breaching_tenants"),
+                    f"max_breaching_tenants only applies to scope per_tenant (scope is {check.scope})",
+                    "error",
+                )
+            )
+    if gate.missing_data.after < gate.poke_interval:
+        findings.append(
+            (
+                ("gate", "missing_data", "after"),
+                f"missing_data.after {_show(gate.missing_data.after)} is shorter than "
+                f"poke_interval {_show(gate.poke_interval)}: one late sample trips it",
+                "warning",
+            )
+        )
+    return findings
+
+
+def _check_batches(policy: Policy) -> list[Finding]:
+    findings: list[Finding] = []
+    names: dict[str, int] = {}
+    last_ratio: tuple[int, float] | None = None
+    last_count: tuple[int, int] | None = None
+    for index, batch in enumerate(policy.batches):
+        path: Path = ("batches", index)
+        if batch.name:
+            if batch.name in names:
+                findings.append(
+                    (
+                        (*path, "name"),
+                        f"duplicate batch name '{batch.name}' (also batches[{names[batch.name]}])",
+                        "error",
+                    )
+                )
+            names.setdefault(batch.name, index)
+        if batch.ratio is not None:
+            if last_ratio and batch.ratio <= last_ratio[1]:
+                findings.append(
+                    (
+                        (*path, "ratio"),
+                        f"ratio {batch.ratio:g} must be above batches[{last_ratio[0]}]'s "
+                        f"{last_ratio[1]:g}: ratios are cumulative shares and strictly increase",
+                        "error",
+                    )
+                )
+            if last_ratio and last_ratio[1] >= 1.0:
+                findings.append(
+                    (path, f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
+                     "nothing is left for this batch", "error")
+                )
+            last_ratio = (index, batch.ratio)
+        if batch.count is not None:
+            if last_count and batch.count <= last_count[1]:
+                findings.append(
+                    (
+                        (*path, "count"),
+                        f"count {batch.count} must be above batches[{last_count[0]}]'s "
+                        f"{last_count[1]}: counts are cumulative and strictly increase",
+                        "error",
+                    )
+                )
+            if last_ratio and last_ratio[1] >= 1.0:
+                findings.append(
+                    (path, f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
+                     "nothing is left for this batch", "error")
+                )
+            last_count = (index, batch.count)
+    final = policy.batches[-1]
+    if final.ratio is not None and final.ratio < 1.0:
+        findings.append(
+            (
+                ("batches", len(policy.batches) - 1, "ratio"),
+                f"the last batch reaches ratio {final.ratio:g}, not 1.0: the rollout would never "
+                "finish; end with a batch of ratio 1.0",
+                "error",
+            )
+        )
+    if final.count is not None:
+        findings.append(
+            (
+                ("batches", len(policy.batches) - 1, "count"),
+                f"the last batch is a count ({final.count}): a plan with more selected tenants "
+                "fails to plan; end with ratio 1.0 to cover any number",
+                "warning",
+            )
+        )
+    return findings
+
+
+def check_plan(spec: PlanSpec) -> list[Finding]:
+    findings: list[Finding] = []
+    if spec.window is not None:
+        for rel, message in check_window(spec.window):
+            findings.append((("window", *rel), message, "error"))
+    excluded_ids = {entry for entry in spec.tenants.exclude if isinstance(entry, str)}
+    for index, tenant_id in enumerate(spec.tenants.canary):
+        if tenant_id in excluded_ids:
+            findings.append(
+                (
+                    ("tenants", "canary", index),
+                    f"canary tenant '{tenant_id}' is also in tenants.exclude; it cannot be both",
+                    "error",
+                )
+            )
+        if tenant_id in spec.tenants.canary[:index]:
+            findings.append(
+                (("tenants", "canary", index), f"canary tenant '{tenant_id}' is listed twice",
+                 "warning")
+            )
+    return findings
+
+
+def _show(value: timedelta) -> str:
+    return format_duration(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# pydantic errors -> problems
+# ---------------------------------------------------------------------------------------------
+
+_MODEL_NAMES = {
+    name
+    for name, value in vars(models).items()
+    if isinstance(value, type) and issubclass(value, BaseModel)
+}
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "constrained-str", "none"}
+
+
+def _validate(
+    model: type[BaseModel], raw: Any, source: YamlSource, path: Path, collector: _Collector
+) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        for rel, message in _describe(model, exc):
+            collector.add(source, (*path, *rel), message)
+        return None
+
+
+def _describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[Path, str]]:
+    """pydantic errors -> (path, message) with what is allowed; union noise folded together."""
+    grouped: dict[Path, list[tuple[int, str]]] = {}
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        clean: list[str | int] = []
+        depth_after_tag = 0
+        tagged = False
+        for element in loc:
+            if isinstance(element, str) and _is_type_tag(element):
+                tagged = True
+                continue
+            clean.append(element)
+            if tagged:
+                depth_after_tag += 1
+        message = _message(model, error, tuple(clean))
+        grouped.setdefault(tuple(clean), []).append((depth_after_tag, message))
+    # A union reports one error per member; keep those of the member that got furthest.
+    described: list[tuple[Path, str]] = []
+    for path, items in grouped.items():
+        if any(other[: len(path)] == path and len(other) > len(path) for other in grouped):
+            continue  # a deeper error under the same path explains it better
+        deepest = max(depth for depth, _ in items)
+        messages = list(dict.fromkeys(msg for depth, msg in items if depth == deepest))
+        described.append((path, _join(messages)))
+    return described
+
+
+def _is_type_tag(element: str) -> bool:
+    return (
+        element in _TYPE_TAGS
+        or element in _MODEL_NAMES
+        or "[" in element
+        or element.startswith("function-")
+    )
+
+
+def _join(messages: Sequence[str]) -> str:
+    got = re.compile(r" \(got .*\)$")
+    suffixes = {match.group(0) for m in messages if (match := got.search(m))}
+    if len(messages) > 1 and len(suffixes) == 1:
+        return _join([got.sub("", m) for m in messages]) + suffixes.pop()
+    prefix = "Input should be "
+    if len(messages) > 1 and all(m.startswith(prefix) for m in messages):
+        return prefix + " or ".join(m[len(prefix) :] for m in messages)
+    return "; or ".join(messages)
+
+
+def _message(model: type[BaseModel], error: Any, path: Path) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(model, path[:-1])
+        listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        hint = difflib.get_close_matches(str(path[-1]), allowed, n=1) if allowed else []
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"unknown field '{path[-1]}'{listing}{suggestion}"
+    if kind == "missing":
+        return "required field is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        return message[len("Value error, ") :]
+    if kind in ("literal_error", "enum"):
+        return f"{error['input']!r} is not allowed: {message[0].lower()}{message[1:]}"
+    if "input" in error and not isinstance(error["input"], dict | list):
+        return f"{message} (got {error['input']!r})"
+    return message
+
+
+def _allowed_fields(model: type[BaseModel], path: Path) -> list[str]:
+    """The field names of the model found at `path` below `model` (for 'allowed: ...')."""
+    current: Any = model
+    for element in path:
+        current = _descend(current, element)
+        if current is None:
+            return []
+    target = _find_model(current)
+    return list(target.model_fields) if target else []
+
+
+def _descend(annotation: Any, element: str | int) -> Any:
+    target = _find_model(annotation)
+    if target is not None and isinstance(element, str) and element in target.model_fields:
+        return target.model_fields[element].annotation
+    for arg in _args(annotation):
+        origin = typing.get_origin(arg)
+        if origin is list and isinstance(element, int):
+            return typing.get_args(arg)[0]
+        if origin is dict:
+            return typing.get_args(arg)[1]
+    return None
+
+
+def _find_model(annotation: Any) -> type[BaseModel] | None:
+    for arg in _args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _args(annotation: Any) -> list[Any]:
+    """An annotation and, for unions / Annotated, its members."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _args(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        found: list[Any] = []
+        for arg in typing.get_args(annotation):
+            found += _args(arg)
+        return found
+    return [annotation]
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file (committed as include/config/upgrade_policies.schema.json)."""
+    schema = ConfigFile.model_json_schema(mode="validation")
+    schema["patternProperties"] = {"^x-": {"description": "free keys for YAML anchors; ignored"}}
+    return schema

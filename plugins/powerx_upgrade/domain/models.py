@@ -1,0 +1,376 @@
+"""Pydantic models of `upgrade_policies.yaml`: policies, plans and the resolved plan a run uses."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from powerx_upgrade.domain.durations import Duration
+
+Identifier = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200),
+]
+"""Ids of plans, policies, batches and labels: letters, digits, `-`, `_`, `.`."""
+
+COMPARISONS = ("<=", "<", ">=", ">")
+Comparison = Literal["<=", "<", ">=", ">"]
+PauseOrRollback = Literal["pause", "rollback"]
+RollbackScope = Literal["failed_tenants", "batch", "all_upgraded"]
+CheckScope = Literal["batch", "cumulative", "per_tenant"]
+Baseline = Literal["pre_upgrade", "control"]
+
+_PERCENT = re.compile(r"^\s*(?P<sign>[+-]?)\s*(?P<num>\d+(\.\d+)?)\s*%\s*$")
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small value types
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_share(value: Any, field: str) -> float:
+    """`0.1`, `10%` -> 0.1. Shares are fractions of a whole in (0, 1]."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be a number like 0.1 or a percentage like '10%'")
+    if isinstance(value, str):
+        match = _PERCENT.match(value)
+        if not match or match.group("sign"):
+            raise ValueError(f"{field} {value!r} must be a number like 0.1 or a percentage like '10%'")
+        return float(match.group("num")) / 100
+    if isinstance(value, int | float):
+        return float(value)
+    raise ValueError(f"{field} must be a number like 0.1 or a percentage like '10%'")
+
+
+class FailureBudget(Strict):
+    """How many of a batch's tenants may fail to deploy: a share (`2%`) or a count (`3`)."""
+
+    share: float | None = None
+    count: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("max_failed must be a count like 3 or a percentage like '2%'")
+        if isinstance(value, int):
+            return {"count": value}
+        if isinstance(value, str):
+            match = _PERCENT.match(value)
+            if match and not match.group("sign"):
+                return {"share": float(match.group("num")) / 100}
+            if value.strip().isdigit():
+                return {"count": int(value)}
+            raise ValueError(f"max_failed {value!r} must be a count like 3 or a percentage like '2%'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FailureBudget:
+        if (self.share is None) == (self.count is None):
+            raise ValueError("max_failed needs exactly one of a share ('2%') or a count (3)")
+        if self.share is not None and not 0 <= self.share <= 1:
+            raise ValueError(f"max_failed {self.share:.0%} must be between 0% and 100%")
+        if self.count is not None and self.count < 0:
+            raise ValueError("max_failed must not be negative")
+        return self
+
+    def allowed_failures(self, batch_size: int) -> int:
+        """The number of failed deploys a batch of `batch_size` tenants tolerates."""
+        if self.count is not None:
+            return self.count
+        return int(self.share * batch_size + 1e-9)  # floor: 2 % of 40 tolerates 0, not 1
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.share * 100:g}%"
+
+
+class Limit(Strict):
+    """A check's limit: absolute (`0.05`, `5%`) or relative to a baseline (`+20%`, `-10%`)."""
+
+    value: float
+    relative: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("limit must be a number, a percentage ('5%') or a change ('+20%')")
+        if isinstance(value, int | float):
+            return {"value": float(value)}
+        if isinstance(value, str):
+            match = _PERCENT.match(value)
+            if not match:
+                try:
+                    return {"value": float(value)}
+                except ValueError:
+                    raise ValueError(
+                        f"limit {value!r} must be a number (0.05), a percentage ('5%') "
+                        "or a change against the baseline ('+20%', '-10%')"
+                    ) from None
+            number = float(match.group("num")) / 100
+            if match.group("sign"):
+                return {"value": -number if match.group("sign") == "-" else number, "relative": True}
+            return {"value": number}
+        return value
+
+    def threshold(self, baseline: float | None) -> float:
+        """The absolute value to compare against; relative limits scale the baseline."""
+        if not self.relative:
+            return self.value
+        if baseline is None:
+            raise ValueError("a relative limit needs a baseline value")
+        return baseline * (1 + self.value)
+
+    def __str__(self) -> str:
+        if self.relative:
+            return f"{self.value * 100:+g}%"
+        return f"{self.value:g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchSpec(Strict):
+    """One wave of a policy: how far the rollout reaches after it, how long to bake, approval."""
+
+    name: Identifier | None = Field(default=None, description="display name, e.g. canary")
+    ratio: float | None = Field(
+        default=None,
+        description="cumulative share of the selected tenants after this batch, (0, 1]; '10%' too",
+    )
+    count: int | None = Field(
+        default=None, ge=1, description="cumulative number of tenants after this batch"
+    )
+    bake: Duration = Field(description="observation time after the batch's deploy, e.g. 15m")
+    approval: Literal["required", "none"] = Field(
+        default="none", description="'required': a human approves in the UI before the deploy"
+    )
+
+    @field_validator("ratio", mode="before")
+    @classmethod
+    def _ratio(cls, value: Any) -> Any:
+        return None if value is None else parse_share(value, "ratio")
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio_range(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"ratio {value:g} must be above 0 and at most 1.0 (100%)")
+        return value
+
+    @model_validator(mode="after")
+    def _ratio_or_count(self) -> BatchSpec:
+        if (self.ratio is None) == (self.count is None):
+            raise ValueError("a batch needs exactly one of 'ratio' (e.g. 0.1) or 'count' (e.g. 5)")
+        return self
+
+
+class DeploySpec(Strict):
+    """How a batch's tenants are upgraded."""
+
+    concurrency: int = Field(default=20, ge=1, le=1000, description="parallel upgrades per shard")
+    retries: int = Field(default=3, ge=0, le=20, description="per-tenant retries on failure")
+    max_failed: FailureBudget = Field(
+        default_factory=lambda: FailureBudget(share=0.02),
+        description="failed deploys a batch tolerates: '2%' or a count",
+    )
+    shard_size: int = Field(default=50, ge=1, le=10_000, description="tenants per deploy task")
+
+
+class MissingDataSpec(Strict):
+    after: Duration = Field(default=timedelta(minutes=5), description="no data this long -> action")
+    action: PauseOrRollback = "pause"
+
+
+class InconclusiveSpec(Strict):
+    action: PauseOrRollback = "pause"
+
+
+class CheckSpec(Strict):
+    """One typed gate check: metric, comparison, limit; where relative, against which baseline."""
+
+    metric: Identifier = Field(description="canonical metric name, e.g. error_rate, latency_p95_ms")
+    op: Comparison = Field(description="the measured value must satisfy `value <op> limit`")
+    limit: Limit
+    baseline: Baseline | None = Field(
+        default=None,
+        description="for relative limits: pre_upgrade (the tenants before) or control "
+        "(tenants not yet upgraded)",
+    )
+    scope: CheckScope = Field(
+        default="batch",
+        description="batch: the batch's tenants pooled; cumulative: all upgraded so far; "
+        "per_tenant: each tenant alone",
+    )
+    max_breaching_tenants: int = Field(
+        default=0, ge=0, description="per_tenant scope: tenants allowed to breach"
+    )
+    min_samples: int = Field(default=1, ge=1, description="samples needed before judging")
+
+
+class GateSpec(Strict):
+    """The metric gate that judges each batch during its bake."""
+
+    poke_interval: Duration = Field(default=timedelta(seconds=30))
+    signal_delay: Duration = Field(
+        default=timedelta(minutes=1), description="monitoring lag: data younger is ignored"
+    )
+    missing_data: MissingDataSpec = Field(default_factory=MissingDataSpec)
+    inconclusive: InconclusiveSpec = Field(default_factory=InconclusiveSpec)
+    failure_limit: int = Field(
+        default=0, ge=0, description="failed evaluations tolerated before the verdict is fail"
+    )
+    checks: list[CheckSpec] = Field(min_length=1)
+
+
+class RollbackSpec(Strict):
+    mode: Literal["auto", "manual"] = "auto"
+    scope: RollbackScope = "all_upgraded"
+    concurrency: int = Field(default=50, ge=1, le=1000)
+    deadline: Duration = Field(default=timedelta(minutes=3))
+
+
+class Policy(Strict):
+    """A reusable rollout template: batches, deploy, gate and rollback."""
+
+    description: str | None = None
+    batches: list[BatchSpec] = Field(min_length=1)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    max_batch_duration: Duration = Field(
+        default=timedelta(minutes=30), description="a batch running longer raises an alert"
+    )
+    gate: GateSpec
+    rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan
+# ---------------------------------------------------------------------------------------------
+
+LabelSelector = dict[Identifier, str | list[str]]
+"""`{tier: [gold, silver], region: eu}`: every key must match; a list matches any of its values."""
+
+
+class OrderKey(Strict):
+    """Order tenants by a label, optionally by an explicit ranking of its values."""
+
+    label: Identifier
+    values: list[str] | None = Field(
+        default=None, description="rank by this list (unlisted values last); else alphabetical"
+    )
+
+
+class TenantSelection(Strict):
+    select: LabelSelector = Field(
+        default_factory=dict, description="labels a tenant must have; empty selects all"
+    )
+    exclude: list[str | LabelSelector] = Field(
+        default_factory=list, description="tenant ids or label selectors never touched"
+    )
+    canary: list[str] = Field(default_factory=list, description="tenant ids upgraded first")
+    order: list[Identifier | OrderKey] = Field(
+        default_factory=list, description="label keys that order tenants after the canary cohort"
+    )
+    seed: str | None = Field(
+        default=None, description="tie-break seed for the stable order; default the plan id"
+    )
+
+
+class WindowSpec(Strict):
+    """When batches may start: a cron schedule in a time zone, a duration, and freeze ranges."""
+
+    schedule: str = Field(description="cron expression in the window's time zone, e.g. 0 2 * * SAT")
+    duration: Duration
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. Asia/Shanghai")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="no batch starts in these ranges: 2026-12-24/2026-12-26 (whole days, "
+        "inclusive) or 2026-12-24T18:00/2026-12-26T06:00",
+    )
+
+
+class NotifySpec(Strict):
+    channels: list[str] = Field(default_factory=list, description="e.g. slack:#releases, email")
+    on: list[
+        Literal["run_start", "batch_promoted", "paused", "rollback", "run_end", "alert"]
+    ] = Field(default_factory=lambda: ["run_start", "paused", "rollback", "run_end", "alert"])
+
+
+class PlanSpec(Strict):
+    """A plan as written: what to roll out to whom, under which policy (plus overrides)."""
+
+    description: str | None = None
+    plugin: Identifier
+    policy: Identifier
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="policy fields deep-merged onto the policy (mappings merge, lists replace)",
+    )
+    target_version: str | None = Field(default=None, description="default; a run may give another")
+    tenants: TenantSelection = Field(default_factory=TenantSelection)
+    window: WindowSpec | None = None
+    owners: list[str] = Field(default_factory=list)
+    notify: NotifySpec = Field(default_factory=NotifySpec)
+
+
+class ConfigFile(Strict):
+    """One config file: `upgrade_policies.yaml` or a file under `plans/`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PowerX grey upgrade policies and plans",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    version: Literal[1] = 1
+    policies: dict[Identifier, Policy] = Field(default_factory=dict)
+    plans: dict[Identifier, PlanSpec] = Field(default_factory=dict)
+
+
+class SourceRef(Strict):
+    """Where a thing was written: file and line."""
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+class Plan(Strict):
+    """A validated plan with its policy resolved (overrides applied): what a run executes."""
+
+    id: Identifier
+    source: SourceRef
+    description: str | None = None
+    plugin: Identifier
+    policy_id: Identifier
+    policy: Policy
+    target_version: str | None = None
+    tenants: TenantSelection
+    window: WindowSpec | None = None
+    owners: list[str] = Field(default_factory=list)
+    notify: NotifySpec = Field(default_factory=NotifySpec)
+
+    @property
+    def seed(self) -> str:
+        return self.tenants.seed or self.id

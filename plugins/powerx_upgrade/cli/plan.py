@@ -3,8 +3,267 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from powerx_upgrade.config import ConfigNotFound, load_config
+from powerx_upgrade.domain.config import ConfigResult, config_schema
+from powerx_upgrade.domain.durations import format_duration
+from powerx_upgrade.domain.planner import PlanningError, Tenant, plan_batches
+from powerx_upgrade.domain.problems import Problem
+from powerx_upgrade.domain.windows import window_state
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def register(nouns: argparse._SubParsersAction) -> None:
     parser = nouns.add_parser("plan", help="validate and preview upgrade plans")
-    parser.set_defaults(func=lambda args: parser.error("not built yet"))
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    validate = verbs.add_parser(
+        "validate",
+        help="check config files; compiler-style problems; exit 1 on any error",
+        description="Validate upgrade_policies.yaml and plans/*.yaml. PATH is a file or a "
+        "directory; default $POWERX_UPGRADE_CONFIG, else include/config/.",
+    )
+    validate.add_argument("paths", nargs="*", metavar="PATH")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.set_defaults(func=cmd_validate)
+
+    preview = verbs.add_parser(
+        "preview",
+        help="show the batches a plan gives for a list of tenants, and the next window",
+        description="Plan the batches of PLAN_ID for the tenants in FILE (a JSON array of "
+        '{"id": ..., "labels": {...}} objects).',
+    )
+    preview.add_argument("plan_id", metavar="PLAN_ID")
+    preview.add_argument("--tenants", required=True, type=Path, metavar="FILE")
+    preview.add_argument("--format", choices=("table", "json"), default="table")
+    preview.add_argument("--config", metavar="PATH", help="config file or directory")
+    preview.add_argument(
+        "--now", metavar="ISO8601", help="evaluate the window at this time (default: now)"
+    )
+    preview.set_defaults(func=cmd_preview)
+
+    schema = verbs.add_parser("schema", help="print the JSON Schema of the config files")
+    schema.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead")
+    schema.set_defaults(func=cmd_schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        result = load_config(args.paths or None)
+    except ConfigNotFound as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_USAGE
+    if args.format == "json":
+        print(json.dumps(_validation_json(result), indent=2))
+    else:
+        _print_problems(result.problems)
+        _print_summary(result)
+    return EXIT_INVALID if result.errors else EXIT_OK
+
+
+def _validation_json(result: ConfigResult) -> dict[str, Any]:
+    return {
+        "files": result.files,
+        "valid_plans": sorted(result.plans),
+        "invalid_plans": {pid: str(ref) for pid, ref in sorted(result.invalid_plans.items())},
+        "policies": sorted(result.policies),
+        "problems": [p.as_dict() for p in result.problems],
+        "errors": len(result.errors),
+        "warnings": len(result.warnings),
+    }
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        where = f"{problem.file}:{problem.line}" if problem.line else problem.file
+        path = f"{problem.path}: " if problem.path else ""
+        console.print(
+            f"[bold]{escape(where)}[/]: [{colour}]{problem.severity}[/]: "
+            f"[cyan]{escape(path)}[/]{escape(problem.message)}"
+        )
+
+
+def _print_summary(result: ConfigResult) -> None:
+    for plan_id, plan in sorted(result.plans.items()):
+        window = (
+            f"window '{plan.window.schedule}' +{format_duration(plan.window.duration)} "
+            f"{plan.window.timezone}"
+            if plan.window
+            else "no window"
+        )
+        console.print(
+            f"[green]ok[/] [bold]{escape(plan_id)}[/]: {escape(plan.plugin)} "
+            f"{escape(plan.target_version or '-')}, policy {escape(plan.policy_id)} "
+            f"({len(plan.policy.batches)} batches), {escape(window)}  [dim]{escape(str(plan.source))}[/]"
+        )
+    for plan_id, ref in sorted(result.invalid_plans.items()):
+        console.print(f"[red]invalid[/] [bold]{escape(plan_id)}[/]  [dim]{escape(str(ref))}[/]")
+    errors, warnings = len(result.errors), len(result.warnings)
+    status = "[red]invalid[/]" if errors else "[green]valid[/]"
+    invalid = f", [red]{len(result.invalid_plans)} invalid[/]" if result.invalid_plans else ""
+    console.print(
+        f"{status}: {len(result.files)} file(s), {len(result.plans)} valid plan(s){invalid}, "
+        f"{len(result.policies)} policies; {errors} error(s), {warnings} warning(s)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# preview
+# ---------------------------------------------------------------------------------------------
+
+
+class _TenantIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class TenantFileError(ValueError):
+    """A tenants file that is not a JSON array of {"id", "labels"} objects."""
+
+
+def read_tenants(path: Path) -> list[Tenant]:
+    """Read a JSON array of `{"id": ..., "labels": {...}}`; errors name the file, line and entry."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TenantFileError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TenantFileError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    try:
+        entries = TypeAdapter(list[_TenantIn]).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise TenantFileError(
+            f"{path}: {where or 'top level'}: {first['msg']}{more}; expected a JSON array of "
+            '{"id": "t-0001", "labels": {"tier": "gold"}} objects'
+        ) from None
+    return [
+        Tenant(
+            e.id,
+            {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in e.labels.items()},
+        )
+        for e in entries
+    ]
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    try:
+        result = load_config([args.config] if args.config else None)
+        tenants = read_tenants(args.tenants)
+        now = _parse_now(args.now)
+    except (ConfigNotFound, TenantFileError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_USAGE
+    plan = result.plans.get(args.plan_id)
+    if plan is None:
+        if args.plan_id in result.invalid_plans:
+            err_console.print(f"[red]error:[/] plan '{escape(args.plan_id)}' is invalid:")
+            for problem in result.problems_of_plan(args.plan_id):
+                err_console.print(f"  {escape(str(problem))}")
+        else:
+            known = ", ".join(sorted(result.plans)) or "none"
+            err_console.print(
+                f"[red]error:[/] unknown plan '{escape(args.plan_id)}' (known: {escape(known)})"
+            )
+        return EXIT_INVALID
+    try:
+        batch_plan = plan_batches(plan, tenants)
+    except PlanningError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_INVALID
+    window = window_state(plan.window, now)
+    document = {
+        **batch_plan.as_dict(),
+        "plugin": plan.plugin,
+        "policy": plan.policy_id,
+        "target_version": plan.target_version,
+        "source": str(plan.source),
+        "evaluated_at": now.isoformat(),
+        "window": window.as_dict(),
+        "next_window_open": window.next_open.isoformat() if window.next_open else None,
+    }
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    _print_preview(plan.id, plan.plugin, plan.target_version, batch_plan, window, len(tenants))
+    return EXIT_OK
+
+
+def _parse_now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--now {text!r} is not an ISO 8601 time like 2026-12-05T02:00:00+08:00")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _print_preview(plan_id, plugin, target, batch_plan, window, fleet_size) -> None:  # noqa: ANN001
+    console.print(
+        f"[bold]{escape(plan_id)}[/]: {escape(plugin)} -> {escape(target or '(given per run)')}; "
+        f"{len(batch_plan.selected)} of {fleet_size} tenants selected"
+    )
+    table = Table(title_justify="left")
+    for column in ("#", "batch", "tenants", "cumulative", "bake", "approval", "first tenants"):
+        table.add_column(column, justify="right" if column in ("#", "tenants") else "left")
+    for batch in batch_plan.batches:
+        shown = ", ".join(batch.tenants[:5]) + (" ..." if len(batch.tenants) > 5 else "")
+        table.add_row(
+            str(batch.index),
+            batch.name,
+            str(len(batch.tenants)),
+            f"{batch.cumulative_count} ({batch.cumulative_ratio:.0%})",
+            format_duration(batch.bake),
+            "required" if batch.approval_required else "-",
+            shown,
+        )
+    console.print(table)
+    for note in batch_plan.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    colour = "green" if window.open else "yellow"
+    console.print(f"window: [{colour}]{escape(window.reason)}[/]")
+
+
+# ---------------------------------------------------------------------------------------------
+# schema
+# ---------------------------------------------------------------------------------------------
+
+
+def schema_text() -> str:
+    return json.dumps(config_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = schema_text()
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

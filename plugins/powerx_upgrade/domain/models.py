@@ -11,7 +11,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -31,6 +33,8 @@ CheckScope = Literal["batch", "cumulative", "per_tenant"]
 Baseline = Literal["pre_upgrade", "control"]
 
 _PERCENT = re.compile(r"^\s*(?P<sign>[+-]?)\s*(?P<num>\d+(\.\d+)?)\s*%\s*$")
+_PERCENT_SCHEMA = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}
+_CHANGE_SCHEMA = {"type": "string", "pattern": r"^\s*[+-]?\s*\d+(\.\d+)?\s*%\s*$"}
 
 
 class Strict(BaseModel):
@@ -90,6 +94,10 @@ class FailureBudget(Strict):
             raise ValueError("max_failed must not be negative")
         return self
 
+    @model_serializer
+    def _as_text(self) -> str | int:
+        return self.count if self.count is not None else str(self)
+
     def allowed_failures(self, batch_size: int) -> int:
         """The number of failed deploys a batch of `batch_size` tenants tolerates."""
         if self.count is not None:
@@ -129,6 +137,10 @@ class Limit(Strict):
             return {"value": number}
         return value
 
+    @model_serializer
+    def _as_text(self) -> str | float:
+        return str(self) if self.relative else self.value
+
     def threshold(self, baseline: float | None) -> float:
         """The absolute value to compare against; relative limits scale the baseline."""
         if not self.relative:
@@ -152,7 +164,11 @@ class BatchSpec(Strict):
     """One wave of a policy: how far the rollout reaches after it, how long to bake, approval."""
 
     name: Identifier | None = Field(default=None, description="display name, e.g. canary")
-    ratio: float | None = Field(
+    ratio: Annotated[
+        float | None,
+        WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                                  _PERCENT_SCHEMA]}),
+    ] = Field(
         default=None,
         description="cumulative share of the selected tenants after this batch, (0, 1]; '10%' too",
     )
@@ -188,7 +204,10 @@ class DeploySpec(Strict):
 
     concurrency: int = Field(default=20, ge=1, le=1000, description="parallel upgrades per shard")
     retries: int = Field(default=3, ge=0, le=20, description="per-tenant retries on failure")
-    max_failed: FailureBudget = Field(
+    max_failed: Annotated[
+        FailureBudget,
+        WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, _PERCENT_SCHEMA]}),
+    ] = Field(
         default_factory=lambda: FailureBudget(share=0.02),
         description="failed deploys a batch tolerates: '2%' or a count",
     )
@@ -209,7 +228,11 @@ class CheckSpec(Strict):
 
     metric: Identifier = Field(description="canonical metric name, e.g. error_rate, latency_p95_ms")
     op: Comparison = Field(description="the measured value must satisfy `value <op> limit`")
-    limit: Limit
+    limit: Annotated[
+        Limit, WithJsonSchema({"anyOf": [{"type": "number"}, _CHANGE_SCHEMA]})
+    ] = Field(
+        description="absolute (0.05 or '5%') or relative to the baseline ('+20%', '-10%')"
+    )
     baseline: Baseline | None = Field(
         default=None,
         description="for relative limits: pre_upgrade (the tenants before) or control "

@@ -84,14 +84,18 @@ def _record_lines(node: yaml.Node, path: Path, source: YamlSource, root: bool = 
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in first_seen:
+                full = (*path, key)
+                owner = str(full[1]) if len(full) >= 2 else None
                 source.problems.append(
                     Problem(
                         source.file,
                         line,
                         "error",
-                        format_path((*path, key)),
-                        f"duplicate key '{key}' (first at line {first_seen[key]}); "
-                        "YAML keeps only the last one, so this one is used",
+                        format_path(full),
+                        f"duplicate key '{key}' (first at line {first_seen[key]}): "
+                        "a key may appear only once in a mapping",
+                        plan_id=owner if full[0] == "plans" else None,
+                        policy_id=owner if full[0] == "policies" else None,
                     )
                 )
             else:

@@ -1,0 +1,26 @@
+"""Shared test helpers: paths of the example config and a factory for config files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "include" / "config"
+EXAMPLE_POLICIES = CONFIG_DIR / "upgrade_policies.yaml"
+EXAMPLE_TENANTS = CONFIG_DIR / "examples" / "tenants.json"
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """write("name.yaml", text) -> Path: a dedented file under tmp_path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return _write

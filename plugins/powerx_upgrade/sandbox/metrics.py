@@ -1,0 +1,227 @@
+"""Deterministic monitoring series: per-tenant requests, errors and p95 latency for any interval.
+
+Every number is a function of the seed, the tenant, the time bucket and the version installed at
+that moment; noise comes from a hash of those, never from a global RNG, and is bounded so a
+version's error rate can never be mistaken for another across a gate's threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from powerx_upgrade.sandbox.faults import (
+    ErrorRateFault,
+    LatencyFault,
+    MetricsGapFault,
+    SignalDelayFault,
+)
+from powerx_upgrade.sandbox.scenario import Scenario
+from powerx_upgrade.sandbox.seeded import bucket_hash, key_hash, mix, symmetric, unit
+
+CORE_METRICS: tuple[str, ...] = ("requests", "errors", "latency_p95_ms", "samples")
+METRICS: tuple[str, ...] = (*CORE_METRICS, "error_rate")
+"""Metric names a query may ask for; `error_rate` is errors / requests, derived."""
+
+
+class QueryTooLarge(ValueError):
+    """A query that would touch more tenant-buckets than the scenario allows."""
+
+
+@dataclass(frozen=True)
+class TenantSeries:
+    """What the metric engine needs to know about one tenant: who it is and its version history.
+
+    `timeline` is ((since_epoch_seconds, version), ...) sorted by time; the first entry's time is
+    -inf (the version it had before the sandbox started).
+    """
+
+    id: str
+    labels: dict[str, str]
+    timeline: tuple[tuple[float, str], ...]
+
+    def version_at(self, moment: float) -> str:
+        for since, version in reversed(self.timeline):
+            if since <= moment:
+                return version
+        return self.timeline[0][1]
+
+
+@dataclass(frozen=True)
+class WindowedFault:
+    """A metric-affecting fault with its absolute window (start, end) in epoch seconds."""
+
+    spec: Any
+    start: float
+    end: float
+
+    def covers(self, moment: float) -> bool:
+        return self.start <= moment < self.end
+
+
+class MetricsEngine:
+    """Computes interval aggregates for tenants of one scenario."""
+
+    def __init__(self, scenario: Scenario):
+        self.seed = scenario.seed
+        self.bucket = scenario.monitoring.bucket.total_seconds()
+        self.base_delay = scenario.monitoring.delay.total_seconds()
+        self.max_points = scenario.monitoring.max_points
+        self.noise = scenario.monitoring.noise
+        self.traffic = scenario.traffic
+        self.versions = scenario.versions
+        self._bases: dict[str, int] = {}
+        self._scales: dict[str, float] = {}
+
+    # -- per tenant constants ------------------------------------------------------------------
+
+    def _base(self, tenant_id: str) -> int:
+        base = self._bases.get(tenant_id)
+        if base is None:
+            base = key_hash(self.seed, "metrics", tenant_id)
+            self._bases[tenant_id] = base
+        return base
+
+    def tenant_scale(self, tenant_id: str) -> float:
+        """A tenant's size relative to the baseline rps, in [1 - spread, 1 + spread]."""
+        scale = self._scales.get(tenant_id)
+        if scale is None:
+            spread = self.traffic.rps_spread
+            scale = 1.0 + spread * (2.0 * unit(self.seed, "scale", tenant_id) - 1.0)
+            self._scales[tenant_id] = scale
+        return scale
+
+    def behaviour(
+        self, version: str, tenant: TenantSeries, moment: float, faults: Sequence[WindowedFault]
+    ) -> tuple[float, float, float]:
+        """(error_rate, latency_p95_ms, rps_factor) of a tenant at a moment; last fault wins."""
+        spec = self.versions.get(version)
+        error_rate = self.traffic.error_rate
+        latency = self.traffic.latency_p95_ms
+        rps_factor = 1.0
+        if spec is not None:
+            error_rate = spec.error_rate if spec.error_rate is not None else error_rate
+            latency = spec.latency_p95_ms if spec.latency_p95_ms is not None else latency
+            rps_factor = spec.rps_factor
+        for fault in faults:
+            item = fault.spec
+            if not fault.covers(moment) or (item.version and item.version != version):
+                continue
+            if isinstance(item, ErrorRateFault):
+                error_rate = item.value
+            elif isinstance(item, LatencyFault):
+                latency = item.value if item.value is not None else latency * item.factor
+        return error_rate, latency, rps_factor
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def check_size(self, tenant_count: int, start: float, end: float) -> None:
+        buckets = max(1, math.ceil((end - start) / self.bucket) + 1)
+        if tenant_count * buckets > self.max_points:
+            raise QueryTooLarge(
+                f"query spans {tenant_count} tenants x {buckets} buckets of {self.bucket:g}s = "
+                f"{tenant_count * buckets} points (limit {self.max_points}): "
+                "ask for fewer tenants or a shorter interval"
+            )
+
+    def query(
+        self,
+        tenants: Iterable[TenantSeries],
+        start: float,
+        end: float,
+        now: float,
+        faults: Sequence[WindowedFault],
+        metrics: Sequence[str] = CORE_METRICS,
+    ) -> dict[str, dict[str, float | int]]:
+        """Per tenant aggregates for [start, end); tenants without any data are left out."""
+        result: dict[str, dict[str, float | int]] = {}
+        for tenant in tenants:
+            values = self.tenant_values(tenant, start, end, now, faults)
+            if values is None:
+                continue
+            result[tenant.id] = {name: values[name] for name in metrics if name in values}
+        return result
+
+    def data_until(
+        self, tenant: TenantSeries, now: float, faults: Sequence[WindowedFault]
+    ) -> float:
+        """The latest moment with data for the tenant, given signal delays in force now."""
+        delay = self.base_delay
+        for fault in faults:
+            item = fault.spec
+            if (
+                isinstance(item, SignalDelayFault)
+                and fault.covers(now)
+                and item.matches(tenant.id, tenant.labels)
+            ):
+                delay = max(delay, item.value.total_seconds())
+        return now - delay
+
+    def tenant_values(
+        self,
+        tenant: TenantSeries,
+        start: float,
+        end: float,
+        now: float,
+        faults: Sequence[WindowedFault],
+    ) -> dict[str, float | int] | None:
+        """Aggregates of one tenant, or None when the interval holds no data for it."""
+        mine = [
+            fault
+            for fault in faults
+            if isinstance(fault.spec, ErrorRateFault | LatencyFault | MetricsGapFault)
+            and fault.spec.matches(tenant.id, tenant.labels)
+        ]
+        stop = min(end, self.data_until(tenant, now, faults))
+        if stop <= start:
+            return None
+        edges = {start, stop}
+        edges.update(since for since, _ in tenant.timeline if start < since < stop)
+        for fault in mine:
+            edges.update(edge for edge in (fault.start, fault.end) if start < edge < stop)
+        gaps = [fault for fault in mine if isinstance(fault.spec, MetricsGapFault)]
+        shaping = [fault for fault in mine if not isinstance(fault.spec, MetricsGapFault)]
+
+        base = self._base(tenant.id)
+        per_second = self.traffic.rps * self.tenant_scale(tenant.id)
+        noise = self.noise
+        size = self.bucket
+        requests = errors = latency_sum = 0.0
+        buckets: set[int] = set()
+        ordered = sorted(edges)
+        for low, high in zip(ordered, ordered[1:], strict=False):
+            middle = (low + high) / 2.0
+            if any(gap.covers(middle) for gap in gaps):
+                continue
+            version = tenant.version_at(middle)
+            rate, latency, factor = self.behaviour(version, tenant, middle, shaping)
+            first = math.floor(low / size)
+            last = math.ceil(high / size)
+            for index in range(first, last):
+                lo = max(low, index * size)
+                hi = min(high, (index + 1) * size)
+                if hi <= lo:
+                    continue
+                draw = bucket_hash(base, index)
+                amount = per_second * factor * (1.0 + noise.requests * symmetric(draw)) * (hi - lo)
+                draw = mix(draw)
+                errors += amount * min(1.0, rate * (1.0 + noise.error_rate * symmetric(draw)))
+                draw = mix(draw)
+                latency_sum += amount * latency * (1.0 + noise.latency * symmetric(draw))
+                requests += amount
+                buckets.add(index)
+        if not buckets:
+            return None
+        count = round(requests)
+        values: dict[str, float | int] = {
+            "requests": count,
+            "errors": min(count, round(errors)),
+            "samples": len(buckets),
+        }
+        if requests > 0:
+            values["latency_p95_ms"] = round(latency_sum / requests, 1)
+        if count > 0:
+            values["error_rate"] = round(values["errors"] / count, 6)
+        return values

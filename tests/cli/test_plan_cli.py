@@ -54,7 +54,10 @@ def powerx() -> str:
 
 def test_validate_example_config_through_the_console_script_exits_0():
     done = subprocess.run(
-        [powerx(), "plan", "validate", str(EXAMPLE_POLICIES)], capture_output=True, text=True, check=False
+        [powerx(), "plan", "validate", str(EXAMPLE_POLICIES)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 valid plan(s)" in done.stdout and "0 error(s)" in done.stdout
@@ -68,7 +71,9 @@ def test_validate_reports_all_three_mistakes_with_file_line_and_path(capsys, wri
     assert len(lines) == 3
     assert f"{path}:13: error: plans.crm-sync.policy: unknown policy 'standrad-grey'" in out
     assert f"{path}:17: error: plans.billing.rollback: unknown field 'rollback'" in out
-    assert f"{path}:21: error: plans.ledger.window.timezone: unknown time zone 'Mars/Olympus'" in out
+    assert (
+        f"{path}:21: error: plans.ledger.window.timezone: unknown time zone 'Mars/Olympus'" in out
+    )
 
 
 def test_validate_json_gives_problems_as_data(capsys, write):
@@ -91,7 +96,9 @@ def test_validate_directory_loads_plans_beside_the_policies(capsys, write):
 
 def test_a_plan_file_is_validated_with_its_sibling_policies(capsys, write):
     write("cfg/upgrade_policies.yaml", THREE_MISTAKES.split("plans:")[0])
-    plan_file = write("cfg/plans/crm.yaml", "plans:\n  crm: {plugin: crm-sync, policy: standard-grey}\n")
+    plan_file = write(
+        "cfg/plans/crm.yaml", "plans:\n  crm: {plugin: crm-sync, policy: standard-grey}\n"
+    )
     code, out, _ = run(capsys, "plan", "validate", str(plan_file))
     assert code == 0 and "1 valid plan(s)" in out
 
@@ -111,17 +118,25 @@ def test_validate_missing_path_is_a_usage_error(capsys, tmp_path):
 def test_preview_json_partitions_exactly_the_selected_tenants_canary_first(capsys):
     code, out, _ = run(
         capsys,
-        "plan", "preview", "crm-sync-standard",
-        "--tenants", str(EXAMPLE_TENANTS),
-        "--format", "json",
-        "--config", str(CONFIG_DIR),
-        "--now", "2026-11-27T12:00:00+00:00",
+        "plan",
+        "preview",
+        "crm-sync-standard",
+        "--tenants",
+        str(EXAMPLE_TENANTS),
+        "--format",
+        "json",
+        "--config",
+        str(CONFIG_DIR),
+        "--now",
+        "2026-11-27T12:00:00+00:00",
     )
     assert code == 0
     document = json.loads(out)
     tenants = json.loads(EXAMPLE_TENANTS.read_text())
     selected = {
-        t["id"] for t in tenants if t["labels"]["tier"] in ("gold", "silver") and t["id"] != "t-0042"
+        t["id"]
+        for t in tenants
+        if t["labels"]["tier"] in ("gold", "silver") and t["id"] != "t-0042"
     } | {"t-0001"}
     union = [t for batch in document["batches"] for t in batch["tenants"]]
     assert sorted(union) == sorted(selected) and len(union) == len(set(union))
@@ -134,8 +149,16 @@ def test_preview_json_partitions_exactly_the_selected_tenants_canary_first(capsy
 
 def test_preview_table_shows_batches_and_the_window(capsys):
     code, out, _ = run(
-        capsys, "plan", "preview", "crm-sync-standard", "--tenants", str(EXAMPLE_TENANTS),
-        "--config", str(CONFIG_DIR), "--now", "2026-11-27T19:00:00+00:00",
+        capsys,
+        "plan",
+        "preview",
+        "crm-sync-standard",
+        "--tenants",
+        str(EXAMPLE_TENANTS),
+        "--config",
+        str(CONFIG_DIR),
+        "--now",
+        "2026-11-27T19:00:00+00:00",
     )
     assert code == 0
     assert "canary" in out and "required" in out and "open until 2026-11-28 06:00 CST" in out
@@ -143,8 +166,14 @@ def test_preview_table_shows_batches_and_the_window(capsys):
 
 def test_preview_unknown_plan_lists_the_known_ones(capsys):
     code, _, err = run(
-        capsys, "plan", "preview", "crm-sync-standrad", "--tenants", str(EXAMPLE_TENANTS),
-        "--config", str(CONFIG_DIR),
+        capsys,
+        "plan",
+        "preview",
+        "crm-sync-standrad",
+        "--tenants",
+        str(EXAMPLE_TENANTS),
+        "--config",
+        str(CONFIG_DIR),
     )
     assert code == 1 and "unknown plan 'crm-sync-standrad'" in err and "crm-sync-standard" in err
 
@@ -152,7 +181,14 @@ def test_preview_unknown_plan_lists_the_known_ones(capsys):
 def test_preview_invalid_plan_prints_its_problems(capsys, write):
     path = write("upgrade_policies.yaml", THREE_MISTAKES)
     code, _, err = run(
-        capsys, "plan", "preview", "ledger", "--tenants", str(EXAMPLE_TENANTS), "--config", str(path)
+        capsys,
+        "plan",
+        "preview",
+        "ledger",
+        "--tenants",
+        str(EXAMPLE_TENANTS),
+        "--config",
+        str(path),
     )
     assert code == 1 and "plan 'ledger' is invalid" in err and "Mars/Olympus" in err
 
@@ -168,15 +204,31 @@ def test_preview_invalid_plan_prints_its_problems(capsys, write):
 def test_preview_bad_tenants_file_names_where(capsys, write, content, fragment):
     path = write("tenants.json", content)
     code, _, err = run(
-        capsys, "plan", "preview", "crm-sync-standard", "--tenants", str(path), "--config", str(CONFIG_DIR)
+        capsys,
+        "plan",
+        "preview",
+        "crm-sync-standard",
+        "--tenants",
+        str(path),
+        "--config",
+        str(CONFIG_DIR),
     )
     assert code == 2 and fragment in err
 
 
 def test_preview_with_no_matching_tenant_is_a_clear_error(capsys, write):
-    path = write("tenants.json", '[{"id": "t-0001", "labels": {"tier": "gold"}}, {"id": "x", "labels": {}}]')
+    path = write(
+        "tenants.json", '[{"id": "t-0001", "labels": {"tier": "gold"}}, {"id": "x", "labels": {}}]'
+    )
     code, _, err = run(
-        capsys, "plan", "preview", "crm-sync-bronze", "--tenants", str(path), "--config", str(CONFIG_DIR)
+        capsys,
+        "plan",
+        "preview",
+        "crm-sync-bronze",
+        "--tenants",
+        str(path),
+        "--config",
+        str(CONFIG_DIR),
     )
     assert code == 1 and "selects no tenant" in err
 

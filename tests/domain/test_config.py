@@ -45,9 +45,10 @@ def test_example_config_validates_with_three_plans_and_no_problems():
     standard = result.plans["crm-sync-standard"]
     assert [b.ratio for b in standard.policy.batches] == [0.01, 0.10, 0.50, 1.0]
     assert standard.policy.batches[2].approval == "required"
-    assert standard.source.line == EXAMPLE_POLICIES.read_text().splitlines().index(
-        "  crm-sync-standard:"
-    ) + 1
+    assert (
+        standard.source.line
+        == EXAMPLE_POLICIES.read_text().splitlines().index("  crm-sync-standard:") + 1
+    )
 
 
 def test_three_mistakes_are_all_reported_with_line_and_field_path():
@@ -142,7 +143,10 @@ plans:
 def test_duplicate_plan_id_across_files_disables_both_definitions():
     result = parse_config(
         [
-            ("upgrade_policies.yaml", textwrap.dedent(POLICY) + "plans:\n  p: {plugin: a, policy: std}\n"),
+            (
+                "upgrade_policies.yaml",
+                textwrap.dedent(POLICY) + "plans:\n  p: {plugin: a, policy: std}\n",
+            ),
             ("plans/other.yaml", "plans:\n  p: {plugin: b, policy: std}\n"),
         ]
     )
@@ -160,17 +164,37 @@ def test_duplicate_plan_id_across_files_disables_both_definitions():
             "policies.std.batches[1].ratio",
             "strictly increase",
         ),
-        ("[{ratio: 0.1, bake: 10m}, {ratio: 0.6, bake: 10m}]", "policies.std.batches[1].ratio", "not 1.0"),
+        (
+            "[{ratio: 0.1, bake: 10m}, {ratio: 0.6, bake: 10m}]",
+            "policies.std.batches[1].ratio",
+            "not 1.0",
+        ),
         (
             "[{ratio: 1.0, bake: 10m}, {ratio: 1.0, bake: 10m}]",
             "policies.std.batches[1]",
             "already reaches ratio 1.0",
         ),
         ("[{ratio: 1.5, bake: 10m}]", "policies.std.batches[0].ratio", "at most 1.0"),
-        ("[{ratio: 0.5, count: 3, bake: 10m}, {ratio: 1.0, bake: 1m}]", "policies.std.batches[0]", "exactly one"),
-        ("[{ratio: 1.0, bake: 10 min}]", "policies.std.batches[0].bake", "invalid duration '10 min'"),
-        ("[{count: 5, bake: 10m}, {count: 5, bake: 10m}, {ratio: 1.0, bake: 1m}]", "policies.std.batches[1].count", "strictly increase"),
-        ("[{name: a, ratio: 0.5, bake: 10m}, {name: a, ratio: 1.0, bake: 10m}]", "policies.std.batches[1].name", "duplicate batch name"),
+        (
+            "[{ratio: 0.5, count: 3, bake: 10m}, {ratio: 1.0, bake: 1m}]",
+            "policies.std.batches[0]",
+            "exactly one",
+        ),
+        (
+            "[{ratio: 1.0, bake: 10 min}]",
+            "policies.std.batches[0].bake",
+            "invalid duration '10 min'",
+        ),
+        (
+            "[{count: 5, bake: 10m}, {count: 5, bake: 10m}, {ratio: 1.0, bake: 1m}]",
+            "policies.std.batches[1].count",
+            "strictly increase",
+        ),
+        (
+            "[{name: a, ratio: 0.5, bake: 10m}, {name: a, ratio: 1.0, bake: 10m}]",
+            "policies.std.batches[1].name",
+            "duplicate batch name",
+        ),
         ("[]", "policies.std.batches", "at least 1"),
     ],
 )
@@ -192,9 +216,16 @@ def test_ratios_accept_percentages_and_counts_are_cumulative():
 
 
 def test_bake_shorter_than_two_polls_plus_signal_delay_is_a_warning_not_an_error():
-    result = parse(POLICY.replace("{name: canary, ratio: 0.1, bake: 10m}", "{name: canary, ratio: 0.1, bake: 1m}"))
+    result = parse(
+        POLICY.replace(
+            "{name: canary, ratio: 0.1, bake: 10m}", "{name: canary, ratio: 0.1, bake: 1m}"
+        )
+    )
     warning = only(result.problems, path="policies.std.batches[0].bake")
-    assert warning.severity == "warning" and "shorter than signal_delay + 2 x poke_interval = 2m" in warning.message
+    assert (
+        warning.severity == "warning"
+        and "shorter than signal_delay + 2 x poke_interval = 2m" in warning.message
+    )
     assert "std" in result.policies
 
 
@@ -212,7 +243,9 @@ def test_max_breaching_tenants_needs_per_tenant_scope():
 def test_wrong_literal_lists_what_is_allowed():
     result = parse(POLICY + "    rollback: {mode: automatic}\n")
     problem = only(result.errors, path="policies.std.rollback.mode")
-    assert "'automatic' is not allowed" in problem.message and "'auto' or 'manual'" in problem.message
+    assert (
+        "'automatic' is not allowed" in problem.message and "'auto' or 'manual'" in problem.message
+    )
 
 
 @pytest.mark.parametrize(
@@ -274,7 +307,9 @@ plans:
 
 
 def test_plan_on_an_invalid_policy_points_at_the_policy():
-    result = parse(POLICY.replace("limit: 0.05", "limit: lots") + "plans:\n  p: {plugin: x, policy: std}\n")
+    result = parse(
+        POLICY.replace("limit: 0.05", "limit: lots") + "plans:\n  p: {plugin: x, policy: std}\n"
+    )
     problem = only(result.errors, path="plans.p.policy")
     assert "policy 'std' has errors (see upgrade_policies.yaml:3)" in problem.message
 
@@ -283,8 +318,16 @@ def test_plan_on_an_invalid_policy_points_at_the_policy():
     ("window", "path", "fragment"),
     [
         ("{schedule: '0 25 * * *', duration: 1h}", "plans.p.window.schedule", "invalid cron"),
-        ("{schedule: '0 2 * * *', duration: 1h, freeze: ['2026-12-24/2026-12-26', '2026-12-26/2026-12-20']}", "plans.p.window.freeze[1]", "not after the start"),
-        ("{schedule: '0 2 * * *', duration: 1h, freeze: ['christmas']}", "plans.p.window.freeze[0]", "START/END"),
+        (
+            "{schedule: '0 2 * * *', duration: 1h, freeze: ['2026-12-24/2026-12-26', '2026-12-26/2026-12-20']}",
+            "plans.p.window.freeze[1]",
+            "not after the start",
+        ),
+        (
+            "{schedule: '0 2 * * *', duration: 1h, freeze: ['christmas']}",
+            "plans.p.window.freeze[0]",
+            "START/END",
+        ),
         ("{schedule: '0 2 * * *', duration: 0s}", "plans.p.window.duration", "longer than 0s"),
         ("{schedule: '0 2 * * *'}", "plans.p.window.duration", "required field is missing"),
     ],
@@ -296,13 +339,16 @@ def test_window_mistakes_name_the_field(window, path, fragment):
 
 def test_canary_tenant_cannot_also_be_excluded():
     result = parse(
-        POLICY + "plans:\n  p:\n    plugin: x\n    policy: std\n    tenants: {canary: [t-1], exclude: [t-1]}\n"
+        POLICY
+        + "plans:\n  p:\n    plugin: x\n    policy: std\n    tenants: {canary: [t-1], exclude: [t-1]}\n"
     )
     assert "cannot be both" in only(result.errors, path="plans.p.tenants.canary[0]").message
 
 
 def test_union_errors_are_folded_into_one_message():
-    result = parse(POLICY + "plans:\n  p:\n    plugin: x\n    policy: std\n    tenants: {exclude: [5]}\n")
+    result = parse(
+        POLICY + "plans:\n  p:\n    plugin: x\n    policy: std\n    tenants: {exclude: [5]}\n"
+    )
     problem = only(result.errors)
     assert problem.path == "plans.p.tenants.exclude[0]"
     assert problem.message.count("(got 5)") == 1

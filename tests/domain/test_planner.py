@@ -18,7 +18,12 @@ TIERS = ("gold", "silver", "bronze")
 
 
 def make_plan(
-    batches=({"ratio": 0.01}, {"ratio": 0.1}, {"ratio": 0.5, "approval": "required"}, {"ratio": 1.0}),
+    batches=(
+        {"ratio": 0.01},
+        {"ratio": 0.1},
+        {"ratio": 0.5, "approval": "required"},
+        {"ratio": 1.0},
+    ),
     plan_id: str = "crm",
     **tenants,
 ) -> Plan:
@@ -60,7 +65,9 @@ def test_selection_and_exclusion_by_id_and_label():
     expected = {
         t.id
         for t in tenants
-        if t.labels["tier"] in ("gold", "silver") and t.labels["region"] != "us" and t.id != "t-0002"
+        if t.labels["tier"] in ("gold", "silver")
+        and t.labels["region"] != "us"
+        and t.id != "t-0002"
     }
     assert set(result.selected) == expected
     assert sorted(t for b in result.batches for t in b.tenants) == sorted(expected)
@@ -112,7 +119,10 @@ def test_batch_one_grows_to_hold_the_whole_canary_cohort():
 def test_order_keys_rank_by_listed_values_then_seeded_hash():
     tenants = fleet(60)
     plan = make_plan(order=[{"label": "tier", "values": ["bronze", "silver", "gold"]}])
-    tiers = [next(t for t in tenants if t.id == i).labels["tier"] for i in plan_batches(plan, tenants).selected]
+    tiers = [
+        next(t for t in tenants if t.id == i).labels["tier"]
+        for i in plan_batches(plan, tenants).selected
+    ]
     assert tiers == sorted(tiers, key=["bronze", "silver", "gold"].index)
 
 
@@ -139,11 +149,20 @@ def test_a_different_seed_gives_a_different_order():
 def test_the_seeded_order_is_pinned_across_machines():
     # blake2b of "crm\x00<id>": a change here would reshuffle every plan's batches.
     result = plan_batches(make_plan(), fleet(8))
-    assert result.selected == ("t-0006", "t-0002", "t-0008", "t-0004", "t-0007", "t-0005", "t-0001", "t-0003")
+    assert result.selected == (
+        "t-0006",
+        "t-0002",
+        "t-0008",
+        "t-0004",
+        "t-0007",
+        "t-0005",
+        "t-0001",
+        "t-0003",
+    )
 
 
 def test_zero_selected_tenants_is_a_clear_error():
-    with pytest.raises(PlanningError, match="selects no tenant.*none of the 20 tenants"):
+    with pytest.raises(PlanningError, match=r"selects no tenant.*none of the 20 tenants"):
         plan_batches(make_plan(select={"tier": "platinum"}), fleet(20))
 
 
@@ -175,16 +194,17 @@ def test_count_batches_and_a_last_count_that_cannot_cover_the_tenants():
 # --- properties --------------------------------------------------------------------------------
 
 ratios = st.lists(
-    st.floats(min_value=0.001, max_value=0.999, allow_nan=False), min_size=0, max_size=5, unique=True
+    st.floats(min_value=0.001, max_value=0.999, allow_nan=False),
+    min_size=0,
+    max_size=5,
+    unique=True,
 ).map(lambda xs: [*sorted(xs), 1.0])
 
 
 @st.composite
 def scenarios(draw):
     count = draw(st.integers(min_value=1, max_value=300))
-    tenants = [
-        Tenant(f"t-{i}", {"tier": draw(st.sampled_from(TIERS))}) for i in range(count)
-    ]
+    tenants = [Tenant(f"t-{i}", {"tier": draw(st.sampled_from(TIERS))}) for i in range(count)]
     canary = draw(st.lists(st.sampled_from([t.id for t in tenants]), max_size=3, unique=True))
     cut = draw(ratios)
     plan = make_plan(

@@ -114,7 +114,8 @@ def _print_summary(result: ConfigResult) -> None:
         console.print(
             f"[green]ok[/] [bold]{escape(plan_id)}[/]: {escape(plan.plugin)} "
             f"{escape(plan.target_version or '-')}, policy {escape(plan.policy_id)} "
-            f"({len(plan.policy.batches)} batches), {escape(window)}  [dim]{escape(str(plan.source))}[/]"
+            f"({len(plan.policy.batches)} batches), {escape(window)}  "
+            f"[dim]{escape(str(plan.source))}[/]"
         )
     for plan_id, ref in sorted(result.invalid_plans.items()):
         console.print(f"[red]invalid[/] [bold]{escape(plan_id)}[/]  [dim]{escape(str(ref))}[/]")
@@ -220,11 +221,13 @@ def _parse_now(text: str | None) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--now {text!r} is not an ISO 8601 time like 2026-12-05T02:00:00+08:00")
+        raise ValueError(
+            f"--now {text!r} is not an ISO 8601 time like 2026-12-05T02:00:00+08:00"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _print_preview(plan_id, plugin, target, batch_plan, window, fleet_size) -> None:  # noqa: ANN001
+def _print_preview(plan_id, plugin, target, batch_plan, window, fleet_size) -> None:
     console.print(
         f"[bold]{escape(plan_id)}[/]: {escape(plugin)} -> {escape(target or '(given per run)')}; "
         f"{len(batch_plan.selected)} of {fleet_size} tenants selected"

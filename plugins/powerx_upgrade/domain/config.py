@@ -92,7 +92,13 @@ class _Collector:
             policy_id = str(path[1])
         line = source.line_of(line_path if line_path is not None else path)
         problem = Problem(
-            source.file, line, severity, format_path(path), message, plan_id, policy_id  # type: ignore[arg-type]
+            source.file,
+            line,
+            severity,
+            format_path(path),
+            message,
+            plan_id,
+            policy_id,  # type: ignore[arg-type]
         )
         if problem not in self.problems:
             self.problems.append(problem)
@@ -126,23 +132,14 @@ def parse_config(files: Iterable[tuple[str, str]]) -> ConfigResult:
     policies_raw = _unique(entries["policies"], "policy", collector)
     plans_raw = _unique(entries["plans"], "plan", collector)
 
-    for policy_id, entry in policies_raw.items():
-        policy = _validate(Policy, entry.raw, entry.source, entry.path, collector)
-        if policy is not None:
-            for rel, message, severity in check_policy(policy):
-                collector.add(entry.source, (*entry.path, *rel), message, severity)
-        if policy is not None and not collector.has_errors("policies", policy_id):
-            result.policies[policy_id] = policy
-
+    result.policies = _valid_policies(policies_raw, collector)
     for plan_id, entry in plans_raw.items():
         plan = _resolve_plan(entry, policies_raw, result.policies, collector)
         if plan is not None and not collector.has_errors("plans", plan_id):
             result.plans[plan_id] = plan
-
-    for kind in ("plans",):
-        for entry in entries[kind]:
-            if entry.id not in result.plans:
-                result.invalid_plans.setdefault(entry.id, entry.ref)
+    for entry in entries["plans"]:
+        if entry.id not in result.plans:
+            result.invalid_plans.setdefault(entry.id, entry.ref)
 
     result.problems = sorted(
         collector.problems, key=lambda p: (p.file, p.line or 0, p.path, p.message)
@@ -179,7 +176,8 @@ def _split(source: YamlSource, collector: _Collector) -> list[_Entry]:
         collector.add(
             source,
             ("version",),
-            f"unsupported version {version!r} (supported: {', '.join(map(str, SUPPORTED_VERSIONS))})",
+            f"unsupported version {version!r} "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})",
         )
         return []
     entries: list[_Entry] = []
@@ -200,6 +198,19 @@ def _split(source: YamlSource, collector: _Collector) -> list[_Entry]:
                 collector.add(source, entry.path, problems)
             entries.append(entry)
     return entries
+
+
+def _valid_policies(policies_raw: Mapping[str, _Entry], collector: _Collector) -> dict[str, Policy]:
+    valid: dict[str, Policy] = {}
+    for policy_id, entry in policies_raw.items():
+        policy = _validate(Policy, entry.raw, entry.source, entry.path, collector)
+        if policy is None:
+            continue
+        for rel, message, severity in check_policy(policy):
+            collector.add(entry.source, (*entry.path, *rel), message, severity)
+        if not collector.has_errors("policies", policy_id):
+            valid[policy_id] = policy
+    return valid
 
 
 def _check_id(entry_id: str) -> str | None:
@@ -353,7 +364,8 @@ def check_policy(policy: Policy) -> list[Finding]:
             findings.append(
                 (
                     (*path, "max_breaching_tenants"),
-                    f"max_breaching_tenants only applies to scope per_tenant (scope is {check.scope})",
+                    "max_breaching_tenants only applies to scope per_tenant "
+                    f"(scope is {check.scope})",
                     "error",
                 )
             )
@@ -398,8 +410,12 @@ def _check_batches(policy: Policy) -> list[Finding]:
                 )
             if last_ratio and last_ratio[1] >= 1.0:
                 findings.append(
-                    (path, f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
-                     "nothing is left for this batch", "error")
+                    (
+                        path,
+                        f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
+                        "nothing is left for this batch",
+                        "error",
+                    )
                 )
             last_ratio = (index, batch.ratio)
         if batch.count is not None:
@@ -414,8 +430,12 @@ def _check_batches(policy: Policy) -> list[Finding]:
                 )
             if last_ratio and last_ratio[1] >= 1.0:
                 findings.append(
-                    (path, f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
-                     "nothing is left for this batch", "error")
+                    (
+                        path,
+                        f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
+                        "nothing is left for this batch",
+                        "error",
+                    )
                 )
             last_count = (index, batch.count)
     final = policy.batches[-1]
@@ -457,8 +477,11 @@ def check_plan(spec: PlanSpec) -> list[Finding]:
             )
         if tenant_id in spec.tenants.canary[:index]:
             findings.append(
-                (("tenants", "canary", index), f"canary tenant '{tenant_id}' is listed twice",
-                 "warning")
+                (
+                    ("tenants", "canary", index),
+                    f"canary tenant '{tenant_id}' is listed twice",
+                    "warning",
+                )
             )
     return findings
 
@@ -603,7 +626,7 @@ def _args(annotation: Any) -> list[Any]:
 
 
 def config_schema() -> dict[str, Any]:
-    """The JSON Schema of a config file (committed as include/config/upgrade_policies.schema.json)."""
+    """The JSON Schema of a config file (committed as include/config/*.schema.json)."""
     schema = ConfigFile.model_json_schema(mode="validation")
     schema["patternProperties"] = {"^x-": {"description": "free keys for YAML anchors; ignored"}}
     return schema

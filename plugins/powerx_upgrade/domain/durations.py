@@ -19,7 +19,7 @@ class DurationError(ValueError):
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Read `90s`, `10m`, `4h`, `1d`, `250ms` or combinations (`1h30m`); bare numbers are seconds."""
+    """Read `90s`, `10m`, `4h`, `1d`, `250ms` or combinations (`1h30m`); numbers are seconds."""
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, bool):
@@ -40,12 +40,18 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest text that parse_duration reads back to the same value (`1h30m`, `90s` -> `1m30s`)."""
+    """The shortest text that parse_duration reads back to the same value (`90s` -> `1m30s`)."""
     total_ms = round(value.total_seconds() * 1000)
     if total_ms == 0:
         return "0s"
     parts = []
-    for unit, size_ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+    for unit, size_ms in (
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ):
         count, total_ms = divmod(total_ms, size_ms)
         if count:
             parts.append(f"{count}{unit}")

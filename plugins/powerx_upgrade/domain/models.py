@@ -55,7 +55,9 @@ def parse_share(value: Any, field: str) -> float:
     if isinstance(value, str):
         match = _PERCENT.match(value)
         if not match or match.group("sign"):
-            raise ValueError(f"{field} {value!r} must be a number like 0.1 or a percentage like '10%'")
+            raise ValueError(
+                f"{field} {value!r} must be a number like 0.1 or a percentage like '10%'"
+            )
         return float(match.group("num")) / 100
     if isinstance(value, int | float):
         return float(value)
@@ -81,7 +83,9 @@ class FailureBudget(Strict):
                 return {"share": float(match.group("num")) / 100}
             if value.strip().isdigit():
                 return {"count": int(value)}
-            raise ValueError(f"max_failed {value!r} must be a count like 3 or a percentage like '2%'")
+            raise ValueError(
+                f"max_failed {value!r} must be a count like 3 or a percentage like '2%'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -133,7 +137,10 @@ class Limit(Strict):
                     ) from None
             number = float(match.group("num")) / 100
             if match.group("sign"):
-                return {"value": -number if match.group("sign") == "-" else number, "relative": True}
+                return {
+                    "value": -number if match.group("sign") == "-" else number,
+                    "relative": True,
+                }
             return {"value": number}
         return value
 
@@ -166,8 +173,9 @@ class BatchSpec(Strict):
     name: Identifier | None = Field(default=None, description="display name, e.g. canary")
     ratio: Annotated[
         float | None,
-        WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                                  _PERCENT_SCHEMA]}),
+        WithJsonSchema(
+            {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, _PERCENT_SCHEMA]}
+        ),
     ] = Field(
         default=None,
         description="cumulative share of the selected tenants after this batch, (0, 1]; '10%' too",
@@ -228,10 +236,8 @@ class CheckSpec(Strict):
 
     metric: Identifier = Field(description="canonical metric name, e.g. error_rate, latency_p95_ms")
     op: Comparison = Field(description="the measured value must satisfy `value <op> limit`")
-    limit: Annotated[
-        Limit, WithJsonSchema({"anyOf": [{"type": "number"}, _CHANGE_SCHEMA]})
-    ] = Field(
-        description="absolute (0.05 or '5%') or relative to the baseline ('+20%', '-10%')"
+    limit: Annotated[Limit, WithJsonSchema({"anyOf": [{"type": "number"}, _CHANGE_SCHEMA]})] = (
+        Field(description="absolute (0.05 or '5%') or relative to the baseline ('+20%', '-10%')")
     )
     baseline: Baseline | None = Field(
         default=None,
@@ -332,9 +338,9 @@ class WindowSpec(Strict):
 
 class NotifySpec(Strict):
     channels: list[str] = Field(default_factory=list, description="e.g. slack:#releases, email")
-    on: list[
-        Literal["run_start", "batch_promoted", "paused", "rollback", "run_end", "alert"]
-    ] = Field(default_factory=lambda: ["run_start", "paused", "rollback", "run_end", "alert"])
+    on: list[Literal["run_start", "batch_promoted", "paused", "rollback", "run_end", "alert"]] = (
+        Field(default_factory=lambda: ["run_start", "paused", "rollback", "run_end", "alert"])
+    )
 
 
 class PlanSpec(Strict):

@@ -145,15 +145,14 @@ def plan_batches(plan: Plan, tenants: Iterable[Tenant]) -> BatchPlan:
             folded = ", ".join(str(i) for i in batch.merged)
             notes.append(
                 f"{total} selected tenant(s) for {len(specs)} batches: batch(es) {folded} merged "
-                f"into batch {batch.index} (keeps approval if any asked for it and the longest bake)"
+                f"into batch {batch.index} (it keeps approval if any asked for it, and the "
+                "longest bake)"
             )
     return BatchPlan(plan.id, tuple(ordered), tuple(batches), tuple(notes))
 
 
-def order_tenants(
-    selection: TenantSelection, fleet: Mapping[str, Tenant], seed: str
-) -> list[str]:
-    """The selected tenant ids in rollout order: canary cohort, then order keys, then seeded hash."""
+def order_tenants(selection: TenantSelection, fleet: Mapping[str, Tenant], seed: str) -> list[str]:
+    """Selected tenant ids in rollout order: canary cohort, order keys, then a seeded hash."""
     missing = [tenant_id for tenant_id in selection.canary if tenant_id not in fleet]
     if missing:
         raise PlanningError(

@@ -175,7 +175,9 @@ def window_state(spec: WindowSpec | None, now: datetime) -> WindowState:
             reason = f"frozen by {frozen_now.text}; next opens {_show(start, tz)}"
         else:
             reason = f"closed; next opens {_show(start, tz)} ({spec.timezone})"
-        return WindowState(False, None, None, start, frozen_now.text if frozen_now else None, reason)
+        return WindowState(
+            False, None, None, start, frozen_now.text if frozen_now else None, reason
+        )
     reason = f"closed; no opening within {_HORIZON.days} days"
     if frozen_now:
         reason = f"frozen by {frozen_now.text}; {reason}"
@@ -243,7 +245,7 @@ def _firings(schedule: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]
 
 
 def _local(wall: datetime, tz: ZoneInfo) -> datetime:
-    """A wall-clock time in `tz` as a UTC instant: first occurrence if doubled, gap end if skipped."""
+    """A wall-clock time in `tz` as UTC: first occurrence if doubled, gap end if skipped."""
     first = wall.replace(tzinfo=tz, fold=0)
     if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
         return first.astimezone(UTC)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -60,7 +60,13 @@ def parse_yaml(text: str, file: str) -> YamlSource:
         line = mark.line + 1 if mark else None
         what = " ".join(part for part in (exc.context, exc.problem) if part)
         source.problems.append(
-            Problem(file, line, "error", "", f"invalid YAML: {what or exc}; nothing in this file is used")
+            Problem(
+                file,
+                line,
+                "error",
+                "",
+                f"invalid YAML: {what or exc}; nothing in this file is used",
+            )
         )
         source.data = None
     except yaml.YAMLError as exc:
@@ -79,7 +85,10 @@ def _record_lines(node: yaml.Node, path: Path, source: YamlSource, root: bool = 
     if isinstance(node, yaml.MappingNode):
         first_seen: dict[str, int] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
                 continue
             key = key_node.value
             line = key_node.start_mark.line + 1

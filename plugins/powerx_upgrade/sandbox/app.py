@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,8 +33,8 @@ from powerx_upgrade.sandbox.contract import (
     RollbackRequest,
     SandboxInfo,
     SandboxTenantList,
-    Subscription,
     SubscribeRequest,
+    Subscription,
     Tenant,
     TenantList,
     UpgradeRequest,
@@ -223,7 +223,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
         return JSONResponse(
             {"error": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)},
             status_code=exc.status_code,
@@ -257,13 +257,14 @@ def _platform_routes(app: FastAPI) -> None:
     async def list_tenants(
         plugin: str,
         request: Request,
-        version: str | None = Query(default=None, description="only tenants on this version"),
-        label: list[str] = Query(
-            default=[], description="`key=value` label filter; repeat to AND several"
-        ),
+        version: Annotated[str | None, Query(description="only tenants on this version")] = None,
+        label: Annotated[
+            list[str] | None,
+            Query(description="`key=value` label filter; repeat to AND several"),
+        ] = None,
     ) -> JSONResponse:
         state = _state(request)
-        labels = _parse_labels(label)
+        labels = _parse_labels(label or [])
         state.check_plugin(plugin)
         decision = state.request_faults("tenants", plugin)
         tenants = await _guarded(
@@ -313,7 +314,7 @@ def _platform_routes(app: FastAPI) -> None:
         response_model=OperationResult,
         responses=_errors(404, 409, 422, 503, 504),
         tags=[PLATFORM],
-        summary="Restore a tenant's previous version and config, freeing the new version's resources",
+        summary="Restore a tenant's previous version and config; free the new version's resources",
     )
     async def rollback(
         plugin: str, tenant: str, body: RollbackRequest, request: Request

@@ -1,6 +1,7 @@
 """The platform contract as pydantic models: request and response bodies of every endpoint.
 
-These models are the OpenAPI document a real PowerX deployment implements (docs/platform-contract.md).
+These models are the OpenAPI document a real PowerX deployment implements
+(docs/platform-contract.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fault injection: the typed fault specs of scenario files and `POST /sandbox/faults`, and when they bite."""
+"""Fault injection: typed fault specs (scenario files, `POST /sandbox/faults`) and when they act."""
 
 from __future__ import annotations
 

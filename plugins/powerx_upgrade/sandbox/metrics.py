@@ -7,6 +7,7 @@ version's error rate can never be mistaken for another across a gate's threshold
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ class MetricsEngine:
         requests = errors = latency_sum = 0.0
         buckets: set[int] = set()
         ordered = sorted(edges)
-        for low, high in zip(ordered, ordered[1:], strict=False):
+        for low, high in itertools.pairwise(ordered):
             middle = (low + high) / 2.0
             if any(gap.covers(middle) for gap in gaps):
                 continue

@@ -47,7 +47,7 @@ from powerx_upgrade.sandbox.metrics import (
     WindowedFault,
 )
 from powerx_upgrade.sandbox.scenario import Scenario, TenantSeed, check_fault_targets
-from powerx_upgrade.sandbox.seeded import symmetric, key_hash
+from powerx_upgrade.sandbox.seeded import key_hash, symmetric
 
 EVENTS_RETAINED = 200_000
 OPERATIONS_RETAINED_PER_TENANT = 50

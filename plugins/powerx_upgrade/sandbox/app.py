@@ -49,6 +49,7 @@ from powerx_upgrade.sandbox.state import (
     SandboxState,
     fingerprint,
     iso,
+    to_ms,
 )
 
 log = logging.getLogger("powerx_upgrade.sandbox")
@@ -92,7 +93,7 @@ class _EventRecorder:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        at = self.holder.state.clock()
+        at = self.holder.state.now_ms()
         status = 500
 
         async def capture(message: Message) -> None:
@@ -365,8 +366,8 @@ def _monitoring_routes(app: FastAPI) -> None:
         return JSONResponse(
             {
                 "plugin": body.plugin,
-                "start": iso(start),
-                "end": iso(end),
+                "start": iso(to_ms(body.start)),
+                "end": iso(to_ms(body.end)),
                 "bucket_seconds": state.engine.bucket,
                 "metrics": metrics,
                 "tenants": found,
@@ -443,7 +444,7 @@ def _sandbox_routes(app: FastAPI) -> None:
             "seed": state.seed,
             "plugin": state.plugin,
             "tenants": len(state.tenants),
-            "now": iso(state.clock()),
+            "now": iso(state.now_ms()),
             "first_upgrade_at": iso(state.first_upgrade_at),
         }
 

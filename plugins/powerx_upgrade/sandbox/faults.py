@@ -70,18 +70,23 @@ class _FaultBase(BaseModel):
     def windowed(self) -> bool:
         return self.after is not None or self.duration is not None
 
-    def window(self, origin: float | None) -> tuple[float, float] | None:
-        """The absolute [start, end) epoch seconds of the fault, (-inf, inf) when unwindowed.
+    def window(self, origin_ms: int | None) -> tuple[float, float] | None:
+        """The absolute [start, end) of the fault in epoch milliseconds; (-inf, inf) unwindowed.
 
-        None when the window is anchored to an origin that has not happened yet.
+        None when the window is anchored to an origin that has not happened yet. Integer
+        milliseconds keep published timestamps and window edges exactly equal.
         """
         if not self.windowed:
             return (float("-inf"), float("inf"))
-        if origin is None:
+        if origin_ms is None:
             return None
-        start = origin + (self.after or timedelta(0)).total_seconds()
-        end = start + self.duration.total_seconds() if self.duration is not None else float("inf")
+        start = origin_ms + _ms(self.after or timedelta(0))
+        end = start + _ms(self.duration) if self.duration is not None else float("inf")
         return (start, end)
+
+
+def _ms(value: timedelta) -> int:
+    return value // timedelta(milliseconds=1)
 
 
 class _TargetsTenants(_FaultBase):
@@ -228,15 +233,15 @@ class ActiveFault:
     id: str
     spec: Any  # one of the Fault models
     source: Literal["scenario", "runtime"]
-    injected_at: float | None = None
+    injected_at: int | None = None  # epoch ms
 
-    def origin(self, first_upgrade_at: float | None) -> float | None:
+    def origin(self, first_upgrade_at: int | None) -> int | None:
         return first_upgrade_at if self.source == "scenario" else self.injected_at
 
-    def window(self, first_upgrade_at: float | None) -> tuple[float, float] | None:
+    def window(self, first_upgrade_at: int | None) -> tuple[float, float] | None:
         return self.spec.window(self.origin(first_upgrade_at))
 
-    def active_at(self, moment: float, first_upgrade_at: float | None) -> bool:
+    def active_at(self, moment: int, first_upgrade_at: int | None) -> bool:
         window = self.window(first_upgrade_at)
         return window is not None and window[0] <= moment < window[1]
 

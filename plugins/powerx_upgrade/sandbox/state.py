@@ -14,7 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -54,12 +54,21 @@ OPERATIONS_RETAINED_PER_TENANT = 50
 _METRIC_FAULTS = (ErrorRateFault, LatencyFault, MetricsGapFault, SignalDelayFault)
 
 
-def iso(moment: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC text with a `Z` (None stays None)."""
-    if moment is None:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def iso(moment_ms: float | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC text with a `Z` (None and infinities stay None)."""
+    if moment_ms is None or moment_ms in (float("inf"), float("-inf")):
         return None
-    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+    text = (_EPOCH + timedelta(milliseconds=int(moment_ms))).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
+
+
+def to_ms(moment: datetime) -> int:
+    """An aware datetime as epoch milliseconds (sub-millisecond parts dropped)."""
+    return (moment - _EPOCH) // _MS
 
 
 def fingerprint(model: BaseModel) -> str:
@@ -139,10 +148,10 @@ class TenantRecord:
     previous_config_version: str | None = None
     state: str = "ready"
     last_error: str | None = None
-    updated_at: float | None = None
+    updated_at: int | None = None  # epoch ms
     in_flight: str | None = None
     config_seq: int = 1
-    timeline: list[tuple[float, str]] = field(default_factory=list)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (since epoch ms, version)
     operations: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=OPERATIONS_RETAINED_PER_TENANT)
     )
@@ -168,18 +177,18 @@ class TenantRecord:
         view = self.view()
         view["in_flight"] = self.in_flight
         view["history"] = [
-            {"since": iso(since) if since != float("-inf") else None, "version": version}
-            for since, version in self.timeline
+            {"since": iso(since), "version": version} for since, version in self.timeline
         ]
         view["operations"] = list(self.operations)
         return view
 
     def metric_series(self) -> TenantSeries:
         if self.series is None:
-            self.series = TenantSeries(self.id, dict(self.labels), tuple(self.timeline))
+            timeline = tuple((since / 1000.0, version) for since, version in self.timeline)
+            self.series = TenantSeries(self.id, dict(self.labels), timeline)
         return self.series
 
-    def install(self, version: str, moment: float) -> None:
+    def install(self, version: str, moment: int) -> None:
         self.version = version
         self.timeline.append((moment, version))
         self.series = None
@@ -224,7 +233,7 @@ class SandboxState:
                 holdings=[self._holding(seed.version, "active")],
                 timeline=[(float("-inf"), seed.version)],
             )
-        self.first_upgrade_at: float | None = None
+        self.first_upgrade_at: int | None = None  # epoch ms
         self.faults: list[ActiveFault] = [
             ActiveFault(id=f"f-{n}", spec=spec, source="scenario")
             for n, spec in enumerate(scenario.faults, start=1)
@@ -239,6 +248,10 @@ class SandboxState:
         self.subscriptions: dict[str, tuple[str, dict[str, Any]]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_RETAINED)
         self._event_seq = 0
+
+    def now_ms(self) -> int:
+        """The sandbox clock in whole epoch milliseconds: every published time is exact."""
+        return int(self.clock() * 1000)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -281,7 +294,7 @@ class SandboxState:
     def note_upgrade_request(self) -> None:
         """Scenario fault windows count from the first upgrade request received."""
         if self.first_upgrade_at is None:
-            self.first_upgrade_at = self.clock()
+            self.first_upgrade_at = self.now_ms()
 
     def request_faults(self, endpoint: str, *identity: object) -> RequestFaults:
         """Roll the http_error and timeout faults for one call; raise for an injected error.
@@ -291,7 +304,7 @@ class SandboxState:
         """
         self._request_attempts[(endpoint, *identity)] += 1
         attempt = self._request_attempts[(endpoint, *identity)]
-        now = self.clock()
+        now = self.now_ms()
         decision = RequestFaults()
         for fault in self.faults:
             spec = fault.spec
@@ -311,13 +324,14 @@ class SandboxState:
         return decision
 
     def check_audit_outage(self) -> None:
-        now = self.clock()
+        now = self.now_ms()
         for fault in self.faults:
             if not isinstance(fault.spec, AuditOutageFault):
                 continue
             window = fault.window(self.first_upgrade_at)
             if window is not None and window[0] <= now < window[1]:
-                retry = max(1, int(window[1] - now + 0.999)) if window[1] != float("inf") else 60
+                left = window[1] - now
+                retry = max(1, int(-(-left // 1000))) if left != float("inf") else 60
                 raise AuditUnavailable(
                     f"audit store unavailable (fault {fault.id})", {"Retry-After": str(retry)}
                 )
@@ -388,7 +402,7 @@ class SandboxState:
     def _deploy_failure(self, kind: str, record: TenantRecord, version: str) -> str | None:
         record.attempts[(kind, version)] += 1
         attempt = record.attempts[(kind, version)]
-        now = self.clock()
+        now = self.now_ms()
         for fault in self.faults:
             spec = fault.spec
             if not isinstance(spec, DeployFailureFault) or spec.operation != kind:
@@ -418,7 +432,7 @@ class SandboxState:
         error: str | None = None,
         target: str | None = None,
     ) -> dict[str, Any]:
-        finished = self.clock()
+        finished = self.now_ms()
         record.updated_at = finished
         operation = {
             "id": op_id,
@@ -441,7 +455,7 @@ class SandboxState:
     async def _run_upgrade(
         self, record: TenantRecord, request: UpgradeRequest, op_id: str
     ) -> dict[str, Any]:
-        started = self.clock()
+        started = self.now_ms()
         before = (record.version, record.config_version)
         key, target = request.idempotency_key, request.version
         try:
@@ -463,7 +477,7 @@ class SandboxState:
             record.previous_version, record.previous_config_version = before
             record.config_seq += 1
             record.config_version = f"cfg-{record.config_seq}"
-            record.install(target, self.clock())
+            record.install(target, self.now_ms())
             record.state, record.last_error = "ready", None
             return self._operation(op_id, "upgrade", key, record, before, started, freed=freed)
         finally:
@@ -474,7 +488,7 @@ class SandboxState:
     async def _run_rollback(
         self, record: TenantRecord, request: RollbackRequest, op_id: str
     ) -> dict[str, Any]:
-        started = self.clock()
+        started = self.now_ms()
         before = (record.version, record.config_version)
         key = request.idempotency_key
         target = request.to_version or record.previous_version
@@ -508,7 +522,7 @@ class SandboxState:
             if request.restore_config and record.previous_config_version is not None:
                 record.config_version = record.previous_config_version
             record.previous_version = record.previous_config_version = None
-            record.install(target, self.clock())
+            record.install(target, self.now_ms())
             record.state, record.last_error = "ready", None
             return self._operation(op_id, "rollback", key, record, before, started, freed=freed)
         finally:
@@ -526,7 +540,7 @@ class SandboxState:
                 continue
             window = fault.window(self.first_upgrade_at)
             if window is not None:
-                windowed.append(WindowedFault(fault.spec, window[0], window[1]))
+                windowed.append(WindowedFault(fault.spec, window[0] / 1000.0, window[1] / 1000.0))
         return windowed
 
     def prepare_query(
@@ -543,7 +557,8 @@ class SandboxState:
                 shown = ", ".join(repr(t) for t in unknown[:10])
                 more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
                 raise UnknownTenant(f"unknown tenants for plugin {query.plugin!r}: {shown}{more}")
-        start, end = query.start.timestamp(), query.end.timestamp()
+        start_ms, end_ms = to_ms(query.start), to_ms(query.end)
+        start, end = start_ms / 1000.0, end_ms / 1000.0
         if end <= start:
             raise InvalidQuery("`end` must be after `start`")
         try:
@@ -552,7 +567,7 @@ class SandboxState:
             raise InvalidQuery(str(exc)) from exc
         series = [self.tenants[tenant_id].metric_series() for tenant_id in ids]
         metrics = list(query.metrics or CORE_METRICS)
-        return series, start, end, self.clock(), self.metric_faults(), metrics
+        return series, start, end, self.now_ms() / 1000.0, self.metric_faults(), metrics
 
     # -- notify, audit, subscriptions ----------------------------------------------------------
 
@@ -570,7 +585,7 @@ class SandboxState:
         record = {
             **request.model_dump(mode="json"),
             "id": record_id,
-            "received_at": iso(self.clock()),
+            "received_at": iso(self.now_ms()),
         }
         store[record_id] = (digest, record)
         return record, False
@@ -607,7 +622,7 @@ class SandboxState:
             error = InvalidFault("; ".join(f"{p['loc']}: {p['msg']}" for p in problems))
             error.details = problems  # type: ignore[attr-defined]
             raise error
-        now = self.clock()
+        now = self.now_ms()
         added = []
         for spec in specs:
             self._fault_seq += 1
@@ -622,15 +637,15 @@ class SandboxState:
         return len(self.faults) != before
 
     def fault_views(self) -> list[dict[str, Any]]:
-        now = self.clock()
+        now = self.now_ms()
         views = []
         for fault in self.faults:
             window = fault.window(self.first_upgrade_at)
             shown = None
             if window is not None:
                 shown = [
-                    None if window[0] == float("-inf") else iso(window[0]),
-                    None if window[1] == float("inf") else iso(window[1]),
+                    iso(window[0]),
+                    iso(window[1]),
                 ]
             views.append(
                 {

@@ -1,4 +1,4 @@
-"""Run a sandbox in a subprocess for end-to-end tests, benchmarks and the demo; always stopped after."""
+"""Run a sandbox in a subprocess for end-to-end tests, benchmarks and the demo, always stopped."""
 
 from __future__ import annotations
 

@@ -301,6 +301,7 @@ def _resolve_plan(
         policy_id=spec.policy,
         policy=policy,
         target_version=spec.target_version,
+        artifact=spec.artifact,
         tenants=spec.tenants,
         window=spec.window,
         owners=spec.owners,

@@ -267,6 +267,10 @@ class GateSpec(Strict):
     failure_limit: int = Field(
         default=0, ge=0, description="failed evaluations tolerated before the verdict is fail"
     )
+    baseline_window: Duration = Field(
+        default=timedelta(minutes=30),
+        description="how far back preflight looks for the pre_upgrade baseline",
+    )
     checks: list[CheckSpec] = Field(min_length=1)
 
 
@@ -275,6 +279,15 @@ class RollbackSpec(Strict):
     scope: RollbackScope = "all_upgraded"
     concurrency: int = Field(default=50, ge=1, le=1000)
     deadline: Duration = Field(default=timedelta(minutes=3))
+
+
+class PauseSpec(Strict):
+    """How long a pause waits for a human, and what happens when nobody answers."""
+
+    timeout: Duration = Field(default=timedelta(hours=1), description="time to answer a pause")
+    default: Literal["rollback", "stop"] = Field(
+        default="rollback", description="taken when nobody answers in time (never resume)"
+    )
 
 
 class Policy(Strict):
@@ -288,6 +301,11 @@ class Policy(Strict):
     )
     gate: GateSpec
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+    pause: PauseSpec = Field(default_factory=PauseSpec)
+    approval_timeout: Duration = Field(
+        default=timedelta(hours=24),
+        description="time to approve a batch; unanswered counts as rejected (the run stops)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +361,14 @@ class NotifySpec(Strict):
     )
 
 
+class ArtifactSpec(Strict):
+    """The build a run installs, unless the run's conf names another."""
+
+    uri: str = Field(min_length=1, description="where the platform fetches the build")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex digest of the build")
+    signature: str | None = Field(default=None, description="detached signature (base64)")
+
+
 class PlanSpec(Strict):
     """A plan as written: what to roll out to whom, under which policy (plus overrides)."""
 
@@ -354,6 +380,9 @@ class PlanSpec(Strict):
         description="policy fields deep-merged onto the policy (mappings merge, lists replace)",
     )
     target_version: str | None = Field(default=None, description="default; a run may give another")
+    artifact: ArtifactSpec | None = Field(
+        default=None, description="default artifact of the target version; a run may give another"
+    )
     tenants: TenantSelection = Field(default_factory=TenantSelection)
     window: WindowSpec | None = None
     owners: list[str] = Field(default_factory=list)
@@ -395,6 +424,7 @@ class Plan(Strict):
     policy_id: Identifier
     policy: Policy
     target_version: str | None = None
+    artifact: ArtifactSpec | None = None
     tenants: TenantSelection
     window: WindowSpec | None = None
     owners: list[str] = Field(default_factory=list)

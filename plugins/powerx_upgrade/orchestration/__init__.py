@@ -1,0 +1,1 @@
+"""The Airflow side: the only code that imports airflow (DAG factory, hooks, trigger, operators)."""

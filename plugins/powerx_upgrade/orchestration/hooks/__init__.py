@@ -1,0 +1,1 @@
+"""One hook per external system, on apache-airflow-providers-http."""

@@ -1,0 +1,143 @@
+"""The shared HTTP plumbing of the PowerX hooks: JSON in and out, retries, typed errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+import tenacity
+from airflow.providers.http.hooks.http import HttpHook
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_TIMEOUT = 30.0
+
+
+class PowerXError(Exception):
+    """A call to a PowerX service that did not succeed; says which call and what came back."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        endpoint: str,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(f"{method} {endpoint}: {message}")
+        self.method = method
+        self.endpoint = endpoint
+        self.status = status
+        self.code = code
+
+
+class PowerXUnavailable(PowerXError):
+    """The service did not answer (connection, timeout) or kept answering 5xx/429 after retries."""
+
+
+class PowerXNotFound(PowerXError):
+    """404: unknown plugin or tenant."""
+
+
+class PowerXConflict(PowerXError):
+    """409: e.g. the tenant has an operation in flight."""
+
+
+class PowerXRejected(PowerXError):
+    """Any other 4xx: the request itself is wrong; retrying will not help."""
+
+
+def error_for(status: int, body: Any, method: str, endpoint: str) -> PowerXError:
+    """The typed error for a non-2xx answer (by status code, never by parsing message text)."""
+    code = body.get("error") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    text = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    kind: type[PowerXError]
+    if status == 404:
+        kind = PowerXNotFound
+    elif status == 409:
+        kind = PowerXConflict
+    elif status in RETRYABLE_STATUSES or status >= 500:
+        kind = PowerXUnavailable
+    else:
+        kind = PowerXRejected
+    return kind(text, method=method, endpoint=endpoint, status=status, code=code)
+
+
+def is_retryable(error: BaseException) -> bool:
+    return isinstance(error, PowerXUnavailable)
+
+
+class PowerXHttpHook(HttpHook):
+    """Base of the PowerX hooks: `call()` sends JSON, retries with backoff, raises typed errors.
+
+    :param conn_id: the Airflow connection (an HTTP connection: host, port, schema; optional
+        login/password or an `Authorization` header in the extra).
+    :param retries: attempts after the first for connection errors, timeouts, 5xx and 429.
+    :param backoff: first wait between attempts in seconds; doubles each time (max 10 s).
+    :param timeout: seconds per request (the connection extra's `timeout` wins when set).
+    """
+
+    conn_name_attr = "powerx_conn_id"
+    conn_type = "http"
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        retries: int = 3,
+        backoff: float = 0.5,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(method="POST", http_conn_id=conn_id or self.default_conn_name)
+        self.powerx_conn_id = self.http_conn_id
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+
+    def call(
+        self, method: str, endpoint: str, payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One JSON call with retries; returns the decoded body of a 2xx answer."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff, max=10),
+            retry=tenacity.retry_if_exception(is_retryable),
+            reraise=True,
+        )
+        return retrying(self._call_once, method, endpoint, payload)
+
+    def _call_once(
+        self, method: str, endpoint: str, payload: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        self.method = method.upper()
+        options = {"check_response": False, "timeout": self.timeout}
+        try:
+            if self.method == "GET":
+                response = self.run(endpoint, data=payload, extra_options=options)
+            else:
+                response = self.run(
+                    endpoint,
+                    data=json.dumps(payload or {}),
+                    headers={"Content-Type": "application/json"},
+                    extra_options=options,
+                )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise PowerXUnavailable(
+                f"no answer: {type(exc).__name__}", method=self.method, endpoint=endpoint
+            ) from exc
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            body = {"message": response.text[:500]}
+        if response.status_code >= 300:
+            raise error_for(response.status_code, body, self.method, endpoint)
+        return body
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.call("GET", "health")
+        except PowerXError as exc:
+            return False, str(exc)
+        return True, "connection ok"

@@ -1,0 +1,71 @@
+"""The ledger: durable records of every rollout (runs, tenant claims, tenant actions, gate
+evaluations, decisions) and the audit outbox, on SQLAlchemy; no Airflow import.
+
+Usage::
+
+    ledger = Ledger(url)  # None: SQLite file powerx_ledger.db under $AIRFLOW_HOME
+    ledger.start_run(run_id, dag_id=..., plan_id=..., plugin=..., target_version=...)
+"""
+
+from powerx_upgrade.ledger.engine import default_ledger_url, normalize_url
+from powerx_upgrade.ledger.errors import (
+    IdempotencyConflict,
+    InvalidLedgerValue,
+    LedgerError,
+    RetentionTooShort,
+    RunNotActive,
+    SchemaMismatch,
+    TenantHeld,
+    UnknownAction,
+    UnknownAudit,
+    UnknownRun,
+)
+from powerx_upgrade.ledger.masking import mask_secrets
+from powerx_upgrade.ledger.records import (
+    FINISHED_ACTION_STATES,
+    ActionKind,
+    ActionRecord,
+    ActionState,
+    AuditEntry,
+    AuditRecord,
+    DecisionKind,
+    DecisionRecord,
+    DecisionVia,
+    GateRecord,
+    RunOutcome,
+    RunRecord,
+    RunStatus,
+)
+from powerx_upgrade.ledger.store import AUDIT_RETENTION_FLOOR, RUN_UPDATABLE_FIELDS, Ledger
+
+__all__ = [
+    "AUDIT_RETENTION_FLOOR",
+    "FINISHED_ACTION_STATES",
+    "RUN_UPDATABLE_FIELDS",
+    "ActionKind",
+    "ActionRecord",
+    "ActionState",
+    "AuditEntry",
+    "AuditRecord",
+    "DecisionKind",
+    "DecisionRecord",
+    "DecisionVia",
+    "GateRecord",
+    "IdempotencyConflict",
+    "InvalidLedgerValue",
+    "Ledger",
+    "LedgerError",
+    "RetentionTooShort",
+    "RunNotActive",
+    "RunOutcome",
+    "RunRecord",
+    "RunStatus",
+    "SchemaMismatch",
+    "TenantHeld",
+    "UnknownAction",
+    "UnknownAudit",
+    "UnknownRun",
+    "default_ledger_url",
+    "mask_secrets",
+    "normalize_url",
+]

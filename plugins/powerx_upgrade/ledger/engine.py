@@ -1,0 +1,131 @@
+"""Engines for the ledger: the default SQLite file, URL clean-up, and transactions that are
+safe with many writer processes (WAL, busy timeout, `BEGIN IMMEDIATE` on SQLite)."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+DEFAULT_FILE_NAME = "powerx_ledger.db"
+BUSY_TIMEOUT_S = 30.0
+"""How long an SQLite writer waits for another process's write lock before giving up."""
+
+_WRITE = "powerx_ledger_write"
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def default_ledger_url() -> str:
+    """`sqlite:///$AIRFLOW_HOME/powerx_ledger.db` (`AIRFLOW_HOME` defaults to `~/airflow`)."""
+    home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser().resolve()
+    return f"sqlite:///{home / DEFAULT_FILE_NAME}"
+
+
+def normalize_url(url: str) -> str:
+    """A URL SQLAlchemy 2 accepts: Airflow's `postgres://` becomes `postgresql://`."""
+    url = url.strip()
+    for old in ("postgres://", "postgres+"):
+        if url.startswith(old):
+            return "postgresql" + url[len("postgres") :]
+    return url
+
+
+def create_ledger_engine(url: str) -> Engine:
+    """An engine tuned for the ledger's dialect; SQLite file directories are created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
+        _tune_sqlite(engine)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    _ENGINES.add(engine)
+    return engine
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # sqlite3's own implicit BEGIN is turned off so that `_on_begin` chooses the mode
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # WAL: readers never block the writer and vice versa; the mode sticks to the file
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A write transaction takes the write lock at BEGIN (waiting up to the busy timeout);
+        # a deferred transaction that upgrades to a writer later fails at once with
+        # "database is locked" when another process got there first, timeout or not.
+        immediate = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A short transaction that may read then write atomically against other processes."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_WRITE: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A consistent snapshot for reads; never takes the write lock."""
+    with engine.connect() as connection, connection.begin():
+        yield connection
+
+
+def serialize_on(connection: Connection, topic: str) -> None:
+    """Serialise this transaction with others on `topic` until it ends.
+
+    SQLite already holds the database's write lock (BEGIN IMMEDIATE); PostgreSQL takes a
+    transaction-scoped advisory lock, so read-then-write sequences there are atomic too.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(topic))))
+
+
+def insert_ignoring_conflicts(
+    connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
+) -> None:
+    """Insert rows, silently skipping those that collide with an existing unique `keys`."""
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        connection.execute(insert(table).on_conflict_do_nothing(index_elements=list(keys)), rows)
+        return
+    for row in rows:  # other databases: one savepoint per row
+        try:
+            with connection.begin_nested():
+                connection.execute(table.insert().values(**row))
+        except IntegrityError:
+            pass
+
+
+def _forget_pools_in_child() -> None:
+    # A forked child (Airflow's LocalExecutor) must not reuse its parent's open connections.
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -120,13 +121,20 @@ def test_deploy_failure_leaves_the_tenant_on_its_version_in_state_failed(fleet):
 def _failed_tenants(client: httpx.Client, faults: list[dict]) -> set[str]:
     client.post("/sandbox/reset").raise_for_status()
     inject(client, *faults)
-    failed = set()
-    for n in range(1, 21):
-        tenant = f"t-{n:04d}"
-        body = client.post(tenant_path(tenant, "upgrade"), json=upgrade_body("2.4.0", "k")).json()
-        if body["operation"]["status"] == "failed":
-            failed.add(tenant)
-    return failed
+    tenants = [f"t-{n:04d}" for n in range(1, 21)]
+
+    async def upgrade_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=10) as aclient:
+            return await asyncio.gather(
+                *(aclient.post(tenant_path(t, "upgrade"), json=upgrade_body()) for t in tenants)
+            )
+
+    answers = asyncio.run(upgrade_all())
+    return {
+        tenant
+        for tenant, answer in zip(tenants, answers, strict=True)
+        if answer.json()["operation"]["status"] == "failed"
+    }
 
 
 def test_deploy_failure_rate_picks_the_same_tenants_for_the_same_seed(fleet):

@@ -300,12 +300,22 @@ def _format_path(parts: list[str | int]) -> str:
     return text
 
 
+def _without_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the tags pydantic puts after a discriminated union field (tenants, faults[i])."""
+    parts = list(loc)
+    if parts[:1] == ["tenants"] and len(parts) > 1 and parts[1] in ("count", "list"):
+        del parts[1]
+    if parts[:1] == ["faults"] and len(parts) > 2 and parts[2] in FAULT_TYPES:
+        del parts[2]
+    return tuple(parts)
+
+
 def _locate(root: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, list[str | int]]:
     """Walk the YAML node tree along a pydantic error location: (line, readable path)."""
     node = root
     line = node.start_mark.line + 1 if node is not None else None
     path: list[str | int] = []
-    for part in loc:
+    for part in _without_union_tags(loc):
         if part == "[key]":
             continue
         if isinstance(node, yaml.MappingNode):

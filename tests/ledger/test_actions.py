@@ -1,0 +1,209 @@
+"""Per-tenant actions: idempotent begin, finish states, attempts, filters, the claim guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from powerx_upgrade.ledger import (
+    IdempotencyConflict,
+    InvalidLedgerValue,
+    TenantHeld,
+    UnknownAction,
+    UnknownRun,
+)
+from tests.ledger.conftest import start, upgrade
+
+pytestmark = pytest.mark.unit
+
+
+def test_begin_action_records_a_started_action(ledger):
+    start(ledger)
+    action = upgrade(ledger, "t-1", from_config='{"sync": "hourly"}')
+
+    assert action.id > 0
+    assert (action.run_id, action.plugin, action.tenant_id, action.batch_index) == (
+        "run-1",
+        "crm-sync",
+        "t-1",
+        0,
+    )
+    assert (action.kind, action.state, action.attempts, action.noop) == (
+        "upgrade",
+        "started",
+        0,
+        False,
+    )
+    assert (action.from_version, action.to_version) == ("2.3.1", "2.4.0")
+    assert action.from_config == '{"sync": "hourly"}'
+    assert action.started_at.tzinfo is not None
+    assert action.finished_at is None
+    assert not action.finished
+
+
+def test_begin_action_with_a_known_key_returns_the_existing_record_unchanged(ledger):
+    start(ledger)
+    first = upgrade(ledger, "t-1")
+    done = ledger.finish_action(first.idempotency_key, "succeeded", config_after="{}")
+
+    again = upgrade(ledger, "t-1", from_version="2.4.0", batch=3)
+
+    assert again == done
+    assert again.state == "succeeded"
+    assert again.from_version == "2.3.1"
+    assert len(ledger.actions("run-1")) == 1
+
+
+def test_a_key_reused_for_another_tenant_is_a_conflict(ledger):
+    start(ledger)
+    upgrade(ledger, "t-1", idempotency_key="k")
+    with pytest.raises(IdempotencyConflict, match=r"'k'.*'t-1'.*not upgrade of tenant 't-2'"):
+        upgrade(ledger, "t-2", idempotency_key="k")
+    with pytest.raises(IdempotencyConflict):
+        upgrade(ledger, "t-1", idempotency_key="k", kind="rollback")
+
+
+@pytest.mark.parametrize("state", ["succeeded", "failed", "skipped", "refused"])
+def test_finish_action_records_each_final_state_and_its_time(ledger, state):
+    start(ledger)
+    key = upgrade(ledger, "t-1").idempotency_key
+
+    finished = ledger.finish_action(key, state)
+
+    assert finished.state == state
+    assert finished.finished
+    assert finished.finished_at >= finished.started_at
+    assert ledger.get_action(key) == finished
+
+
+@pytest.mark.parametrize("state", ["started", "done", "SUCCEEDED"])
+def test_finish_action_rejects_states_that_are_not_final(ledger, state):
+    start(ledger)
+    key = upgrade(ledger, "t-1").idempotency_key
+    with pytest.raises(InvalidLedgerValue, match="state"):
+        ledger.finish_action(key, state)
+    assert ledger.get_action(key).state == "started"
+
+
+def test_finish_action_keeps_versions_config_error_noop_and_detail(ledger):
+    start(ledger)
+    key = upgrade(ledger, "t-1").idempotency_key
+
+    failed = ledger.finish_action(key, "failed", error="HTTP 503", detail={"http_status": 503})
+    assert (failed.error, failed.attempts, failed.detail) == ("HTTP 503", 1, {"http_status": 503})
+
+    done = ledger.finish_action(
+        key, "succeeded", to_version="2.4.0-hotfix", config_after="{}", noop=True, detail={"ms": 40}
+    )
+    assert done.attempts == 2
+    assert (done.to_version, done.config_after, done.noop, done.error) == (
+        "2.4.0-hotfix",
+        "{}",
+        True,
+        None,
+    )
+    assert done.detail == {"http_status": 503, "ms": 40, "earlier_errors": ["HTTP 503"]}
+
+    assert ledger.finish_action(key, "succeeded", attempts=7).attempts == 7
+
+
+def test_finish_action_clips_huge_errors(ledger):
+    start(ledger)
+    key = upgrade(ledger, "t-1").idempotency_key
+    action = ledger.finish_action(key, "failed", error="x" * 100_000)
+    assert len(action.error) <= 8000
+    assert action.error.endswith("[truncated]")
+
+
+def test_finish_action_of_an_unknown_key_names_the_key(ledger):
+    with pytest.raises(UnknownAction, match="'run-1:t-9:upgrade'"):
+        ledger.finish_action("run-1:t-9:upgrade", "succeeded")
+
+
+def test_begin_action_needs_a_known_run_and_a_known_kind(ledger):
+    with pytest.raises(UnknownRun, match="'ghost'"):
+        upgrade(ledger, "t-1", run_id="ghost")
+    start(ledger)
+    with pytest.raises(InvalidLedgerValue, match="kind 'downgrade'"):
+        upgrade(ledger, "t-1", kind="downgrade")
+    assert ledger.actions("run-1") == []
+
+
+def test_actions_filter_by_kind_batch_state_and_tenant_in_order(ledger):
+    start(ledger)
+    a = upgrade(ledger, "t-1", batch=0)
+    b = upgrade(ledger, "t-2", batch=0)
+    c = upgrade(ledger, "t-3", batch=1)
+    ledger.finish_action(a.idempotency_key, "succeeded")
+    ledger.finish_action(b.idempotency_key, "failed", error="boom")
+    ledger.finish_action(c.idempotency_key, "succeeded")
+    r = upgrade(
+        ledger,
+        "t-1",
+        batch=None,
+        kind="rollback",
+        from_version="2.4.0",
+        to_version="2.3.1",
+        idempotency_key="run-1:t-1:rollback",
+    )
+
+    def ids(**filters):
+        return [
+            action.tenant_id + ":" + action.kind for action in ledger.actions("run-1", **filters)
+        ]
+
+    assert ids() == ["t-1:upgrade", "t-2:upgrade", "t-3:upgrade", "t-1:rollback"]
+    assert [action.id for action in ledger.actions("run-1")] == [a.id, b.id, c.id, r.id]
+    assert ids(kind="upgrade", state="succeeded") == ["t-1:upgrade", "t-3:upgrade"]
+    assert ids(batch_index=0) == ["t-1:upgrade", "t-2:upgrade"]
+    assert ids(kind="rollback") == ["t-1:rollback"]
+    assert ids(state="started") == ["t-1:rollback"]
+    assert ids(tenant_id="t-1") == ["t-1:upgrade", "t-1:rollback"]
+    assert ledger.actions("other-run") == []
+
+
+def test_begin_action_claims_an_unheld_tenant_for_the_run(ledger):
+    start(ledger, "run-1")
+    start(ledger, "run-2")
+    upgrade(ledger, "t-1", run_id="run-1")
+
+    assert ledger.claimed_tenants("run-1") == ["t-1"]
+    assert ledger.claim_tenants("run-2", "crm-sync", ["t-1"]) == {"t-1": "run-1"}
+
+
+def test_begin_action_on_a_tenant_held_by_another_active_run_raises(ledger):
+    start(ledger, "run-1")
+    start(ledger, "run-2")
+    ledger.claim_tenants("run-1", "crm-sync", ["t-1"])
+
+    with pytest.raises(TenantHeld, match=r"'t-1'.*'run-1'") as raised:
+        upgrade(ledger, "t-1", run_id="run-2")
+
+    assert raised.value.holder == "run-1"
+    assert ledger.actions("run-2") == []
+
+
+def test_a_finished_run_may_still_roll_back_an_unheld_tenant_without_claiming_it(ledger):
+    start(ledger, "run-1")
+    upgrade(ledger, "t-1", run_id="run-1")
+    ledger.finish_run("run-1", "rollback_failed")
+
+    repair = upgrade(ledger, "t-1", kind="rollback", idempotency_key="repair:t-1")
+
+    assert repair.state == "started"
+    assert ledger.claimed_tenants("run-1") == []
+
+
+def test_a_finished_run_may_not_touch_a_tenant_another_run_holds_now(ledger):
+    start(ledger, "run-1")
+    ledger.finish_run("run-1", "rollback_failed")
+    start(ledger, "run-2")
+    ledger.claim_tenants("run-2", "crm-sync", ["t-1"])
+
+    with pytest.raises(TenantHeld):
+        upgrade(ledger, "t-1", kind="rollback", idempotency_key="repair:t-1")
+
+
+def test_begin_action_for_another_plugin_than_the_run_is_refused(ledger):
+    start(ledger)
+    with pytest.raises(InvalidLedgerValue, match="plugin 'billing'"):
+        upgrade(ledger, "t-1", plugin="billing")

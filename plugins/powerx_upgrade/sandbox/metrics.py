@@ -20,7 +20,7 @@ from powerx_upgrade.sandbox.faults import (
     SignalDelayFault,
 )
 from powerx_upgrade.sandbox.scenario import Scenario
-from powerx_upgrade.sandbox.seeded import bucket_hash, key_hash, mix, symmetric, unit
+from powerx_upgrade.sandbox.seeded import bucket_noise, key_hash, unit
 
 CORE_METRICS: tuple[str, ...] = ("requests", "errors", "latency_p95_ms", "samples")
 METRICS: tuple[str, ...] = (*CORE_METRICS, "error_rate")
@@ -187,7 +187,9 @@ class MetricsEngine:
 
         base = self._base(tenant.id)
         per_second = self.traffic.rps * self.tenant_scale(tenant.id)
-        noise = self.noise
+        noise_requests = self.noise.requests
+        noise_errors = self.noise.error_rate
+        noise_latency = self.noise.latency
         size = self.bucket
         requests = errors = latency_sum = 0.0
         buckets: set[int] = set()
@@ -200,17 +202,16 @@ class MetricsEngine:
             rate, latency, factor = self.behaviour(version, tenant, middle, shaping)
             first = math.floor(low / size)
             last = math.ceil(high / size)
+            flow = per_second * factor
             for index in range(first, last):
                 lo = max(low, index * size)
                 hi = min(high, (index + 1) * size)
                 if hi <= lo:
                     continue
-                draw = bucket_hash(base, index)
-                amount = per_second * factor * (1.0 + noise.requests * symmetric(draw)) * (hi - lo)
-                draw = mix(draw)
-                errors += amount * min(1.0, rate * (1.0 + noise.error_rate * symmetric(draw)))
-                draw = mix(draw)
-                latency_sum += amount * latency * (1.0 + noise.latency * symmetric(draw))
+                n_requests, n_errors, n_latency = bucket_noise(base, index)
+                amount = flow * (1.0 + noise_requests * n_requests) * (hi - lo)
+                errors += amount * min(1.0, rate * (1.0 + noise_errors * n_errors))
+                latency_sum += amount * latency * (1.0 + noise_latency * n_latency)
                 requests += amount
                 buckets.add(index)
         if not buckets:

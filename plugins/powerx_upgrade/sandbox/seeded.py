@@ -42,3 +42,30 @@ def to_unit(value: int) -> float:
 def symmetric(value: int) -> float:
     """Map a 64-bit hash to [-1, 1)."""
     return to_unit(value) * 2.0 - 1.0
+
+
+def bucket_noise(base: int, bucket: int) -> tuple[float, float, float]:
+    """Three symmetric draws in [-1, 1) for one bucket of one series (the metric hot path).
+
+    The same as symmetric() of bucket_hash(), mix() of that, and mix() again, unrolled because
+    a 1,000-tenant hour-long query calls this 360,000 times.
+    """
+    m = _MASK
+    x = ((base ^ ((bucket * _BUCKET_STEP) & m)) + _GOLDEN) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    first = x ^ (x >> 31)
+    x = (first + _GOLDEN) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    second = x ^ (x >> 31)
+    x = (second + _GOLDEN) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    third = x ^ (x >> 31)
+    scale = 2.0 * _TO_UNIT
+    return (
+        (first >> 11) * scale - 1.0,
+        (second >> 11) * scale - 1.0,
+        (third >> 11) * scale - 1.0,
+    )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from powerx_upgrade.sandbox.faults import Fault, Version
+from powerx_upgrade.sandbox.faults import Fault, JsonObject, Version
 
 IdempotencyKey = Annotated[
     str,
@@ -33,7 +33,7 @@ TenantState = Literal["ready", "upgrading", "rolling_back", "failed"]
 
 class _Request(BaseModel):
     # Unknown fields are refused: a misspelt field must not be silently ignored by a release tool.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ErrorBody(BaseModel):
@@ -183,7 +183,7 @@ class SubscribeRequest(_Request):
     metrics: list[MetricName] = Field(default_factory=lambda: ["requests", "errors"])
     run_id: str | None = None
     callback_url: str | None = Field(default=None, max_length=2048)
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: JsonObject = Field(default_factory=dict)
 
 
 class Subscription(SubscribeRequest):
@@ -210,7 +210,7 @@ class NotifyRequest(_Request):
     title: str = Field(default="", max_length=1000)
     message: str = Field(default="", max_length=100_000)
     channels: list[str] = Field(default_factory=list)
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: JsonObject = Field(default_factory=dict)
 
 
 class AuditRequest(_Request):
@@ -225,7 +225,7 @@ class AuditRequest(_Request):
     run_id: str | None = None
     tenants: list[str] = Field(default_factory=list)
     reason: str | None = Field(default=None, max_length=10_000)
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
 
 
 class Recorded(BaseModel):

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
-from powerx_upgrade.domain.durations import Duration
+from powerx_upgrade.domain.durations import Duration as _Duration
+from powerx_upgrade.domain.durations import parse_duration
 from powerx_upgrade.sandbox.seeded import unit
 
 VERSION_PATTERN = r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$"
@@ -25,6 +34,35 @@ def _require_text(value: Any) -> Any:
         )
     return value
 
+
+MAX_DURATION = timedelta(days=366)
+
+
+def _bounded_duration(value: Any) -> Any:
+    # parse_duration lets timedelta overflow escape as OverflowError; a client must get a 422.
+    try:
+        parsed = parse_duration(value)
+    except OverflowError as exc:
+        raise ValueError(f"duration {value!r} is too large (at most {MAX_DURATION.days}d)") from exc
+    if parsed > MAX_DURATION:
+        raise ValueError(f"duration {value!r} is too large (at most {MAX_DURATION.days}d)")
+    return parsed
+
+
+Duration = Annotated[_Duration, BeforeValidator(_bounded_duration)]
+"""`90s` / `10m` / `4h` (see domain.durations), refused past a year instead of overflowing."""
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError("must be plain JSON (NaN and Infinity are not allowed)") from exc
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+"""A free-form JSON object that can always be written back out."""
 
 Version = Annotated[
     str,
@@ -54,7 +92,7 @@ class Endpoint(StrEnum):
 
 
 class _FaultBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     after: Duration | None = Field(
         default=None,
@@ -175,7 +213,17 @@ class TimeoutFault(_FaultBase):
     type: Literal["timeout"] = "timeout"
     endpoint: Endpoint
     rate: Rate = 1.0
-    hold: Duration = Field(default=timedelta(seconds=30))
+    hold: Duration = Field(
+        default=timedelta(seconds=30),
+        description="how long the answer is held; make it longer than the client's timeout",
+    )
+
+    @model_validator(mode="after")
+    def _hold_at_most_an_hour(self) -> TimeoutFault:
+        if self.hold > timedelta(hours=1):
+            raise ValueError("hold must be at most 1h")
+        return self
+
     applied: bool = True
 
 

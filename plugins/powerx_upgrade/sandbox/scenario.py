@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from powerx_upgrade.domain.durations import Duration
 from powerx_upgrade.sandbox.faults import (
     FAULT_TYPES,
+    Duration,
     Fault,
     LabelValue,
     TenantId,
@@ -39,7 +39,7 @@ MAX_TENANTS = 100_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ExplicitTenant(_Strict):

@@ -9,64 +9,14 @@ import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+from powerx_upgrade.rollout.errors import (
+    PowerXError,
+    PowerXUnavailable,
+    error_for,
+    is_retryable,
+)
+
 DEFAULT_TIMEOUT = 30.0
-
-
-class PowerXError(Exception):
-    """A call to a PowerX service that did not succeed; says which call and what came back."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        method: str,
-        endpoint: str,
-        status: int | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(f"{method} {endpoint}: {message}")
-        self.method = method
-        self.endpoint = endpoint
-        self.status = status
-        self.code = code
-
-
-class PowerXUnavailable(PowerXError):
-    """The service did not answer (connection, timeout) or kept answering 5xx/429 after retries."""
-
-
-class PowerXNotFound(PowerXError):
-    """404: unknown plugin or tenant."""
-
-
-class PowerXConflict(PowerXError):
-    """409: e.g. the tenant has an operation in flight."""
-
-
-class PowerXRejected(PowerXError):
-    """Any other 4xx: the request itself is wrong; retrying will not help."""
-
-
-def error_for(status: int, body: Any, method: str, endpoint: str) -> PowerXError:
-    """The typed error for a non-2xx answer (by status code, never by parsing message text)."""
-    code = body.get("error") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    text = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    kind: type[PowerXError]
-    if status == 404:
-        kind = PowerXNotFound
-    elif status == 409:
-        kind = PowerXConflict
-    elif status in RETRYABLE_STATUSES or status >= 500:
-        kind = PowerXUnavailable
-    else:
-        kind = PowerXRejected
-    return kind(text, method=method, endpoint=endpoint, status=status, code=code)
-
-
-def is_retryable(error: BaseException) -> bool:
-    return isinstance(error, PowerXUnavailable)
 
 
 class PowerXHttpHook(HttpHook):

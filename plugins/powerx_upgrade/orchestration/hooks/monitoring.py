@@ -8,7 +8,8 @@ from typing import Any
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook
 
-from powerx_upgrade.orchestration.hooks.base import PowerXHttpHook, PowerXUnavailable, error_for
+from powerx_upgrade.orchestration.hooks.base import PowerXHttpHook
+from powerx_upgrade.rollout.errors import PowerXUnavailable, error_for
 
 QUERY_ENDPOINT = "internal/monitoring/query"
 

@@ -1,0 +1,259 @@
+"""A plan as a plain DAG description (groups, tasks, edges), before any Airflow object exists.
+
+The factory (`factory.py`) materialises this in one place; tests check the shape here without
+Airflow. Reading order of a run:
+
+    preflight: validate -> plan -> window -> subscribe -> baseline -> announce -> route
+    batch_k:   start -> [approve] -> shards -> deploy (mapped) -> gate -> decide
+               decide -> promote | rollback | pause;  pause -> resume | pause_rollback | pause_stop
+    rollback:  scope -> execute (mapped) -> verify -> announce
+    finalize:  record -> result          (record runs on every outcome)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from powerx_upgrade.domain.durations import format_duration
+from powerx_upgrade.domain.models import Plan
+
+DAG_ID_PREFIX = "plugin_upgrade__"
+TAGS = ("grey-upgrade",)
+
+NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+NONE_SKIPPED = "none_skipped"
+ALL_DONE = "all_done"
+ALL_SUCCESS = "all_success"
+
+
+@dataclass(frozen=True)
+class TaskNode:
+    task_id: str
+    """Fully qualified: `batch_2.deploy`."""
+    kind: str
+    group: str
+    batch: int | None = None
+    trigger_rule: str = ALL_SUCCESS
+    mapped_over: str | None = None
+    """The task whose XCom list this task is mapped over."""
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class DagShape:
+    dag_id: str
+    plan_id: str
+    schedule: str | None
+    timezone: str
+    tags: tuple[str, ...]
+    doc_md: str
+    nodes: tuple[TaskNode, ...]
+    edges: tuple[tuple[str, str], ...]
+    branch_targets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def node(self, task_id: str) -> TaskNode:
+        return next(n for n in self.nodes if n.task_id == task_id)
+
+    def upstream(self, task_id: str) -> list[str]:
+        return [a for a, b in self.edges if b == task_id]
+
+    def downstream(self, task_id: str) -> list[str]:
+        return [b for a, b in self.edges if a == task_id]
+
+
+def dag_id_for(plan_id: str) -> str:
+    return f"{DAG_ID_PREFIX}{plan_id}"
+
+
+def approval_batches(plan: Plan) -> set[int]:
+    """Batches that carry an approval task: those whose policy batch asks for approval, and
+    earlier ones that may absorb such a batch when a small fleet merges trailing batches (those
+    approve themselves at run time when their planned batch needs no approval)."""
+    flags = [b.approval == "required" for b in plan.policy.batches]
+    return {k for k in range(1, len(flags) + 1) if any(flags[k - 1 :])}
+
+
+def describe_plan(plan: Plan) -> DagShape:
+    """The DAG of a plan, as data."""
+    nodes: list[TaskNode] = []
+    edges: list[tuple[str, str]] = []
+    branches: dict[str, tuple[str, ...]] = {}
+
+    def add(
+        task_id: str,
+        kind: str,
+        *,
+        batch: int | None = None,
+        rule: str = ALL_SUCCESS,
+        mapped_over: str | None = None,
+        doc: str = "",
+    ) -> str:
+        nodes.append(TaskNode(task_id, kind, task_id.split(".")[0], batch, rule, mapped_over, doc))
+        return task_id
+
+    def chain(*task_ids: str) -> None:
+        edges.extend(zip(task_ids, task_ids[1:], strict=False))
+
+    chain(
+        add("preflight.validate", "validate", doc="check the run's conf against the plan"),
+        add("preflight.plan", "plan", doc="fetch tenants, plan the batches"),
+        add("preflight.window", "window", doc="wait for the window; stop during a freeze"),
+        add("preflight.subscribe", "subscribe", doc="ask monitoring to watch the run"),
+        add("preflight.baseline", "baseline", doc="pre_upgrade metrics of the selected tenants"),
+        add("preflight.announce", "announce", doc="notify and audit the run start"),
+        add("preflight.route", "route", doc="dry run ends here; else batch 1"),
+    )
+    add("preflight.dry_run", "dry_run", doc="dry run: no tenant is touched")
+    record = add(
+        "finalize.record",
+        "record",
+        rule=ALL_DONE,
+        doc="outcome, notification and audit; runs on every outcome",
+    )
+    result = add("finalize.result", "result", doc="fails the run unless fully promoted")
+    edges += [
+        ("preflight.route", "batch_1.start"),
+        ("preflight.route", "preflight.dry_run"),
+        ("preflight.dry_run", record),
+        (record, result),
+    ]
+    branches["preflight.route"] = ("batch_1.start", "preflight.dry_run")
+
+    scope = add(
+        "rollback.scope",
+        "rollback_scope",
+        rule=NONE_FAILED_MIN_ONE_SUCCESS,
+        doc="which tenants go back (policy scope)",
+    )
+    execute = add(
+        "rollback.execute",
+        "rollback_execute",
+        mapped_over=scope,
+        doc="roll tenants back, concurrently and idempotently",
+    )
+    verify = add(
+        "rollback.verify",
+        "rollback_verify",
+        rule=NONE_SKIPPED,
+        doc="read every tenant back from the platform",
+    )
+    announce = add("rollback.announce", "rollback_announce", doc="notify and audit the rollback")
+    chain(scope, execute, verify, announce, record)
+
+    count = len(plan.policy.batches)
+    with_approval = approval_batches(plan)
+    for k in range(1, count + 1):
+        g = f"batch_{k}"
+        start = add(
+            f"{g}.start",
+            "start",
+            batch=k,
+            rule=ALL_SUCCESS if k == 1 else NONE_FAILED_MIN_ONE_SUCCESS,
+            doc="skip if not planned; wait for the window",
+        )
+        shards = add(f"{g}.shards", "shards", batch=k, doc="cut the batch into deploy shards")
+        if k in with_approval:
+            approve = add(f"{g}.approve", "approve", batch=k, doc="a human approves the batch")
+            rejected = add(f"{g}.rejected", "rejected", batch=k, doc="approval refused: stop")
+            edges += [(start, approve), (approve, shards), (approve, rejected), (rejected, record)]
+            branches[approve] = (shards, rejected)
+        else:
+            edges.append((start, shards))
+        deploy = add(
+            f"{g}.deploy", "deploy", batch=k, mapped_over=shards, doc="upgrade the shard's tenants"
+        )
+        gate = add(
+            f"{g}.gate",
+            "gate",
+            batch=k,
+            rule=NONE_SKIPPED,
+            doc="deferrable metric gate over the bake",
+        )
+        decide = add(
+            f"{g}.decide", "decide", batch=k, rule=NONE_SKIPPED, doc="promote, roll back or pause"
+        )
+        chain(shards, deploy, gate, decide)
+        promote = add(f"{g}.promote", "promote", batch=k)
+        rollback = add(f"{g}.rollback", "rollback", batch=k)
+        pause = add(f"{g}.pause", "pause", batch=k, doc="a human decides: resume/roll back/stop")
+        resume = add(f"{g}.resume", "resume", batch=k)
+        pause_rollback = add(f"{g}.pause_rollback", "rollback", batch=k)
+        pause_stop = add(f"{g}.pause_stop", "stop", batch=k)
+        edges += [
+            (decide, promote),
+            (decide, rollback),
+            (decide, pause),
+            (pause, resume),
+            (pause, pause_rollback),
+            (pause, pause_stop),
+            (rollback, scope),
+            (pause_rollback, scope),
+            (pause_stop, record),
+        ]
+        branches[decide] = (promote, rollback, pause)
+        branches[pause] = (resume, pause_rollback, pause_stop)
+        following = f"batch_{k + 1}.start" if k < count else record
+        edges += [(promote, following), (resume, following)]
+
+    return DagShape(
+        dag_id=dag_id_for(plan.id),
+        plan_id=plan.id,
+        schedule=plan.window.schedule if plan.window else None,
+        timezone=plan.window.timezone if plan.window else "UTC",
+        tags=(*TAGS, f"plugin:{plan.plugin}", f"policy:{plan.policy_id}"),
+        doc_md=doc_md(plan),
+        nodes=tuple(nodes),
+        edges=tuple(edges),
+        branch_targets=branches,
+    )
+
+
+def doc_md(plan: Plan) -> str:
+    """The DAG's documentation in the UI: the plan in the release manager's words."""
+    policy = plan.policy
+    rows = "\n".join(
+        f"| {k} | {b.name or f'batch_{k}'} | "
+        f"{f'{b.ratio:.0%}' if b.ratio is not None else f'{b.count} tenants'} | "
+        f"{format_duration(b.bake)} | {'required' if b.approval == 'required' else '-'} |"
+        for k, b in enumerate(policy.batches, start=1)
+    )
+    checks = "\n".join(
+        f"- `{c.metric} {c.op} {c.limit}`"
+        + (f" against {c.baseline}" if c.baseline else "")
+        + f" ({c.scope}"
+        + (f", up to {c.max_breaching_tenants} breaching" if c.max_breaching_tenants else "")
+        + ")"
+        for c in policy.gate.checks
+    )
+    window = (
+        f"`{plan.window.schedule}` for {format_duration(plan.window.duration)} "
+        f"({plan.window.timezone})"
+        + (f"; frozen {', '.join(plan.window.freeze)}" if plan.window.freeze else "")
+        if plan.window
+        else "any time (no window)"
+    )
+    select = plan.tenants
+    return f"""### Grey upgrade: `{plan.id}`
+
+{plan.description or ""}
+
+- **plugin** `{plan.plugin}` -> **target** `{plan.target_version or "given per run"}`
+- **policy** `{plan.policy_id}`; source `{plan.source}`
+- **tenants** select `{dict(select.select) or "all"}`, exclude `{list(select.exclude) or "-"}`,
+  canary `{select.canary or "-"}`
+- **window** {window}
+- **owners** {", ".join(plan.owners) or "-"}
+
+| # | batch | reaches | bake | approval |
+|---|---|---|---|---|
+{rows}
+
+**Gate** every {format_duration(policy.gate.poke_interval)}, ignoring the last
+{format_duration(policy.gate.signal_delay)}; no data for
+{format_duration(policy.gate.missing_data.after)} -> {policy.gate.missing_data.action}:
+{checks}
+
+**Rollback** {policy.rollback.mode}, scope `{policy.rollback.scope}`, deadline
+{format_duration(policy.rollback.deadline)}. A pause waits {format_duration(policy.pause.timeout)},
+then {policy.pause.default}.
+"""

@@ -1,0 +1,250 @@
+"""Plans -> Airflow DAGs: describe each plan (description.py), then materialise it here.
+
+`build_dags()` is what `dags/upgrade_plans.py` calls. It reads the config (no network, no
+database: the tenants are fetched at run time), builds one DAG per valid plan, and one visibly
+broken DAG per invalid plan whose only task fails with the plan's problems (file, line, field),
+so an invalid plan never disappears silently and never takes the valid ones down.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
+from airflow.sdk import DAG, Param, TaskGroup
+from airflow.sdk.exceptions import AirflowFailException
+
+from powerx_upgrade.config import load_config
+from powerx_upgrade.domain.config import ConfigResult
+from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.domain.problems import Problem
+from powerx_upgrade.orchestration import tasks
+from powerx_upgrade.orchestration.description import (
+    DagShape,
+    TaskNode,
+    dag_id_for,
+    describe_plan,
+)
+from powerx_upgrade.orchestration.operators.human import BatchApprovalOperator, BatchPauseOperator
+from powerx_upgrade.orchestration.operators.window import WindowWaitOperator
+from powerx_upgrade.orchestration.sensors.gate import BatchGateSensor
+
+START_DATE = datetime(2026, 1, 1)
+
+
+def params_for(plan: Plan) -> dict[str, Param]:
+    """The trigger form: what a release manager (or CI, through `conf`) may set per run."""
+    artifact = plan.artifact
+    return {
+        "target_version": Param(
+            plan.target_version or "",
+            type="string",
+            title="Target version",
+            description="Version to roll out; the plan's default when left as is.",
+        ),
+        "artifact_uri": Param(
+            artifact.uri if artifact else "",
+            type="string",
+            title="Artifact URI",
+            description="Where the platform fetches the build.",
+        ),
+        "artifact_sha256": Param(
+            artifact.sha256 if artifact else "",
+            type="string",
+            title="Artifact SHA-256",
+            description="Hex digest of the build (64 characters).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Plan and preflight only: no tenant is touched.",
+        ),
+        "reason": Param(
+            "",
+            type="string",
+            title="Change reason",
+            description="Why this rollout happens; it goes to the audit log and the report.",
+        ),
+        "respect_window": Param(
+            True,
+            type="boolean",
+            title="Respect the window",
+            description="Start batches only inside the plan's window (off: emergency runs).",
+        ),
+    }
+
+
+def _python(node: TaskNode, fn: Callable[..., Any], **kwargs: Any) -> PythonOperator:
+    return PythonOperator(
+        task_id=node.task_id.split(".", 1)[1],
+        python_callable=functools.partial(fn, **kwargs),
+        trigger_rule=node.trigger_rule,
+        doc_md=node.doc or None,
+    )
+
+
+def _branch(node: TaskNode, fn: Callable[..., Any], **kwargs: Any) -> BranchPythonOperator:
+    return BranchPythonOperator(
+        task_id=node.task_id.split(".", 1)[1],
+        python_callable=functools.partial(fn, **kwargs),
+        trigger_rule=node.trigger_rule,
+        doc_md=node.doc or None,
+    )
+
+
+def _empty(node: TaskNode) -> EmptyOperator:
+    return EmptyOperator(task_id=node.task_id.split(".", 1)[1], trigger_rule=node.trigger_rule)
+
+
+def _operator(node: TaskNode, plan: Plan, ops: dict[str, Any]) -> Any:
+    """The Airflow operator of one described task (mapped tasks are expanded over their source)."""
+    local = node.task_id.split(".", 1)[1]
+    kind, batch = node.kind, node.batch
+    simple = {
+        "validate": tasks.validate,
+        "plan": tasks.plan_batches,
+        "subscribe": tasks.subscribe,
+        "baseline": tasks.baseline,
+        "announce": tasks.announce,
+        "rollback_verify": tasks.rollback_verify,
+        "rollback_announce": tasks.rollback_announce,
+        "record": tasks.record,
+    }
+    if kind in simple:
+        return _python(node, simple[kind], plan=plan)
+    if kind == "rollback_scope":
+        return _python(node, tasks.rollback_scope, plan=plan)
+    if kind == "result":
+        return _python(node, tasks.result)
+    if kind == "route":
+        return _branch(node, tasks.route)
+    if kind in ("dry_run", "promote", "rollback", "resume", "stop", "rejected"):
+        return _empty(node)
+    if kind == "window":
+        return WindowWaitOperator(task_id=local, plan=plan, batch=None, doc_md=node.doc)
+    if kind == "start":
+        return WindowWaitOperator(
+            task_id=local, plan=plan, batch=batch, doc_md=node.doc, trigger_rule=node.trigger_rule
+        )
+    if kind == "approve":
+        return BatchApprovalOperator(task_id=local, plan=plan, batch=batch)
+    if kind == "pause":
+        return BatchPauseOperator(task_id=local, plan=plan, batch=batch)
+    if kind == "shards":
+        return _python(node, tasks.shards, plan=plan, batch=batch)
+    if kind == "gate":
+        return BatchGateSensor(
+            task_id=local, plan=plan, batch=batch, trigger_rule=node.trigger_rule, doc_md=node.doc
+        )
+    if kind == "decide":
+        return _branch(node, tasks.decide_batch, plan=plan, batch=batch)
+    if kind == "deploy":
+        source = ops[node.mapped_over]
+        return PythonOperator.partial(
+            task_id=local,
+            python_callable=functools.partial(tasks.deploy, plan=plan, batch=batch),
+            doc_md=node.doc,
+            retries=1,
+            retry_delay=timedelta(seconds=5),
+            map_index_template="tenants {{ task.op_kwargs['shard']['start'] }}"
+            "-{{ task.op_kwargs['shard']['end'] }}",
+        ).expand(op_kwargs=source.output)
+    if kind == "rollback_execute":
+        source = ops[node.mapped_over]
+        return PythonOperator.partial(
+            task_id=local,
+            python_callable=functools.partial(tasks.rollback_execute, plan=plan),
+            doc_md=node.doc,
+            retries=2,
+            retry_delay=timedelta(seconds=2),
+        ).expand(op_kwargs=source.output)
+    raise ValueError(f"no operator for task kind {kind!r} ({node.task_id})")
+
+
+def materialise(shape: DagShape, plan: Plan) -> DAG:
+    """The one place where a plan's description becomes Airflow objects."""
+    dag = DAG(
+        dag_id=shape.dag_id,
+        description=f"Grey upgrade of {plan.plugin} under policy {plan.policy_id}",
+        doc_md=shape.doc_md,
+        schedule=_schedule(shape),
+        start_date=pendulum.instance(START_DATE, tz=shape.timezone),
+        catchup=False,
+        max_active_runs=1,
+        tags=list(shape.tags),
+        params=params_for(plan),
+        default_args={"owner": ", ".join(plan.owners) or "powerx"},
+    )
+    ops: dict[str, Any] = {}
+    groups: dict[str, TaskGroup] = {}
+    with dag:
+        for node in shape.nodes:  # nodes come in dependency order for mapped sources
+            if node.group not in groups:
+                groups[node.group] = TaskGroup(node.group)
+            with groups[node.group]:
+                ops[node.task_id] = _operator(node, plan, ops)
+        for upstream, downstream in shape.edges:
+            ops[upstream] >> ops[downstream]
+    return dag
+
+
+def _schedule(shape: DagShape) -> Any:
+    if shape.schedule is None:
+        return None
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    return CronTriggerTimetable(shape.schedule, timezone=shape.timezone)
+
+
+def broken_dag(plan_id: str, problems: list[Problem]) -> DAG:
+    """A placeholder for an invalid plan: visible in the UI, its one task fails with why."""
+    message = "\n".join(str(p) for p in problems) or "the plan is invalid"
+    dag = DAG(
+        dag_id=dag_id_for(plan_id),
+        description=f"INVALID plan {plan_id}: fix the config (see the doc)",
+        doc_md=f"### Invalid plan `{plan_id}`\n\nThis DAG cannot run until the plan is fixed:\n\n"
+        + "\n".join(f"- `{p}`" for p in problems),
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        tags=["grey-upgrade", "invalid-plan"],
+        is_paused_upon_creation=True,
+    )
+
+    def fail() -> None:
+        raise AirflowFailException(f"plan {plan_id!r} is invalid:\n{message}")
+
+    with dag:
+        PythonOperator(task_id="invalid_plan", python_callable=fail)
+    return dag
+
+
+def build_dags(config: ConfigResult | None = None) -> dict[str, DAG]:
+    """One DAG per plan in the config: real ones for valid plans, broken ones for invalid."""
+    config = config or load_config()
+    dags: dict[str, DAG] = {}
+    for plan_id, plan in sorted(config.plans.items()):
+        dags[dag_id_for(plan_id)] = materialise(describe_plan(plan), plan)
+    for plan_id in sorted(config.invalid_plans):
+        dags[dag_id_for(plan_id)] = broken_dag(plan_id, config.problems_of_plan(plan_id))
+    for file, problems in _file_problems(config).items():
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in file.rsplit("/", 1)[-1])
+        plan_id = f"config_error__{stem}"
+        dags[dag_id_for(plan_id)] = broken_dag(plan_id, problems)
+    return dags
+
+
+def _file_problems(config: ConfigResult) -> dict[str, list[Problem]]:
+    """Errors that belong to no plan (a YAML syntax error, a bad top level, a broken policy no
+    valid plan uses): shown as a broken DAG per file, so they are never silent."""
+    found: dict[str, list[Problem]] = {}
+    for problem in config.errors:
+        if problem.plan_id is None:
+            found.setdefault(problem.file, []).append(problem)
+    return found

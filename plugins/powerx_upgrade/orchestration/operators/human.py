@@ -1,0 +1,175 @@
+"""Human decisions in the Airflow UI: batch approvals and gate pauses (HITL branches)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+
+from powerx_upgrade.domain.durations import format_duration
+from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.orchestration import runtime
+from powerx_upgrade.rollout.preflight import planned_batches
+
+APPROVE, REJECT = "Approve", "Reject"
+RESUME, ROLL_BACK, STOP = "Resume", "Roll back", "Stop"
+
+
+def _who(event: dict[str, Any]) -> str | None:
+    user = event.get("responded_by_user")
+    if isinstance(user, dict):
+        return user.get("name") or user.get("id")
+    return str(user) if user else None
+
+
+class _Recorded(HITLBranchOperator):
+    """A HITL branch whose answer (who, what, when) lands in the ledger and the audit log."""
+
+    plan: Plan
+    batch: int
+    decision_kind = "pause"
+    decision_names: dict[str, str] = {}
+    """UI option -> the decision recorded in the ledger."""
+    unanswered = "rollback"
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        chosen = list(event.get("chosen_options") or [])
+        timed_out = "error" in event or not event.get("responded_by_user")
+        ctx = runtime.run_context(context["ti"])
+        book = runtime.ledger()
+        actor = _who(event) or ("timeout default" if timed_out else None)
+        book.record_decision(
+            ctx.run_id,
+            batch_index=self.batch,
+            kind=self.decision_kind,
+            decision=self._decision(chosen),
+            actor=actor,
+            via="ui",
+            detail={
+                "chosen": chosen,
+                "responded_at": str(event.get("responded_at") or ""),
+                "timed_out": timed_out,
+            },
+        )
+        recorder = runtime.recorder(book)
+        recorder.audit(
+            ctx,
+            f"batch.{self.decision_kind}.answered",
+            actor=actor,
+            audit_id=f"{ctx.run_id}:{self.decision_kind}:{self.batch}",
+            details={"batch": self.batch, "chosen": chosen, "timed_out": timed_out},
+        )
+        recorder.flush()
+        return super().execute_complete(context, event)
+
+    def _decision(self, chosen: list[str]) -> str:
+        return self.decision_names.get(chosen[0] if chosen else "", self.unanswered)
+
+
+class BatchApprovalOperator(_Recorded):
+    """Before a batch deploys: Approve goes on, Reject (or no answer in time) stops the run.
+
+    A batch whose planned batch needs no approval (see `approval_batches`) goes on at once.
+    """
+
+    decision_kind = "approval"
+    decision_names = {APPROVE: "approve", REJECT: "reject"}
+    unanswered = "reject"
+
+    def __init__(self, *, plan: Plan, batch: int, **kwargs: Any) -> None:
+        group = f"batch_{batch}"
+        super().__init__(
+            subject=f"Approve batch {batch} of {plan.id}?",
+            body=f"Plan `{plan.id}` will upgrade batch {batch} of `{plan.plugin}`.",
+            options=[APPROVE, REJECT],
+            options_mapping={APPROVE: f"{group}.shards", REJECT: f"{group}.rejected"},
+            defaults=[REJECT],
+            response_timeout=plan.policy.approval_timeout,
+            **kwargs,
+        )
+        self.plan = plan
+        self.batch = batch
+
+    def execute(self, context: Any) -> Any:
+        ctx = runtime.run_context(context["ti"])
+        book = runtime.ledger()
+        planned = next(
+            (b for b in planned_batches(book, ctx.run_id) if b["index"] == self.batch), None
+        )
+        if planned is None or not planned.get("approval_required"):
+            book.record_decision(
+                ctx.run_id,
+                batch_index=self.batch,
+                kind="approval",
+                decision="not_required",
+                actor="policy",
+                via="auto",
+            )
+            return self.do_branch(context, f"batch_{self.batch}.shards")
+        self.body = (
+            f"Plan `{self.plan.id}` will upgrade **{len(planned['tenants'])} tenants** of "
+            f"`{ctx.plugin}` to `{ctx.target_version}` (batch {self.batch}, "
+            f"{planned['cumulative_ratio']:.0%} of the rollout). No answer within "
+            f"{format_duration(self.plan.policy.approval_timeout)} counts as Reject."
+        )
+        runtime.recorder(book).notify(
+            ctx,
+            "plugin.version.gray.approval",
+            key=f"approval:{self.batch}",
+            title=f"{self.plan.id}: batch {self.batch} waits for approval",
+            message=self.body,
+            severity="info",
+            channels=self.plan.notify.channels,
+        )
+        return super().execute(context)
+
+
+class BatchPauseOperator(_Recorded):
+    """A pause after a gate: Resume, Roll back or Stop; no answer in time takes the policy's
+    safe default (roll back unless the policy says stop)."""
+
+    decision_kind = "pause"
+    decision_names = {RESUME: "resume", ROLL_BACK: "rollback", STOP: "stop"}
+
+    def __init__(self, *, plan: Plan, batch: int, **kwargs: Any) -> None:
+        group = f"batch_{batch}"
+        default = ROLL_BACK if plan.policy.pause.default == "rollback" else STOP
+        super().__init__(
+            subject=f"{plan.id}: batch {batch} paused",
+            body="The gate asked for a human decision.",
+            options=[RESUME, ROLL_BACK, STOP],
+            options_mapping={
+                RESUME: f"{group}.resume",
+                ROLL_BACK: f"{group}.pause_rollback",
+                STOP: f"{group}.pause_stop",
+            },
+            defaults=[default],
+            response_timeout=plan.policy.pause.timeout,
+            **kwargs,
+        )
+        self.plan = plan
+        self.batch = batch
+
+    def execute(self, context: Any) -> Any:
+        ctx = runtime.run_context(context["ti"])
+        verdict = context["ti"].xcom_pull(task_ids=f"batch_{self.batch}.gate") or {}
+        default = self.defaults[0] if self.defaults else ROLL_BACK
+        self.body = (
+            f"Batch {self.batch} of `{self.plan.id}` ({ctx.plugin} -> {ctx.target_version}): "
+            f"gate verdict **{verdict.get('phase', 'unknown')}**: {verdict.get('reason', '')}.\n\n"
+            f"Resume goes on with the next batch; Roll back returns the upgraded tenants to "
+            f"their previous version; Stop ends the run as it is. No answer within "
+            f"{format_duration(self.plan.policy.pause.timeout)}: {default}."
+        )
+        book = runtime.ledger()
+        book.update_run(ctx.run_id, status="paused")
+        runtime.recorder(book).notify(
+            ctx,
+            "plugin.version.gray.paused",
+            key=f"pause:{self.batch}",
+            title=f"{self.plan.id}: batch {self.batch} paused",
+            message=self.body,
+            severity="warning",
+            channels=self.plan.notify.channels,
+        )
+        return super().execute(context)

@@ -1,0 +1,1 @@
+"""Triggers run in the triggerer process: importable from the installed package."""

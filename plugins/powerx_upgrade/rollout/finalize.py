@@ -1,0 +1,79 @@
+"""Rollback scope and the run's end: which tenants go back, what the outcome is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from powerx_upgrade.domain.decide import Upgraded, rollback_targets
+from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.preflight import selected_tenants
+
+OUTCOMES = (
+    "promoted",
+    "partially_promoted",
+    "rolled_back",
+    "rollback_failed",
+    "stopped",
+    "failed",
+    "dry_run",
+)
+
+
+def rollback_plan(
+    platform: Any,
+    ledger: Any,
+    plan: Plan,
+    ctx: RunContext,
+    failing_batch: int | None,
+    breaching: list[str],
+) -> list[dict[str, Any]]:
+    """The tenants to roll back under the policy's scope, each with the version it goes back to."""
+    upgrades = ledger.actions(ctx.run_id, kind="upgrade")
+    touched = [
+        Upgraded(a.tenant_id, a.batch_index or 0, a.from_version, a.state)
+        for a in upgrades
+        if a.state in ("succeeded", "failed", "started", "pending", "in_progress") and not a.noop
+    ]
+    current = {t["id"]: t.get("version") for t in platform.list_tenants(ctx.plugin)}
+    chosen = rollback_targets(
+        plan.policy.rollback.scope,
+        touched,
+        failing_batch=failing_batch,
+        breaching=breaching,
+        current_versions=current,
+        target_version=ctx.target_version,
+    )
+    return [
+        {"tenant": u.tenant, "from_version": u.from_version, "batch": u.batch}
+        for u in chosen
+        if u.from_version and u.from_version != ctx.target_version
+    ]
+
+
+def outcome_of(ledger: Any, platform: Any, ctx: RunContext) -> tuple[str, dict[str, Any]]:
+    """The run's outcome from the ledger and, for a promotion, the platform's own word."""
+    run = ledger.get_run(ctx.run_id)
+    if ctx.dry_run:
+        return "dry_run", {"note": "dry run: no tenant was touched"}
+    if run is None or not run.batches:
+        return "failed", {"note": "the run ended before its batches were planned"}
+    rollbacks = ledger.actions(ctx.run_id, kind="rollback")
+    decisions = ledger.decisions(ctx.run_id)
+    verification = (run.detail or {}).get("rollback_verification")
+    if rollbacks or any(d.decision == "rollback" for d in decisions):
+        broken = (verification or {}).get("broken", [])
+        failed = [a.tenant_id for a in rollbacks if a.state == "failed"]
+        if broken or failed or verification is None:
+            return "rollback_failed", {"failed": failed, "unverified": broken}
+        return "rolled_back", {"tenants": len(rollbacks)}
+    selected = selected_tenants(ledger, ctx.run_id)
+    versions = {t["id"]: t.get("version") for t in platform.list_tenants(ctx.plugin)}
+    behind = [t for t in selected if versions.get(t) != ctx.target_version]
+    if any(d.decision in ("stop", "reject") for d in decisions):
+        return "stopped", {"not_on_target": len(behind)}
+    if behind:
+        upgraded = len(selected) - len(behind)
+        outcome = "partially_promoted" if upgraded else "failed"
+        return outcome, {"not_on_target": behind[:100], "behind": len(behind)}
+    return "promoted", {"tenants": len(selected)}

@@ -1,0 +1,132 @@
+"""Audit and notification from the rollout steps: audit records go through the ledger's outbox
+(delivered now if the audit service answers, later otherwise: none is lost); notifications are
+best effort and idempotent by id."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from powerx_upgrade.rollout.context import RunContext
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "powerx-grey-upgrade"
+
+
+class AuditClient(Protocol):
+    def record(self, record: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class NotifyClient(Protocol):
+    def send(self, notification: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def stable_id(key: str) -> str:
+    """A short id derived from a long natural key (run id + step + tenant): the same key gives
+    the same id, so a retried task re-enqueues nothing new and the audit service dedupes."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Recorder:
+    """Writes audit records to the ledger's outbox and delivers them; sends notifications.
+
+    :param ledger: the run ledger (its outbox keeps undelivered audit records).
+    :param audit: the audit service client; None only queues.
+    :param notify: the notification service client; None sends nothing.
+    """
+
+    def __init__(
+        self, ledger: Any, audit: AuditClient | None = None, notify: NotifyClient | None = None
+    ) -> None:
+        self.ledger = ledger
+        self.audit_client = audit
+        self.notify_client = notify
+
+    def audit(
+        self,
+        ctx: RunContext,
+        action: str,
+        *,
+        tenants: Iterable[str] = (),
+        details: dict[str, Any] | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        audit_id: str | None = None,
+    ) -> str:
+        """Queue one audit record (deterministic id when given, so a retried task does not
+        duplicate it)."""
+        payload = {
+            "actor": actor or ctx.triggered_by or SYSTEM_ACTOR,
+            "action": action,
+            "at": datetime.now(UTC).isoformat(),
+            "plugin": ctx.plugin,
+            "version": ctx.target_version,
+            "run_id": ctx.run_id,
+            "tenants": list(tenants),
+            "reason": reason or ctx.reason,
+            "details": details or {},
+        }
+        return self.ledger.enqueue_audit(
+            run_id=ctx.run_id, event=action, payload=payload,
+            audit_id=stable_id(audit_id) if audit_id else None,
+        )
+
+    def flush(self, limit: int = 1000) -> tuple[int, int]:
+        """Deliver queued audit records, oldest first; stop at the first failure (the service
+        is down: the rest waits). Returns (delivered, still pending)."""
+        if self.audit_client is None:
+            return 0, len(self.ledger.pending_audit(limit))
+        delivered = 0
+        pending = self.ledger.pending_audit(limit)
+        for record in pending:
+            try:
+                self.audit_client.record({**record.payload, "id": record.audit_id})
+            except Exception as exc:  # any failure: keep it queued, try again later
+                self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
+                log.warning(
+                    "audit service unavailable, %d record(s) wait in the outbox: %s",
+                    len(pending) - delivered,
+                    exc,
+                )
+                return delivered, len(pending) - delivered
+            self.ledger.mark_audit_delivered(record.audit_id)
+            delivered += 1
+        return delivered, 0
+
+    def notify(
+        self,
+        ctx: RunContext,
+        event: str,
+        *,
+        key: str,
+        title: str,
+        message: str = "",
+        severity: str = "info",
+        channels: Iterable[str] = (),
+        context: dict[str, Any] | None = None,
+    ) -> bool:
+        """Send one notification (id `<run>:<key>`, so a retry is not a second message)."""
+        if self.notify_client is None:
+            return False
+        body = {
+            "id": stable_id(f"{ctx.run_id}:{key}"),
+            "event": event,
+            "severity": severity,
+            "plugin": ctx.plugin,
+            "version": ctx.target_version,
+            "run_id": ctx.run_id,
+            "title": title,
+            "message": message,
+            "channels": list(channels),
+            "context": context or {},
+        }
+        try:
+            self.notify_client.send(body)
+        except Exception as exc:  # notifications never stop a rollout
+            log.warning("notification %s not sent: %s", body["id"], exc)
+            return False
+        return True

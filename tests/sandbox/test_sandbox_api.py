@@ -7,7 +7,6 @@ from collections import Counter
 
 import httpx
 import pytest
-from sandbox_http import SHA, tenant_path, upgrade_body
 
 from powerx_upgrade.sandbox.contract import (
     EventList,
@@ -17,6 +16,7 @@ from powerx_upgrade.sandbox.contract import (
     Tenant,
     TenantList,
 )
+from tests.sandbox.sandbox_http import SHA, tenant_path, upgrade_body
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sandbox_http import SHA, tenant_path, upgrade_body
+
+from tests.sandbox.sandbox_http import SHA, tenant_path, upgrade_body
 
 pytestmark = pytest.mark.e2e
 

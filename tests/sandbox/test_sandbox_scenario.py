@@ -123,6 +123,14 @@ def test_explicit_tenant_list_is_taken_as_written():
         (BASE + "faults: [\n", "bad.yaml:6: invalid YAML:"),
         ("- 1\n- 2\n", "bad.yaml:1: a scenario is a mapping"),
         (
+            "plugin: crm-sync\ntenants:\n  - {id: a, version: 2.3.1}\n  - {id: b}\n",
+            "bad.yaml:4 tenants[1].version: required field is missing",
+        ),
+        (
+            "plugin: crm-sync\ntenants:\n  - {id: a, version: 2.3.1}\n  - {id: a, version: 2.3.1}\n",
+            "bad.yaml:4 tenants[1].id: duplicate tenant id 'a'",
+        ),
+        (
             BASE + "latency: {upgrade_ms: -5}\n",
             "bad.yaml:5 latency.upgrade_ms: Input should be greater than or equal to 0",
         ),

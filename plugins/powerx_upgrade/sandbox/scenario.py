@@ -21,7 +21,6 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from powerx_upgrade.sandbox.faults import (
@@ -157,16 +156,6 @@ class Scenario(_Strict):
     resources: dict[str, int] = Field(default_factory=lambda: {"memory_mb": 256, "workers": 1})
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     faults: list[Fault] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _explicit_tenants_have_versions(self) -> Scenario:
-        if isinstance(self.tenants, list):
-            if not self.tenants:
-                raise ValueError("tenants: the list is empty")
-            for tenant in self.tenants:
-                if tenant.version is None:
-                    raise ValueError(f"tenant {tenant.id!r} has no version")
-        return self
 
     def build_tenants(self) -> list[TenantSeed]:
         """The fleet as plain values, the same for the same scenario every time."""
@@ -422,6 +411,14 @@ def _dedupe(problems: list[ScenarioProblem]) -> list[ScenarioProblem]:
 def cross_check(scenario: Scenario) -> list[tuple[tuple[Any, ...], str]]:
     """Checks that span fields: unique ids, fault targets that exist. (location, message) pairs."""
     problems: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(scenario.tenants, list):
+        if not scenario.tenants:
+            return [(("tenants",), "the tenant list is empty")]
+        for index, tenant in enumerate(scenario.tenants):
+            if tenant.version is None:
+                problems.append((("tenants", index, "version"), "required field is missing"))
+        if problems:
+            return problems
     seeds = scenario.build_tenants()
     ids: set[str] = set()
     for index, seed in enumerate(seeds):

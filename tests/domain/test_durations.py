@@ -33,6 +33,12 @@ def test_invalid_durations_name_the_text_and_the_accepted_forms(text):
     assert repr(text) in str(caught.value)
 
 
+@pytest.mark.parametrize("text", ["99999999999d", 1e20])
+def test_absurdly_long_durations_are_a_clear_error(text):
+    with pytest.raises(DurationError, match="too long"):
+        parse_duration(text)
+
+
 def test_negative_seconds_are_refused():
     with pytest.raises(DurationError, match="negative"):
         parse_duration(-3)

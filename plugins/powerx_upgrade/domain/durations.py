@@ -25,13 +25,19 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     elif isinstance(value, bool):
         raise DurationError(f"invalid duration {value!r}: expected {DURATION_HINT}")
     elif isinstance(value, int | float):
-        result = timedelta(seconds=value)
+        try:
+            result = timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise DurationError(f"invalid duration {value!r}: too long") from None
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         if not text or not re.fullmatch(DURATION_PATTERN, text):
             raise DurationError(f"invalid duration {value!r}: expected {DURATION_HINT}")
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
-        result = timedelta(seconds=seconds)
+        try:
+            result = timedelta(seconds=seconds)
+        except OverflowError:
+            raise DurationError(f"invalid duration {value!r}: too long") from None
     else:
         raise DurationError(f"invalid duration {value!r}: expected {DURATION_HINT}")
     if result < timedelta(0):

@@ -18,6 +18,8 @@ class RunStatus(StrEnum):
 
 class RunOutcome(StrEnum):
     PROMOTED = "promoted"
+    PARTIALLY_PROMOTED = "partially_promoted"
+    """Every batch went through, but some tenants failed to deploy within max_failed."""
     ROLLED_BACK = "rolled_back"
     STOPPED = "stopped"
     ROLLBACK_FAILED = "rollback_failed"

@@ -314,16 +314,25 @@ def _operate(
     retry: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> TenantResult:
-    """Call the platform until the operation succeeds or the retries run out."""
+    """Call the platform until the operation succeeds or the retries run out.
+
+    A transient error (no answer, 5xx, 409 in flight) retries the *same* key: the first call
+    may have been applied, and only a replay of its key tells the outcome. Only a failure the
+    platform reported moves on to a new key (`#2`, `#3`, ...) for a fresh try.
+    """
     error = None
-    for n in range(1, retry.retries + 2):
+    tries = 0
+    generation = 1
+    while tries <= retry.retries:
+        tries += 1
         try:
-            answer = attempt(n)
+            answer = attempt(generation)
         except Exception as exc:
             error = str(exc)
-            if not _transient(exc) or n > retry.retries:
+            if not _transient(exc):
                 break
-            sleep(retry.wait(n))
+            if tries <= retry.retries:
+                sleep(retry.wait(tries))
             continue
         operation = answer.get("operation", {})
         if operation.get("status") == "succeeded":
@@ -337,7 +346,7 @@ def _operate(
                 batch,
                 from_version,
                 state="succeeded",
-                attempts=n,
+                attempts=tries,
                 noop=bool(operation.get("noop")),
                 error=None,
                 to_version=answer.get("version"),
@@ -345,8 +354,9 @@ def _operate(
                 detail={"operation": operation.get("id"), "freed": operation.get("freed", [])},
             )
         error = operation.get("error") or f"platform reported status {operation.get('status')}"
-        if n <= retry.retries:
-            sleep(retry.wait(n))
+        generation += 1
+        if tries <= retry.retries:
+            sleep(retry.wait(tries))
     return _finish(
         ledger,
         recorder,
@@ -357,7 +367,7 @@ def _operate(
         batch,
         from_version,
         state="failed",
-        attempts=retry.retries + 1,
+        attempts=tries,
         error=error,
     )
 

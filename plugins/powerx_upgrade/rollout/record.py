@@ -71,7 +71,9 @@ class Recorder:
             "details": details or {},
         }
         return self.ledger.enqueue_audit(
-            run_id=ctx.run_id, event=action, payload=payload,
+            run_id=ctx.run_id,
+            event=action,
+            payload=payload,
             audit_id=stable_id(audit_id) if audit_id else None,
         )
 

@@ -1,0 +1,196 @@
+"""Whole rollout DAGs run by `airflow dags test` against the sandbox over HTTP, ledger in SQLite.
+
+Case A promotes everything; case B rolls back when the bad tier's batch fails its gate; missing
+data rolls back; deploy failures within max_failed continue and beyond it roll back; an audit
+outage loses no record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from powerx_upgrade.config import load_config
+from powerx_upgrade.domain.planner import plan_batches
+from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.rollout.preflight import tenants_of
+from powerx_upgrade.sandbox.testing import running_sandbox
+from tests.airflow_harness import E2E_CONFIG, dags_test, migrate
+from tests.conftest import CONFIG_DIR
+
+pytestmark = pytest.mark.e2e
+
+SCENARIOS = CONFIG_DIR / "scenarios"
+E2E_DAG = "plugin_upgrade__crm-sync-e2e"
+TOLERANT_DAG = "plugin_upgrade__crm-sync-tolerant"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("airflow-home")
+    migrate(home)
+    return home
+
+
+@pytest.fixture
+def sandbox(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    scenario = getattr(request, "param", "happy")
+    with (
+        running_sandbox(SCENARIOS / f"{scenario}.yaml") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        yield client
+
+
+def versions(client: httpx.Client) -> dict[str, dict]:
+    tenants = client.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
+    return {t["id"]: t for t in tenants}
+
+
+def planned(client: httpx.Client, plan_id: str) -> list[list[str]]:
+    """The batches the plan gives for the sandbox's fleet (what the DAG will compute)."""
+    plan = load_config([E2E_CONFIG]).plans[plan_id]
+    fleet = client.get("/internal/plugins/crm-sync/tenants").json()["tenants"]
+    return [list(b.tenants) for b in plan_batches(plan, tenants_of(fleet)).batches]
+
+
+def run(
+    airflow_home: Path, client: httpx.Client, tmp_path: Path, dag_id: str = E2E_DAG, **conf
+) -> tuple[int, Ledger, str]:
+    result = dags_test(
+        airflow_home,
+        dag_id,
+        sandbox_url=str(client.base_url).rstrip("/"),
+        ledger_file=tmp_path / "ledger.db",
+        conf=conf,
+    )
+    book = Ledger(result.ledger_url)
+    runs = book.runs() if hasattr(book, "runs") else []
+    assert runs, f"the DAG run left no ledger record:\n{result.tail()}"
+    return result.returncode, book, runs[-1].run_id
+
+
+def test_case_a_every_batch_promotes_and_every_selected_tenant_is_on_target(
+    airflow_home, sandbox, tmp_path
+):
+    before = versions(sandbox)
+    code, book, run_id = run(
+        airflow_home, sandbox, tmp_path, target_version="2.4.0", reason="case A"
+    )
+    after = versions(sandbox)
+    record = book.get_run(run_id)
+    assert record.outcome == "promoted", record.detail
+    selected = [t for batch in record.batches for t in batch["tenants"]]
+    assert len(selected) == 60
+    assert all(after[t]["version"] == "2.4.0" for t in selected)
+    assert after["t-internal-1"] == before["t-internal-1"]  # excluded: untouched
+    verdicts = {g.batch_index: g.phase for g in book.gate_evaluations(run_id, final_only=True)}
+    assert verdicts == {1: "pass", 2: "pass", 3: "pass"}
+    upgrades = book.actions(run_id, kind="upgrade")
+    assert Counter(a.state for a in upgrades) == {"succeeded": 60}
+    # Audit complete: every tenant upgrade, every verdict, run start and end, all delivered.
+    audit = sandbox.get("/sandbox/audit").json()["records"]
+    actions = Counter(r["action"] for r in audit)
+    assert actions["tenant.upgrade.succeeded"] == 60
+    assert actions["batch.gate.verdict"] == 3
+    assert actions["run.started"] == 1 and actions["run.finished"] == 1
+    assert book.pending_audit() == []
+    assert code == 0
+
+
+@pytest.mark.parametrize("sandbox", ["bad-version"], indirect=True)
+def test_case_b_bad_tier_fails_its_gate_and_every_upgraded_tenant_rolls_back(
+    airflow_home, sandbox, tmp_path
+):
+    before = versions(sandbox)
+    code, book, run_id = run(
+        airflow_home, sandbox, tmp_path, target_version="2.5.0", reason="case B"
+    )
+    after = versions(sandbox)
+    record = book.get_run(run_id)
+    assert record.outcome == "rolled_back", record.detail
+    assert code != 0  # the DAG run ends failed, so CI and alerting see it
+    final = {g.batch_index: g for g in book.gate_evaluations(run_id, final_only=True)}
+    failing = max(final)
+    assert final[failing].phase == "fail"
+    assert all(final[k].phase == "pass" for k in final if k != failing)
+    failing_tenants = record.batches[failing - 1]["tenants"]
+    assert any(before[t]["labels"]["tier"] == "bronze" for t in failing_tenants)
+    measured = [m for m in final[failing].measurements if m["metric"] == "error_rate"]
+    assert measured and measured[0]["value"] > 0.05 and measured[0]["threshold"] == 0.05
+    upgraded = {a.tenant_id for a in book.actions(run_id, kind="upgrade") if a.state == "succeeded"}
+    assert upgraded
+    for tenant in upgraded:  # back on the previous version AND config
+        assert after[tenant]["version"] == before[tenant]["version"] == "2.3.1"
+        assert after[tenant]["config_version"] == before[tenant]["config_version"]
+    untouched = set(before) - upgraded
+    assert all(after[t]["version"] == before[t]["version"] for t in untouched)
+    assert all(not after[t]["operations"] for t in untouched)
+    rollbacks = book.actions(run_id, kind="rollback")
+    assert {a.tenant_id for a in rollbacks if a.state == "succeeded"} == upgraded
+    audit = Counter(r["action"] for r in sandbox.get("/sandbox/audit").json()["records"])
+    assert audit["tenant.rollback.succeeded"] == len(upgraded)  # one record per rollback
+    verification = record.detail["rollback_verification"]
+    assert verification["broken"] == [] and len(verification["verified"]) == len(upgraded)
+    assert verification["duration_ms"] < 180_000
+
+
+@pytest.mark.parametrize("sandbox", ["no-data"], indirect=True)
+def test_missing_data_with_action_rollback_rolls_back(airflow_home, sandbox, tmp_path):
+    code, book, run_id = run(airflow_home, sandbox, tmp_path, target_version="2.4.0")
+    record = book.get_run(run_id)
+    phases = [g.phase for g in book.gate_evaluations(run_id, final_only=True)]
+    assert "no_data" in phases
+    assert record.outcome == "rolled_back" and code != 0
+    after = versions(sandbox)
+    assert all(t["version"] == "2.3.1" for t in after.values())
+
+
+def test_deploy_failures_within_max_failed_continue(airflow_home, sandbox, tmp_path):
+    first = planned(sandbox, "crm-sync-tolerant")[0]
+    sandbox.post(
+        "/sandbox/faults",
+        json={"faults": [{"type": "deploy_failure", "tenants": [first[1]], "rate": 1.0}]},
+    ).raise_for_status()
+    code, book, run_id = run(airflow_home, sandbox, tmp_path, TOLERANT_DAG)
+    record = book.get_run(run_id)
+    states = {a.tenant_id: a.state for a in book.actions(run_id, kind="upgrade")}
+    assert states[first[1]] == "failed"
+    assert sum(1 for s in states.values() if s == "succeeded") == len(states) - 1
+    assert [g.phase for g in book.gate_evaluations(run_id, final_only=True)] == ["pass", "pass"]
+    # Not every selected tenant is on the target: promoted as far as it could, the run fails.
+    assert record.outcome == "partially_promoted" and code != 0
+    assert not book.actions(run_id, kind="rollback")
+
+
+def test_deploy_failures_beyond_max_failed_roll_back(airflow_home, sandbox, tmp_path):
+    first = planned(sandbox, "crm-sync-tolerant")[0]
+    sandbox.post(
+        "/sandbox/faults",
+        json={"faults": [{"type": "deploy_failure", "tenants": first[1:3], "rate": 1.0}]},
+    ).raise_for_status()
+    code, book, run_id = run(airflow_home, sandbox, tmp_path, TOLERANT_DAG)
+    record = book.get_run(run_id)
+    gate = book.gate_evaluations(run_id, final_only=True)
+    assert [g.phase for g in gate] == ["fail"] and "max_failed" in gate[0].reason
+    assert record.outcome == "rolled_back" and code != 0
+    after = versions(sandbox)
+    assert all(after[t]["version"] == "2.3.1" for t in first)
+
+
+def test_an_audit_outage_loses_no_record(airflow_home, sandbox, tmp_path):
+    sandbox.post(
+        "/sandbox/faults",
+        json={"faults": [{"type": "audit_outage", "after": "0s", "duration": "25s"}]},
+    ).raise_for_status()
+    code, book, run_id = run(airflow_home, sandbox, tmp_path, target_version="2.4.0")
+    assert code == 0
+    ours = {r.audit_id for r in book.audit_records(run_id)}
+    refused = [r for r in book.audit_records(run_id) if r.attempts > 0]
+    assert refused, "the outage should have made some deliveries wait"
+    delivered = {r["id"] for r in sandbox.get("/sandbox/audit").json()["records"]}
+    assert ours <= delivered and book.pending_audit() == []

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# Tests never touch the developer's Airflow: whatever imports airflow in this process (hooks,
+# DagBag) gets a throwaway home. Subprocess stacks set their own.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="powerx-tests-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "include" / "config"

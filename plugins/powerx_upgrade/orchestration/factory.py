@@ -17,6 +17,7 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
+from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
 from powerx_upgrade.config import load_config
@@ -178,7 +179,6 @@ def materialise(shape: DagShape, plan: Plan) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=list(shape.tags),
-        params=params_for(plan),
         default_args={"owner": ", ".join(plan.owners) or "powerx"},
     )
     ops: dict[str, Any] = {}
@@ -191,6 +191,9 @@ def materialise(shape: DagShape, plan: Plan) -> DAG:
                 ops[node.task_id] = _operator(node, plan, ops)
         for upstream, downstream in shape.edges:
             ops[upstream] >> ops[downstream]
+    # Set after the tasks exist: Airflow deep-copies DAG params into every task created under
+    # it (most of the parse time of a 100-plan config), yet merges dag.params again at run time.
+    dag.params = ParamsDict(params_for(plan))
     return dag
 
 

@@ -58,7 +58,8 @@ MEASURE = textwrap.dedent("""
     t4 = time.perf_counter()
     print(json.dumps({"plans": len(config.plans), "dags": len(dags),
                       "validate_s": t2 - t1, "build_dags_s": t4 - t3,
-                      "import_airflow_side_s": t3 - t2, "tasks": sum(len(d.tasks) for d in dags.values())}))
+                      "import_airflow_side_s": t3 - t2,
+                      "tasks": sum(len(d.tasks) for d in dags.values())}))
 """)
 
 DAGBAG = textwrap.dedent("""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from powerx_upgrade.config import load_config
@@ -44,7 +46,7 @@ def test_preflight_reads_like_the_design(plans):
         "preflight.announce",
         "preflight.route",
     ]
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert (upstream, downstream) in shape.edges
     assert set(shape.branch_targets["preflight.route"]) == {"batch_1.start", "preflight.dry_run"}
 

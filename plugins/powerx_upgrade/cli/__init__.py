@@ -1,1 +1,1 @@
-"""The `powerx` command line: plan validation and preview, the sandbox platform, later the rollout."""
+"""The `powerx` command line: plan validation and preview, the sandbox platform."""

@@ -12,6 +12,7 @@ Airflow. Reading order of a run:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from powerx_upgrade.domain.durations import format_duration
@@ -92,7 +93,7 @@ def describe_plan(plan: Plan) -> DagShape:
         return task_id
 
     def chain(*task_ids: str) -> None:
-        edges.extend(zip(task_ids, task_ids[1:], strict=False))
+        edges.extend(itertools.pairwise(task_ids))
 
     chain(
         add("preflight.validate", "validate", doc="check the run's conf against the plan"),

@@ -103,69 +103,85 @@ def _empty(node: TaskNode) -> EmptyOperator:
     return EmptyOperator(task_id=node.task_id.split(".", 1)[1], trigger_rule=node.trigger_rule)
 
 
+_PYTHON_STEPS: dict[str, Callable[..., Any]] = {
+    "validate": tasks.validate,
+    "plan": tasks.plan_batches,
+    "subscribe": tasks.subscribe,
+    "baseline": tasks.baseline,
+    "announce": tasks.announce,
+    "rollback_scope": tasks.rollback_scope,
+    "rollback_verify": tasks.rollback_verify,
+    "rollback_announce": tasks.rollback_announce,
+    "record": tasks.record,
+}
+_JOINS = ("dry_run", "promote", "rollback", "resume", "stop", "rejected")
+
+
 def _operator(node: TaskNode, plan: Plan, ops: dict[str, Any]) -> Any:
     """The Airflow operator of one described task (mapped tasks are expanded over their source)."""
-    local = node.task_id.split(".", 1)[1]
-    kind, batch = node.kind, node.batch
-    simple = {
-        "validate": tasks.validate,
-        "plan": tasks.plan_batches,
-        "subscribe": tasks.subscribe,
-        "baseline": tasks.baseline,
-        "announce": tasks.announce,
-        "rollback_verify": tasks.rollback_verify,
-        "rollback_announce": tasks.rollback_announce,
-        "record": tasks.record,
-    }
-    if kind in simple:
-        return _python(node, simple[kind], plan=plan)
-    if kind == "rollback_scope":
-        return _python(node, tasks.rollback_scope, plan=plan)
-    if kind == "result":
-        return _python(node, tasks.result)
-    if kind == "route":
-        return _branch(node, tasks.route)
-    if kind in ("dry_run", "promote", "rollback", "resume", "stop", "rejected"):
+    if node.kind in _PYTHON_STEPS:
+        return _python(node, _PYTHON_STEPS[node.kind], plan=plan)
+    if node.kind in _JOINS:
         return _empty(node)
-    if kind == "window":
-        return WindowWaitOperator(task_id=local, plan=plan, batch=None, doc_md=node.doc)
-    if kind == "start":
-        return WindowWaitOperator(
-            task_id=local, plan=plan, batch=batch, doc_md=node.doc, trigger_rule=node.trigger_rule
-        )
-    if kind == "approve":
-        return BatchApprovalOperator(task_id=local, plan=plan, batch=batch)
-    if kind == "pause":
-        return BatchPauseOperator(task_id=local, plan=plan, batch=batch)
-    if kind == "shards":
-        return _python(node, tasks.shards, plan=plan, batch=batch)
-    if kind == "gate":
-        return BatchGateSensor(
-            task_id=local, plan=plan, batch=batch, trigger_rule=node.trigger_rule, doc_md=node.doc
-        )
-    if kind == "decide":
-        return _branch(node, tasks.decide_batch, plan=plan, batch=batch)
-    if kind == "deploy":
-        source = ops[node.mapped_over]
+    if node.mapped_over:
+        return _mapped(node, plan, ops[node.mapped_over])
+    return _BUILDERS[node.kind](node, plan)
+
+
+def _mapped(node: TaskNode, plan: Plan, source: Any) -> Any:
+    local = node.task_id.split(".", 1)[1]
+    if node.kind == "deploy":
         return PythonOperator.partial(
             task_id=local,
-            python_callable=functools.partial(tasks.deploy, plan=plan, batch=batch),
+            python_callable=functools.partial(tasks.deploy, plan=plan, batch=node.batch),
             doc_md=node.doc,
             retries=1,
             retry_delay=timedelta(seconds=5),
             map_index_template="tenants {{ task.op_kwargs['shard']['start'] }}"
             "-{{ task.op_kwargs['shard']['end'] }}",
         ).expand(op_kwargs=source.output)
-    if kind == "rollback_execute":
-        source = ops[node.mapped_over]
-        return PythonOperator.partial(
-            task_id=local,
-            python_callable=functools.partial(tasks.rollback_execute, plan=plan),
-            doc_md=node.doc,
-            retries=2,
-            retry_delay=timedelta(seconds=2),
-        ).expand(op_kwargs=source.output)
-    raise ValueError(f"no operator for task kind {kind!r} ({node.task_id})")
+    return PythonOperator.partial(
+        task_id=local,
+        python_callable=functools.partial(tasks.rollback_execute, plan=plan),
+        doc_md=node.doc,
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+    ).expand(op_kwargs=source.output)
+
+
+def _local(node: TaskNode) -> str:
+    return node.task_id.split(".", 1)[1]
+
+
+_BUILDERS: dict[str, Callable[[TaskNode, Plan], Any]] = {
+    "result": lambda node, plan: _python(node, tasks.result),
+    "route": lambda node, plan: _branch(node, tasks.route),
+    "window": lambda node, plan: WindowWaitOperator(
+        task_id=_local(node), plan=plan, batch=None, doc_md=node.doc
+    ),
+    "start": lambda node, plan: WindowWaitOperator(
+        task_id=_local(node),
+        plan=plan,
+        batch=node.batch,
+        doc_md=node.doc,
+        trigger_rule=node.trigger_rule,
+    ),
+    "approve": lambda node, plan: BatchApprovalOperator(
+        task_id=_local(node), plan=plan, batch=node.batch
+    ),
+    "pause": lambda node, plan: BatchPauseOperator(
+        task_id=_local(node), plan=plan, batch=node.batch
+    ),
+    "shards": lambda node, plan: _python(node, tasks.shards, plan=plan, batch=node.batch),
+    "gate": lambda node, plan: BatchGateSensor(
+        task_id=_local(node),
+        plan=plan,
+        batch=node.batch,
+        trigger_rule=node.trigger_rule,
+        doc_md=node.doc,
+    ),
+    "decide": lambda node, plan: _branch(node, tasks.decide_batch, plan=plan, batch=node.batch),
+}
 
 
 def materialise(shape: DagShape, plan: Plan) -> DAG:

@@ -320,7 +320,7 @@ def record(plan: Plan) -> dict[str, Any]:
         channels=plan.notify.channels,
         context=detail,
     )
-    delivered, pending = recorder.flush()
+    _, pending = recorder.flush()
     return {"outcome": outcome, "detail": detail, "audit_pending": pending}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
@@ -28,7 +28,7 @@ class _Recorded(HITLBranchOperator):
     plan: Plan
     batch: int
     decision_kind = "pause"
-    decision_names: dict[str, str] = {}
+    decision_names: ClassVar[dict[str, str]] = {}
     """UI option -> the decision recorded in the ledger."""
     unanswered = "rollback"
 
@@ -73,7 +73,7 @@ class BatchApprovalOperator(_Recorded):
     """
 
     decision_kind = "approval"
-    decision_names = {APPROVE: "approve", REJECT: "reject"}
+    decision_names: ClassVar[dict[str, str]] = {APPROVE: "approve", REJECT: "reject"}
     unanswered = "reject"
 
     def __init__(self, *, plan: Plan, batch: int, **kwargs: Any) -> None:
@@ -129,7 +129,11 @@ class BatchPauseOperator(_Recorded):
     safe default (roll back unless the policy says stop)."""
 
     decision_kind = "pause"
-    decision_names = {RESUME: "resume", ROLL_BACK: "rollback", STOP: "stop"}
+    decision_names: ClassVar[dict[str, str]] = {
+        RESUME: "resume",
+        ROLL_BACK: "rollback",
+        STOP: "stop",
+    }
 
     def __init__(self, *, plan: Plan, batch: int, **kwargs: Any) -> None:
         group = f"batch_{batch}"

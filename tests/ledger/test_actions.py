@@ -207,3 +207,14 @@ def test_begin_action_for_another_plugin_than_the_run_is_refused(ledger):
     start(ledger)
     with pytest.raises(InvalidLedgerValue, match="plugin 'billing'"):
         upgrade(ledger, "t-1", plugin="billing")
+
+
+def test_a_rollback_to_an_unknown_previous_version_may_name_no_version(ledger):
+    start(ledger)
+    upgrade(ledger, "t-1", from_version=None)
+    rollback = upgrade(
+        ledger, "t-1", kind="rollback", from_version="2.4.0", to_version="", idempotency_key="rb"
+    )
+    assert rollback.to_version == ""
+    with pytest.raises(InvalidLedgerValue, match="to_version"):
+        upgrade(ledger, "t-2", to_version=None)

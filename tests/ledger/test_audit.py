@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import create_engine, update
 
 from powerx_upgrade.ledger import AuditEntry, RetentionTooShort, UnknownAudit
-from tests.ledger.conftest import start, upgrade
+from powerx_upgrade.ledger.schema import audit_outbox
+from tests.ledger.conftest import sql, start, upgrade
 
 pytestmark = pytest.mark.unit
 
@@ -95,20 +96,19 @@ def test_secrets_in_payloads_are_masked_before_they_are_stored(ledger, ledger_ur
         "headers": [{"x-auth-token": "***"}],
         "password": None,
     }
-    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///")).execute(
-        "SELECT payload FROM powerx_ledger_audit_outbox"
-    )
-    stored = raw.fetchone()[0]
+    ((stored,),) = sql(ledger_url, "SELECT CAST(payload AS TEXT) FROM powerx_ledger_audit_outbox")
     assert "hunter2" not in stored and "k-123" not in stored and "abc" not in stored
 
 
 def _age(ledger_url: str, audit_id: str, days: int) -> None:
-    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
-    when = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S.%f")
-    raw.execute(
-        "UPDATE powerx_ledger_audit_outbox SET created_at = ? WHERE audit_id = ?", (when, audit_id)
-    )
-    raw.commit()
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(
+            update(audit_outbox)
+            .where(audit_outbox.c.audit_id == audit_id)
+            .values(created_at=datetime.now(UTC) - timedelta(days=days))
+        )
+    engine.dispose()
 
 
 def test_pruning_drops_only_delivered_records_past_the_retention(ledger, ledger_url):

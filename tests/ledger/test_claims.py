@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from powerx_upgrade.ledger import InvalidLedgerValue, RunNotActive, UnknownRun
-from tests.ledger.conftest import start
+from tests.ledger.conftest import sql, start
 
 pytestmark = pytest.mark.unit
 
@@ -92,12 +91,13 @@ def test_the_database_itself_refuses_a_second_holder(ledger, ledger_url):
     start(ledger, "run-1")
     start(ledger, "run-2")
     ledger.claim_tenants("run-1", "crm-sync", ["t-1"])
-    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
-    with pytest.raises(sqlite3.IntegrityError):
-        raw.execute(
+    with pytest.raises(IntegrityError):
+        sql(
+            ledger_url,
             "INSERT INTO powerx_ledger_tenant_claims (plugin, tenant_id, run_id, claimed_at)"
-            " VALUES ('crm-sync', 't-1', 'run-2', '2026-01-01 00:00:00')"
+            " VALUES ('crm-sync', 't-1', 'run-2', '2026-01-01 00:00:00')",
         )
+    assert ledger.tenant_holder("crm-sync", "t-1") == "run-1"
 
 
 def test_record_refusal_names_the_holder_and_is_recorded_once(ledger):

@@ -18,7 +18,7 @@ from powerx_upgrade.ledger import (
     default_ledger_url,
     normalize_url,
 )
-from tests.ledger.conftest import start
+from tests.ledger.conftest import sql, sqlite_path, start
 
 pytestmark = pytest.mark.unit
 
@@ -131,22 +131,23 @@ def test_active_runs_exclude_finished_runs_and_filter_by_plugin(ledger):
     assert [run.run_id for run in ledger.runs(plugin="crm-sync", limit=1)] == ["b"]
 
 
-def test_timestamps_are_stored_as_utc_and_returned_timezone_aware(ledger, ledger_url):
+def test_timestamps_are_stored_as_utc_and_returned_timezone_aware(ledger):
     local = datetime(2026, 3, 7, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
     run = start(ledger, started_at=local)
 
     assert run.started_at == local
     assert run.started_at.tzinfo is UTC
     assert run.started_at.hour == 2
-    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
-    assert (
-        raw.execute("SELECT started_at FROM powerx_ledger_runs")
-        .fetchone()[0]
-        .startswith("2026-03-07 02:00:00")
-    )
     finished = ledger.finish_run("run-1", "promoted")
     assert finished.ended_at.tzinfo is UTC
     assert abs(finished.ended_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_sqlite_stores_utc_text(ledger, ledger_url):
+    raw = sqlite3.connect(sqlite_path(ledger_url))
+    start(ledger, started_at=datetime(2026, 3, 7, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")))
+    (stored,) = raw.execute("SELECT started_at FROM powerx_ledger_runs").fetchone()
+    assert stored == "2026-03-07 02:00:00.000000"
 
 
 def test_naive_timestamps_are_rejected(ledger):
@@ -170,15 +171,13 @@ def test_a_second_ledger_on_the_same_file_sees_the_data_and_keeps_the_schema(led
 
 
 def test_the_sqlite_file_is_in_wal_mode(ledger, ledger_url):
-    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
+    raw = sqlite3.connect(sqlite_path(ledger_url))
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_database_of_another_schema_version_is_refused(ledger_url):
     Ledger(ledger_url).close()
-    raw = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
-    raw.execute("UPDATE powerx_ledger_meta SET value = '99' WHERE key = 'schema_version'")
-    raw.commit()
+    sql(ledger_url, "UPDATE powerx_ledger_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(SchemaMismatch, match="schema version 99"):
         Ledger(ledger_url)
 

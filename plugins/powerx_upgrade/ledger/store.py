@@ -428,7 +428,8 @@ class Ledger:
         kind = _member("kind", kind, ActionKind)
         key = _text("idempotency_key", idempotency_key)
         _text("tenant_id", tenant_id)
-        _text("to_version", to_version)
+        if not isinstance(to_version, str):  # "" is allowed: a rollback to an unknown version
+            raise InvalidLedgerValue("to_version", to_version, "a string is required")
         with write_transaction(self._engine) as conn:
             serialize_on(conn, f"powerx_ledger_claims:{plugin}")
             existing = self._action_row(conn, key)

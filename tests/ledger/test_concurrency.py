@@ -85,3 +85,33 @@ def test_concurrent_processes_lose_no_write_and_claim_each_tenant_once(ledger_ur
     if url.startswith("sqlite"):
         raw = sqlite3.connect(sqlite_path(url))
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_forked_child_opens_its_own_connections_and_both_keep_writing(ledger_url):
+    # LocalExecutor forks task runners: a ledger opened before the fork must stay usable
+    ledger = Ledger(ledger_url)
+    ledger.start_run("run-1", dag_id="d", plan_id="p", plugin=workers.PLUGIN, target_version="2")
+    assert ledger._engine.pool.checkedin() >= 1  # the parent has a pooled connection to leak
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=workers.use_inherited, args=(ledger, out))
+    child.start()
+    for i in range(20):
+        key = f"parent:{i}"
+        ledger.begin_action(
+            run_id="run-1",
+            plugin=workers.PLUGIN,
+            tenant_id=f"p-{i}",
+            batch_index=0,
+            kind="upgrade",
+            from_version="1",
+            to_version="2",
+            idempotency_key=key,
+        )
+        ledger.finish_action(key, "succeeded")
+    result = out.get(timeout=60)
+    child.join(timeout=30)
+
+    assert result == ("ok", 0), result
+    assert len(ledger.actions("run-1", state="succeeded")) == 40

@@ -90,3 +90,25 @@ def _race_on_shared_rows(ledger: Ledger, seed: int) -> None:
     for _ in range(COUNTER_BUMPS):
         # read-then-write in one transaction: attempts = attempts + 1 must lose no bump
         ledger.finish_action(COUNTER_KEY, "failed", error="again")
+
+
+def use_inherited(ledger: Ledger, out: Any) -> None:
+    """In a forked child: report whether the inherited pool was emptied, then write."""
+    try:
+        inherited = ledger._engine.pool.checkedin()
+        for i in range(20):
+            key = f"child:{i}"
+            ledger.begin_action(
+                run_id="run-1",
+                plugin=PLUGIN,
+                tenant_id=f"c-{i}",
+                batch_index=0,
+                kind="upgrade",
+                from_version="1",
+                to_version="2",
+                idempotency_key=key,
+            )
+            ledger.finish_action(key, "succeeded")
+        out.put(("ok", inherited))
+    except BaseException:
+        out.put(("error", traceback.format_exc()))

@@ -385,6 +385,21 @@ class Ledger:
             refused.update(self._holders(conn, plugin, chunk, exclude_run=run_id))
         return refused
 
+    def _guard_tenant(self, conn: Connection, run: Row[Any], tenant_id: str) -> None:
+        """Raise `TenantHeld` if another active run holds the tenant; else claim it for an
+        active run (a finished run acts on free tenants without claiming them)."""
+        query = select(claims.c.run_id).where(
+            claims.c.plugin == run.plugin, claims.c.tenant_id == tenant_id
+        )
+        if conn.execute(query).scalar_one_or_none() == run.run_id:
+            return  # the usual case: claim_tenants came first
+        if run.status == RunStatus.FINISHED:
+            held = self._holders(conn, run.plugin, [tenant_id], exclude_run=run.run_id)
+        else:
+            held = self._claim(conn, run.run_id, run.plugin, [tenant_id])
+        if held:
+            raise TenantHeld(run.plugin, tenant_id, run.run_id, held[tenant_id])
+
     @staticmethod
     def _holders(
         conn: Connection, plugin: str, tenants: Sequence[str], *, exclude_run: str | None
@@ -431,19 +446,15 @@ class Ledger:
         if not isinstance(to_version, str):  # "" is allowed: a rollback to an unknown version
             raise InvalidLedgerValue("to_version", to_version, "a string is required")
         with write_transaction(self._engine) as conn:
-            serialize_on(conn, f"powerx_ledger_claims:{plugin}")
+            # per tenant: the claim row's unique key already settles races with claim_tenants
+            serialize_on(conn, f"powerx_ledger_tenant:{plugin}:{tenant_id}")
             existing = self._action_row(conn, key)
             if existing is not None:
                 self._check_same_action(existing, run_id, plugin, tenant_id, kind)
                 return _action(existing)
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
-            if run.status == RunStatus.FINISHED:
-                held = self._holders(conn, plugin, [tenant_id], exclude_run=run_id)
-            else:
-                held = self._claim(conn, run_id, plugin, [tenant_id])
-            if held:
-                raise TenantHeld(plugin, tenant_id, run_id, held[tenant_id])
+            self._guard_tenant(conn, run, tenant_id)
             row = {
                 "run_id": run_id,
                 "plugin": plugin,

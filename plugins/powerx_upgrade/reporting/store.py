@@ -1,0 +1,72 @@
+"""Where reports live: `<base>/<plan_id>/<run_id>/report.{json,md,html}` (+ postmortem.md),
+written through Airflow's ObjectStoragePath, so the base may be a local folder or object storage
+(`s3://bucket/reports`, `gs://...`, with the matching Airflow provider and connection)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+REPORTS_ENV = "POWERX_UPGRADE_REPORTS"
+REPORTS_URL_ENV = "POWERX_UPGRADE_REPORTS_URL"
+WRITE_ORDER = ("report.html", "report.md", "postmortem.md", "report.json")
+"""report.json goes last: once it is there, the other files of the run are too."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def reports_base(explicit: str | None = None) -> str:
+    """The base URI: an explicit one, else $POWERX_UPGRADE_REPORTS, else `reports/` under
+    $AIRFLOW_HOME (default `~/airflow`). A plain path becomes a `file://` URI."""
+    base = explicit or os.environ.get(REPORTS_ENV)
+    if not base:
+        home = os.environ.get("AIRFLOW_HOME") or str(Path("~/airflow").expanduser())
+        base = str(Path(home) / "reports")
+    if "://" not in base:
+        base = f"file://{Path(base).expanduser().resolve()}"
+    return base.rstrip("/")
+
+
+def safe_segment(text: str) -> str:
+    """One path segment from an id: manual run ids carry `:` and `+`, which some object stores
+    and file systems refuse or read as something else (`manual__2026-03-07T02:00:00+00:00` ->
+    `manual__2026-03-07T02_00_00_00_00`)."""
+    cleaned = _UNSAFE.sub("_", text).lstrip(".")
+    return cleaned or "_"
+
+
+def report_dir(plan_id: str, run_id: str, base: str | None = None) -> str:
+    """The URI of a run's report directory (no I/O)."""
+    return f"{reports_base(base)}/{safe_segment(plan_id)}/{safe_segment(run_id)}"
+
+
+def report_link(plan_id: str, run_id: str, name: str = "report.html") -> str:
+    """Where a person opens a report: under $POWERX_UPGRADE_REPORTS_URL when the base is served
+    over HTTP (a static web server, a bucket website), else the storage URI itself."""
+    served = os.environ.get(REPORTS_URL_ENV)
+    if served:
+        return f"{served.rstrip('/')}/{safe_segment(plan_id)}/{safe_segment(run_id)}/{name}"
+    return quote(f"{report_dir(plan_id, run_id)}/{name}", safe=":/")
+
+
+def store_reports(
+    files: Mapping[str, str], plan_id: str, run_id: str, *, base: str | None = None
+) -> dict[str, str]:
+    """Write the rendered files; returns file name -> URI. Rewriting a run's report (a retried
+    task) replaces the files."""
+    from airflow.sdk import (
+        ObjectStoragePath,
+    )  # here, so that building and rendering stay Airflow-free
+
+    directory = ObjectStoragePath(report_dir(plan_id, run_id, base))
+    directory.mkdir(parents=True, exist_ok=True)
+    order = [n for n in WRITE_ORDER if n in files] + [n for n in files if n not in WRITE_ORDER]
+    written: dict[str, str] = {}
+    for name in order:
+        target = directory / name
+        with target.open("w", encoding="utf-8") as out:
+            out.write(files[name])
+        written[name] = str(target)
+    return {name: written[name] for name in files}

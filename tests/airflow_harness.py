@@ -67,6 +67,7 @@ def dags_test(
     conf: dict | None = None,
     config: Path = E2E_CONFIG,
     timeout: float = 600,
+    extra_env: dict[str, str] | None = None,
 ) -> DagTestRun:
     """`airflow dags test DAG_ID -c CONF` with the connections set through the environment."""
     env = base_env(home)
@@ -74,6 +75,7 @@ def dags_test(
     for name in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT"):
         env[f"AIRFLOW_CONN_POWERX_{name}"] = sandbox_url
     ledger_url = f"sqlite:///{ledger_file}"
+    env.update(extra_env or {})
     env["AIRFLOW_CONN_POWERX_LEDGER"] = json.dumps(
         {"conn_type": "generic", "extra": {"url": ledger_url}}
     )

@@ -281,6 +281,17 @@ class RollbackSpec(Strict):
     deadline: Duration = Field(default=timedelta(minutes=3))
 
 
+class AlertSpec(Strict):
+    """Alert thresholds (the use case's defaults); batch runtime uses `max_batch_duration`."""
+
+    error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="grey error rate above this raises an alert"
+    )
+    missing_data: Duration = Field(
+        default=timedelta(minutes=5), description="monitoring silent this long raises an alert"
+    )
+
+
 class PauseSpec(Strict):
     """How long a pause waits for a human, and what happens when nobody answers."""
 
@@ -302,6 +313,7 @@ class Policy(Strict):
     gate: GateSpec
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     pause: PauseSpec = Field(default_factory=PauseSpec)
+    alerts: AlertSpec = Field(default_factory=AlertSpec)
     approval_timeout: Duration = Field(
         default=timedelta(hours=24),
         description="time to approve a batch; unanswered counts as rejected (the run stops)",

@@ -7,7 +7,7 @@ Airflow. Reading order of a run:
     batch_k:   start -> [approve] -> shards -> deploy (mapped) -> gate -> decide
                decide -> promote | rollback | pause;  pause -> resume | pause_rollback | pause_stop
     rollback:  scope -> execute (mapped) -> verify -> announce
-    finalize:  record -> result          (record runs on every outcome)
+    finalize:  record -> report -> result   (record and report run on every outcome)
 """
 
 from __future__ import annotations
@@ -111,12 +111,19 @@ def describe_plan(plan: Plan) -> DagShape:
         rule=ALL_DONE,
         doc="outcome, notification and audit; runs on every outcome",
     )
+    report = add(
+        "finalize.report",
+        "report",
+        rule=ALL_DONE,
+        doc="report.json/md/html (+ post-mortem); renders even when record failed",
+    )
     result = add("finalize.result", "result", doc="fails the run unless fully promoted")
     edges += [
         ("preflight.route", "batch_1.start"),
         ("preflight.route", "preflight.dry_run"),
         ("preflight.dry_run", record),
-        (record, result),
+        (record, report),
+        (report, result),
     ]
     branches["preflight.route"] = ("batch_1.start", "preflight.dry_run")
 

@@ -32,6 +32,7 @@ from powerx_upgrade.orchestration.description import (
     describe_plan,
 )
 from powerx_upgrade.orchestration.operators.human import BatchApprovalOperator, BatchPauseOperator
+from powerx_upgrade.orchestration.operators.report import ReportOperator
 from powerx_upgrade.orchestration.operators.window import WindowWaitOperator
 from powerx_upgrade.orchestration.sensors.gate import BatchGateSensor
 
@@ -155,6 +156,13 @@ def _local(node: TaskNode) -> str:
 
 _BUILDERS: dict[str, Callable[[TaskNode, Plan], Any]] = {
     "result": lambda node, plan: _python(node, tasks.result),
+    "report": lambda node, plan: ReportOperator(
+        task_id=_local(node),
+        plan_id=plan.id,
+        python_callable=functools.partial(tasks.report, plan=plan),
+        trigger_rule=node.trigger_rule,
+        doc_md=node.doc or None,
+    ),
     "route": lambda node, plan: _branch(node, tasks.route),
     "window": lambda node, plan: WindowWaitOperator(
         task_id=_local(node), plan=plan, batch=None, doc_md=node.doc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
+from powerx_upgrade.domain.alerts import rollback_failure_alert
 from powerx_upgrade.domain.decide import Action, decide
 from powerx_upgrade.domain.models import Plan
-from powerx_upgrade.orchestration import runtime
+from powerx_upgrade.orchestration import metrics, runtime
 from powerx_upgrade.rollout import finalize, operations, preflight
+from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunConfError, resolve_run
 from powerx_upgrade.rollout.operations import RetryPolicy
 
@@ -243,20 +246,15 @@ def rollback_verify(plan: Plan) -> dict[str, Any]:
     verification["duration_ms"] = duration_ms
     detail["rollback_verification"] = verification
     book.update_run(ctx.run_id, detail=detail)
-    recorder = runtime.recorder(book)
-    if verification["broken"]:
-        recorder.notify(
-            ctx,
-            "plugin.version.gray.alert",
-            key="rollback.failed",
-            severity="critical",
-            title=f"{plan.id}: rollback FAILED for {len(verification['broken'])} tenant(s)",
-            message="; ".join(
-                f"{b['tenant']}: {', '.join(b['problems'])}" for b in verification["broken"][:20]
-            ),
-            channels=plan.notify.channels,
-            context={"rule": "rollback_failure"},
+    failed = [a.tenant_id for a in book.actions(ctx.run_id, kind="rollback", state="failed")]
+    alert = rollback_failure_alert(failed, verification["broken"])
+    if alert is not None:
+        raise_alert(
+            runtime.recorder(book), ctx, alert, channels=plan.notify.channels, count=metrics.count
         )
+    metrics.timing(
+        metrics.ROLLBACK_DURATION, duration_ms, {"plan": ctx.plan_id, "plugin": ctx.plugin}
+    )
     return {
         "verified": len(verification["verified"]),
         "broken": verification["broken"][:50],
@@ -321,7 +319,52 @@ def record(plan: Plan) -> dict[str, Any]:
         context=detail,
     )
     _, pending = recorder.flush()
-    return {"outcome": outcome, "detail": detail, "audit_pending": pending}
+    rate = finalize.upgrade_success_rate(book, ctx.run_id)
+    if rate is not None:
+        metrics.gauge(
+            metrics.SUCCESS_RATE,
+            round(rate, 4),
+            {"plan": ctx.plan_id, "plugin": ctx.plugin, "outcome": outcome},
+        )
+    return {
+        "outcome": outcome,
+        "detail": detail,
+        "audit_pending": pending,
+        "upgrade_success_rate": rate,
+    }
+
+
+def report(plan: Plan) -> dict[str, Any]:
+    """Build the run's report from the ledger, render it, store it; the files in the XCom.
+
+    Runs on every outcome, even when `record` failed; without a ledger (a run refused in
+    preflight, a database down) the report says what the DAG itself knows.
+    """
+    from powerx_upgrade import reporting
+    from powerx_upgrade.orchestration.operators.report import airflow_base_url, run_identity
+    from powerx_upgrade.rollout.alerts import alerts_of
+
+    context = get_current_context()
+    run_id = context["dag_run"].run_id
+    identity = run_identity(plan, context, settled=_ti().xcom_pull(task_ids="finalize.record"))
+    options: dict[str, Any] = {"identity": identity, "airflow_base_url": airflow_base_url()}
+    try:
+        book = runtime.ledger()
+        document = reporting.report_from_ledger(
+            book, run_id, alerts=alerts_of(book, run_id), **options
+        )
+    except Exception as exc:  # the ledger is unreachable: report what is known, say why
+        note = f"the ledger could not be read ({type(exc).__name__}: {exc})"
+        known = dataclasses.replace(identity, error="; ".join(filter(None, [identity.error, note])))
+        document = reporting.build_report(
+            reporting.RunRecords(None), **{**options, "identity": known}
+        )
+    files = reporting.store_reports(reporting.render_reports(document), plan.id, run_id)
+    return {
+        "outcome": document["outcome"],
+        "files": files,
+        "link": reporting.report_link(plan.id, run_id),
+    }
 
 
 def result() -> dict[str, Any]:

@@ -77,3 +77,14 @@ def outcome_of(ledger: Any, platform: Any, ctx: RunContext) -> tuple[str, dict[s
         outcome = "partially_promoted" if upgraded else "failed"
         return outcome, {"not_on_target": behind[:100], "behind": len(behind)}
     return "promoted", {"tenants": len(selected)}
+
+
+def upgrade_success_rate(ledger: Any, run_id: str) -> float | None:
+    """Upgrades that succeeded over upgrades attempted in this run (skipped and refused tenants
+    were not attempted); None when nothing was attempted."""
+    attempted = [
+        a for a in ledger.actions(run_id, kind="upgrade") if a.state in ("succeeded", "failed")
+    ]
+    if not attempted:
+        return None
+    return sum(1 for a in attempted if a.state == "succeeded") / len(attempted)

@@ -35,6 +35,7 @@ def deploy_check(ledger: Any, plan: Plan, ctx: RunContext, batch: int) -> dict[s
     failed = [t for t in tenants if t not in succeeded and t not in refused]
     allowed = plan.policy.deploy.max_failed.allowed_failures(len(tenants))
     finished = [a.finished_at for a in actions.values() if a.finished_at is not None]
+    begun = [a.started_at for a in actions.values() if a.started_at is not None]
     return {
         "batch": batch,
         "planned": len(tenants),
@@ -44,6 +45,7 @@ def deploy_check(ledger: Any, plan: Plan, ctx: RunContext, batch: int) -> dict[s
         "allowed_failures": allowed,
         "too_many_failures": len(failed) > allowed,
         "deploy_ended_at": max(finished).isoformat() if finished else datetime.now(UTC).isoformat(),
+        "deploy_started_at": min(begun).isoformat() if begun else None,
     }
 
 
@@ -91,6 +93,7 @@ def gate_watch(
         "control_tenants": control[:2000],
         "pre_upgrade": {t: baseline[t] for t in cumulative if t in baseline},
         "bake_started": check["deploy_ended_at"],
+        "batch_started": check["deploy_started_at"],
         "bake_seconds": planned["bake_seconds"],
     }
 
@@ -105,12 +108,16 @@ class GatePoller:
         query: Query,
         failures: int = 0,
         last_data_at: str | None = None,
+        alerted: list[str] | None = None,
+        history: list[dict[str, Any]] | None = None,
     ) -> None:
         self.gate = gate
         self.watch = watch
         self.query = query
         self.failures = failures
         self.last_data_at = datetime.fromisoformat(last_data_at) if last_data_at else None
+        self.alerted = list(alerted or [])
+        self.history = list(history or [])
         self.pokes = 0
 
     async def poke(self, now: datetime) -> GateEvaluation:
@@ -124,7 +131,9 @@ class GatePoller:
         control: dict[str, TenantStats] = {}
         if horizon > bake_started:
             batch_stats, cumulative, control = await self._measure(bake_started, horizon)
-            recent = max(bake_started, horizon - max(gate.poke_interval, timedelta(seconds=30)))
+            # Fresh means samples within the last poke (at least one monitoring bucket, 10 s): a
+            # wider window would hide data that has just stopped arriving.
+            recent = max(bake_started, horizon - max(gate.poke_interval, timedelta(seconds=10)))
             if batch_stats and await self._fresh(recent, horizon):
                 self.last_data_at = horizon
         result = evaluate(
@@ -142,7 +151,19 @@ class GatePoller:
             ),
         )
         self.failures = result.failures
+        self.history.append(summarise(now, result))
         return result
+
+    def silent_for(self, now: datetime) -> timedelta:
+        """How long the batch has had no fresh monitoring data (up to the signal horizon)."""
+        horizon = now - self.gate.signal_delay
+        since = self.last_data_at or datetime.fromisoformat(self.watch["bake_started"])
+        return max(timedelta(0), horizon - since)
+
+    def runtime(self, now: datetime) -> timedelta:
+        """How long the batch has run, from its first deploy."""
+        started = self.watch.get("batch_started") or self.watch["bake_started"]
+        return now - datetime.fromisoformat(started)
 
     async def _measure(self, start: datetime, end: datetime) -> tuple[dict[str, TenantStats], ...]:
         watch = self.watch
@@ -177,4 +198,38 @@ class GatePoller:
         return {
             "failures": self.failures,
             "last_data_at": self.last_data_at.isoformat() if self.last_data_at else None,
+            "alerted": self.alerted,
+            "history": self.history[-500:],
         }
+
+
+def summarise(now: datetime, result: GateEvaluation) -> dict[str, Any]:
+    """One poke for the charts: per check, the pooled value (per_tenant: the worst tenant)."""
+    checks: dict[int, dict[str, Any]] = {}
+    for m in result.measurements:
+        current = checks.get(m.check)
+        worse = current is None or (
+            m.value is not None
+            and (current["value"] is None or _worse(m.op, m.value, current["value"]))
+        )
+        if worse:
+            checks[m.check] = {
+                "check": m.check,
+                "metric": m.metric,
+                "scope": m.scope,
+                "op": m.op,
+                "value": m.value,
+                "threshold": m.threshold,
+                "phase": m.phase.value,
+                "tenant": m.tenant,
+            }
+    return {
+        "at": now.isoformat(),
+        "phase": result.phase.value,
+        "checks": [checks[k] for k in sorted(checks)],
+    }
+
+
+def _worse(op: str, value: float, than: float) -> bool:
+    """For `<=`/`<` checks a higher value is worse; for `>=`/`>` a lower one."""
+    return value > than if op in ("<=", "<") else value < than

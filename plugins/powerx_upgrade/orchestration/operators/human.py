@@ -8,7 +8,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import Plan
-from powerx_upgrade.orchestration import runtime
+from powerx_upgrade.orchestration import metrics, runtime
 from powerx_upgrade.rollout.preflight import planned_batches
 
 APPROVE, REJECT = "Approve", "Reject"
@@ -167,6 +167,10 @@ class BatchPauseOperator(_Recorded):
         )
         book = runtime.ledger()
         book.update_run(ctx.run_id, status="paused")
+        metrics.count(
+            metrics.PAUSED_TOTAL,
+            {"plan": ctx.plan_id, "plugin": ctx.plugin, "batch": str(self.batch)},
+        )
         runtime.recorder(book).notify(
             ctx,
             "plugin.version.gray.paused",

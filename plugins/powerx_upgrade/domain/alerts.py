@@ -1,0 +1,113 @@
+"""The four alert rules of a grey upgrade, judged on plain values (no clock, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from powerx_upgrade.domain.durations import format_duration
+
+GREY_ERROR_RATE = "grey_error_rate"
+ROLLBACK_FAILURE = "rollback_failure"
+MONITORING_DATA_MISSING = "monitoring_data_missing"
+BATCH_RUNTIME = "batch_runtime"
+RULES = (GREY_ERROR_RATE, ROLLBACK_FAILURE, MONITORING_DATA_MISSING, BATCH_RUNTIME)
+EVENT = "plugin.version.gray.alert"
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule: str
+    severity: str
+    batch: int | None
+    message: str
+    context: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "batch": self.batch,
+            "message": self.message,
+            "context": dict(self.context),
+        }
+
+
+def error_rate_alert(
+    batch: int, measurements: Iterable[Mapping[str, Any]], limit: float
+) -> Alert | None:
+    """Grey error rate above the limit in any error_rate measurement of the batch."""
+    worst = None
+    for m in measurements:
+        value = m.get("value")
+        if m.get("metric") != "error_rate" or value is None or value <= limit:
+            continue
+        if worst is None or value > worst["value"]:
+            worst = m
+    if worst is None:
+        return None
+    where = f" on tenant {worst['tenant']}" if worst.get("tenant") else ""
+    return Alert(
+        GREY_ERROR_RATE,
+        "critical",
+        batch,
+        f"batch {batch}: grey error rate {worst['value']:.2%}{where} is above {limit:.0%}",
+        {
+            "value": worst["value"],
+            "limit": limit,
+            "scope": worst.get("scope"),
+            "tenant": worst.get("tenant"),
+        },
+    )
+
+
+def missing_data_alert(batch: int, silent_for: timedelta, limit: timedelta) -> Alert | None:
+    if silent_for <= limit:
+        return None
+    return Alert(
+        MONITORING_DATA_MISSING,
+        "warning",
+        batch,
+        f"batch {batch}: no monitoring data for {format_duration(silent_for)} "
+        f"(alert after {format_duration(limit)})",
+        {
+            "silent_seconds": int(silent_for.total_seconds()),
+            "limit_seconds": int(limit.total_seconds()),
+        },
+    )
+
+
+def batch_runtime_alert(batch: int, runtime: timedelta, limit: timedelta) -> Alert | None:
+    if runtime <= limit:
+        return None
+    return Alert(
+        BATCH_RUNTIME,
+        "warning",
+        batch,
+        f"batch {batch} has run for {format_duration(runtime)}, longer than "
+        f"max_batch_duration {format_duration(limit)} (it goes on: this is no kill)",
+        {
+            "runtime_seconds": int(runtime.total_seconds()),
+            "limit_seconds": int(limit.total_seconds()),
+        },
+    )
+
+
+def rollback_failure_alert(
+    failed: Iterable[str], broken: Iterable[Mapping[str, Any]]
+) -> Alert | None:
+    failed, broken = list(failed), list(broken)
+    tenants = sorted(set(failed) | {b["tenant"] for b in broken})
+    if not tenants:
+        return None
+    shown = ", ".join(tenants[:20]) + (" ..." if len(tenants) > 20 else "")
+    return Alert(
+        ROLLBACK_FAILURE,
+        "critical",
+        None,
+        f"rollback failed for {len(tenants)} tenant(s): {shown}; they may be on an "
+        "unexpected version: check rollback.verify and the platform",
+        {"tenants": tenants[:100], "problems": [dict(b) for b in broken[:50]]},
+    )

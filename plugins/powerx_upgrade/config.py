@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from powerx_upgrade.domain.config import ConfigResult, parse_config
+from powerx_upgrade.domain.metric_names import MetricMapping
 
 CONFIG_ENV = "POWERX_UPGRADE_CONFIG"
 POLICIES_FILE = "upgrade_policies.yaml"
@@ -88,3 +89,30 @@ def _display(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+MONITORING_FILE = Path("monitoring") / "version_upgrade_dashboards.json"
+PROVIDER_ENV = "POWERX_MONITORING_PROVIDER"
+
+
+def metric_mapping(location: Path | None = None) -> MetricMapping:
+    """The gate's metric-name mapping from `<config>/monitoring/version_upgrade_dashboards.json`
+    (key `metric_mapping`); the identity mapping when the file is absent."""
+    import json
+
+    try:
+        base = location or config_location()
+    except ConfigNotFound:
+        return MetricMapping()
+    folder = base if base.is_dir() else base.parent
+    path = folder / MONITORING_FILE
+    if not path.is_file():
+        return MetricMapping()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return MetricMapping.model_validate(data.get("metric_mapping") or {})
+
+
+def monitoring_names(location: Path | None = None) -> dict[str, str]:
+    """Canonical metric -> the name the configured provider ($POWERX_MONITORING_PROVIDER, else
+    the mapping's default) uses."""
+    return metric_mapping(location).names(os.environ.get(PROVIDER_ENV) or None)

@@ -6,6 +6,7 @@ import functools
 import json
 from typing import Any
 
+from powerx_upgrade.config import monitoring_names
 from powerx_upgrade.ledger import Ledger, default_ledger_url
 from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
 from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
@@ -48,7 +49,7 @@ def platform() -> PowerXPlatformHook:
 
 
 def monitoring() -> PowerXMonitoringHook:
-    return PowerXMonitoringHook(retries=2)
+    return PowerXMonitoringHook(retries=2, names=monitoring_names())
 
 
 def recorder(book: Ledger | None = None) -> Recorder:

@@ -15,7 +15,11 @@ QUERY_ENDPOINT = "internal/monitoring/query"
 
 
 def query_body(
-    plugin: str, tenants: list[str], start: datetime, end: datetime, metrics: list[str] | None
+    plugin: str,
+    tenants: list[str],
+    start: datetime,
+    end: datetime,
+    metrics: list[str] | None,
 ) -> dict[str, Any]:
     return {
         "plugin": plugin,
@@ -27,10 +31,20 @@ def query_body(
 
 
 class PowerXMonitoringHook(PowerXHttpHook):
-    """Synchronous monitoring calls: query (baseline snapshots) and subscribe."""
+    """Synchronous monitoring calls: query (baseline snapshots) and subscribe.
+
+    :param names: canonical metric -> the provider's name (`config.monitoring_names()`);
+        None asks for the provider's defaults under the canonical names.
+    """
 
     default_conn_name = "powerx_monitoring"
     hook_name = "PowerX monitoring"
+
+    def __init__(
+        self, conn_id: str | None = None, *, names: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(conn_id, **kwargs)
+        self.names = names
 
     def query(
         self,
@@ -40,7 +54,8 @@ class PowerXMonitoringHook(PowerXHttpHook):
         end: datetime,
         metrics: list[str] | None = None,
     ) -> dict[str, Any]:
-        return self.call("POST", QUERY_ENDPOINT, query_body(plugin, tenants, start, end, metrics))
+        body = query_body(plugin, tenants, start, end, metrics or provider_query(self.names))
+        return canonical_answer(self.call("POST", QUERY_ENDPOINT, body), self.names)
 
     def subscribe(self, **subscription: Any) -> dict[str, Any]:
         return self.call("POST", "internal/monitoring/subscribe", subscription)
@@ -51,6 +66,7 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
 
     :param conn_id: the monitoring connection (default `powerx_monitoring`).
     :param timeout: seconds per query.
+    :param names: canonical metric -> the provider's name (None: the provider's defaults).
     """
 
     conn_name_attr = "powerx_conn_id"
@@ -58,12 +74,19 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
     conn_type = "http"
     hook_name = "PowerX monitoring (async)"
 
-    def __init__(self, conn_id: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        timeout: float = 30.0,
+        names: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(
             method="POST", http_conn_id=conn_id or self.default_conn_name, retry_limit=1
         )
         self.powerx_conn_id = self.http_conn_id
         self.timeout = timeout
+        self.names = names
 
     async def query(
         self,
@@ -73,7 +96,7 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
         end: datetime,
         metrics: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = query_body(plugin, tenants, start, end, metrics)
+        body = query_body(plugin, tenants, start, end, metrics or provider_query(self.names))
         try:
             async with self.session() as http:
                 response = await http.run(
@@ -87,8 +110,25 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
                 payload = await response.json(content_type=None)
                 if response.status >= 300:
                     raise error_for(response.status, payload, "POST", QUERY_ENDPOINT)
-                return payload
+                return canonical_answer(payload, self.names)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PowerXUnavailable(
                 f"no answer: {type(exc).__name__}", method="POST", endpoint=QUERY_ENDPOINT
             ) from exc
+
+
+def provider_query(names: dict[str, str] | None) -> list[str] | None:
+    """The metric names to ask the provider for (None: its defaults)."""
+    return list(names.values()) if names else None
+
+
+def canonical_answer(answer: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+    """The provider's answer with per-tenant metric names mapped back to the gate's names."""
+    if not names:
+        return answer
+    back = {theirs: ours for ours, theirs in names.items()}
+    tenants = {
+        tenant: {back.get(k, k): v for k, v in metrics.items()}
+        for tenant, metrics in (answer.get("tenants") or {}).items()
+    }
+    return {**answer, "tenants": tenants}

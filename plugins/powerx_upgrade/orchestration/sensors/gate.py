@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 
+from powerx_upgrade.config import monitoring_names
 from powerx_upgrade.domain.alerts import Alert, error_rate_alert
 from powerx_upgrade.domain.gate import GateEvaluation, Phase
 from powerx_upgrade.domain.models import Plan
@@ -112,6 +113,7 @@ class BatchGateSensor(BaseSensorOperator):
                 state=state,
                 limits=self.limits,
                 conn_id=self.monitoring_conn_id,
+                names=monitoring_names(),
             ),
             method_name="execute_complete",
         )

@@ -29,6 +29,7 @@ class BatchGateTrigger(BaseTrigger):
     :param state: the poller's state so far (failures, last fresh data, alerts raised, history).
     :param limits: alert thresholds in seconds: `batch_runtime`, `missing_data`.
     :param conn_id: the monitoring connection.
+    :param names: canonical metric -> the monitoring provider's name (config, not code).
 
     It always ends with exactly one event:
     `{"status": "done", "evaluation": {...}, "state": {...}}` at a verdict;
@@ -45,6 +46,7 @@ class BatchGateTrigger(BaseTrigger):
         state: dict[str, Any],
         limits: dict[str, float] | None = None,
         conn_id: str = "powerx_monitoring",
+        names: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.gate = gate
@@ -52,6 +54,7 @@ class BatchGateTrigger(BaseTrigger):
         self.state = state
         self.limits = limits or {}
         self.conn_id = conn_id
+        self.names = names
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -62,13 +65,14 @@ class BatchGateTrigger(BaseTrigger):
                 "state": self.state,
                 "limits": self.limits,
                 "conn_id": self.conn_id,
+                "names": self.names,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             spec = GateSpec.model_validate(self.gate)
-            hook = PowerXMonitoringAsyncHook(self.conn_id)
+            hook = PowerXMonitoringAsyncHook(self.conn_id, names=self.names)
             plugin = self.watch["plugin"]
 
             async def query(tenants: list[str], start: datetime, end: datetime) -> dict[str, Any]:

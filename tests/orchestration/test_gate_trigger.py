@@ -1,0 +1,110 @@
+"""The gate trigger: exact serialisation, and `run()` driven directly against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from powerx_upgrade.domain.models import GateSpec
+from powerx_upgrade.orchestration.triggers.gate import BatchGateTrigger
+from powerx_upgrade.sandbox.testing import running_sandbox
+from tests.conftest import CONFIG_DIR
+
+GATE = GateSpec.model_validate(
+    {
+        "poke_interval": "1s",
+        "signal_delay": "1s",
+        "missing_data": {"after": "3s", "action": "rollback"},
+        "checks": [{"metric": "error_rate", "op": "<=", "limit": 0.05}],
+    }
+).model_dump(mode="json")
+
+
+def watch(bake_seconds: int, started: datetime) -> dict:
+    return {
+        "plugin": "crm-sync",
+        "batch": 1,
+        "batch_tenants": ["t-0001", "t-0002"],
+        "cumulative_tenants": ["t-0001", "t-0002"],
+        "control_tenants": ["t-0003"],
+        "pre_upgrade": {},
+        "bake_started": started.isoformat(),
+        "batch_started": started.isoformat(),
+        "bake_seconds": bake_seconds,
+    }
+
+
+def events(trigger: BatchGateTrigger) -> list[dict]:
+    async def collect() -> list[dict]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout=60))
+
+
+@pytest.mark.unit
+def test_serialize_gives_the_class_path_and_plain_kwargs():
+    trigger = BatchGateTrigger(
+        gate=GATE,
+        watch={"plugin": "p"},
+        state={"failures": 0},
+        limits={"missing_data": 300.0},
+        conn_id="mon",
+        names={"errors": "errs"},
+    )
+    assert trigger.serialize() == (
+        "powerx_upgrade.orchestration.triggers.gate.BatchGateTrigger",
+        {
+            "gate": GATE,
+            "watch": {"plugin": "p"},
+            "state": {"failures": 0},
+            "limits": {"missing_data": 300.0},
+            "conn_id": "mon",
+            "names": {"errors": "errs"},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    with running_sandbox(CONFIG_DIR / "scenarios" / "happy.yaml") as url:
+        yield url
+
+
+@pytest.mark.e2e
+def test_run_passes_a_healthy_batch_with_one_event(sandbox_url, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", sandbox_url)
+    started = datetime.now(UTC) - timedelta(seconds=20)
+    found = events(BatchGateTrigger(gate=GATE, watch=watch(5, started), state={}))
+    assert len(found) == 1 and found[0]["status"] == "done"
+    assert found[0]["evaluation"]["phase"] == "pass"
+    assert found[0]["state"]["history"]
+
+
+@pytest.mark.e2e
+def test_run_alerts_on_batch_runtime_and_ends_there(sandbox_url, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", sandbox_url)
+    started = datetime.now(UTC)
+    trigger = BatchGateTrigger(
+        gate=GATE, watch=watch(30, started), state={}, limits={"batch_runtime": 0.5}
+    )
+    found = events(trigger)
+    assert [e["status"] for e in found] == ["alert"]
+    assert found[0]["alert"]["rule"] == "batch_runtime"
+    assert found[0]["state"]["alerted"] == ["batch_runtime"]
+
+
+@pytest.mark.e2e
+def test_unreachable_monitoring_counts_as_missing_data_never_as_a_pass(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", "http://127.0.0.1:9")
+    started = datetime.now(UTC)
+    found = events(BatchGateTrigger(gate=GATE, watch=watch(2, started), state={}))
+    assert len(found) == 1 and found[0]["evaluation"]["phase"] == "no_data"
+
+
+@pytest.mark.unit
+def test_a_broken_trigger_still_ends_with_one_error_event():
+    found = events(BatchGateTrigger(gate={"checks": "nonsense"}, watch={}, state={}))
+    assert len(found) == 1 and found[0]["status"] == "error"

@@ -289,7 +289,7 @@ class Ledger:
         outcome = _member("outcome", outcome, RunOutcome)
         ended = _aware("ended_at", ended_at)
         with write_transaction(self._engine) as conn:
-            row = self._require_run(conn, run_id)
+            row = self._require_run(conn, run_id, lock=True)
             merged = {**(row.detail or {}), **(detail or {})}
             conn.execute(
                 update(runs_table)
@@ -498,7 +498,7 @@ class Ledger:
         if attempts is not None and (not isinstance(attempts, int) or attempts < 0):
             raise InvalidLedgerValue("attempts", attempts, "a non-negative integer")
         with write_transaction(self._engine) as conn:
-            row = self._require_action(conn, idempotency_key)
+            row = self._require_action(conn, idempotency_key, lock=True)
             merged = {**(row.detail or {}), **(detail or {})}
             if row.error and row.error != error:
                 merged["earlier_errors"] = [*merged.get("earlier_errors", []), row.error]
@@ -784,22 +784,24 @@ class Ledger:
     # -- row helpers --------------------------------------------------------------------------
 
     @staticmethod
-    def _run_row(conn: Connection, run_id: str) -> Row[Any] | None:
-        return conn.execute(select(runs_table).where(runs_table.c.run_id == run_id)).one_or_none()
+    def _run_row(conn: Connection, run_id: str, *, lock: bool = False) -> Row[Any] | None:
+        query = select(runs_table).where(runs_table.c.run_id == run_id)
+        # FOR UPDATE: PostgreSQL's row lock for read-then-write (SQLite holds the whole file)
+        return conn.execute(query.with_for_update() if lock else query).one_or_none()
 
-    def _require_run(self, conn: Connection, run_id: str) -> Row[Any]:
-        row = self._run_row(conn, run_id)
+    def _require_run(self, conn: Connection, run_id: str, *, lock: bool = False) -> Row[Any]:
+        row = self._run_row(conn, run_id, lock=lock)
         if row is None:
             raise UnknownRun(run_id)
         return row
 
     @staticmethod
-    def _action_row(conn: Connection, key: str) -> Row[Any] | None:
+    def _action_row(conn: Connection, key: str, *, lock: bool = False) -> Row[Any] | None:
         query = select(actions_table).where(actions_table.c.idempotency_key == key)
-        return conn.execute(query).one_or_none()
+        return conn.execute(query.with_for_update() if lock else query).one_or_none()
 
-    def _require_action(self, conn: Connection, key: str) -> Row[Any]:
-        row = self._action_row(conn, key)
+    def _require_action(self, conn: Connection, key: str, *, lock: bool = False) -> Row[Any]:
+        row = self._action_row(conn, key, lock=lock)
         if row is None:
             raise UnknownAction(key)
         return row

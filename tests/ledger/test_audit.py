@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine, update
 
 from powerx_upgrade.ledger import AuditEntry, RetentionTooShort, UnknownAudit
+from powerx_upgrade.ledger.masking import is_secret_key
 from powerx_upgrade.ledger.schema import audit_outbox
 from tests.ledger.conftest import sql, start, upgrade
 
@@ -185,3 +186,21 @@ def test_a_failing_change_enqueues_no_audit_record(ledger):
     with pytest.raises(LookupError):
         ledger.finish_action("missing", "succeeded", audit=AuditEntry(event="x", payload={}))
     assert ledger.audit_records() == []
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("password", True),
+        ("db_passwd", True),
+        ("X-Auth-Token", True),
+        ("client_secret", True),
+        ("private_key", True),
+        ("bypass", False),
+        ("artifact_sha256", False),
+        ("artifact_signature", False),
+        ("reason", False),
+    ],
+)
+def test_secret_keys_are_recognised_by_name(key, secret):
+    assert is_secret_key(key) is secret

@@ -103,6 +103,14 @@ def test_every_path_ends_in_finalize(plans):
     assert leaves == {"finalize.result"}
 
 
+def test_the_report_renders_between_record_and_result_on_every_outcome(plans):
+    shape = describe_plan(plans["crm-sync-standard"])
+    assert ("finalize.record", "finalize.report") in shape.edges
+    assert ("finalize.report", "finalize.result") in shape.edges
+    assert ("finalize.record", "finalize.result") not in shape.edges
+    assert shape.node("finalize.report").trigger_rule == "all_done"  # even if record failed
+
+
 def test_approval_tasks_sit_where_an_approval_can_land(plans):
     standard = plans["crm-sync-standard"]  # batch 3 of 4 requires approval
     assert approval_batches(standard) == {1, 2, 3}

@@ -1,13 +1,12 @@
 """Run reports: a versioned document built from the ledger, rendered to JSON, Markdown, HTML and
 a post-mortem, and stored under a configurable base. Only `store_reports` touches Airflow."""
 
+from powerx_upgrade.reporting.findings import POSTMORTEM_OUTCOMES, needs_postmortem
 from powerx_upgrade.reporting.model import (
-    POSTMORTEM_OUTCOMES,
     SCHEMA_VERSION,
     RunIdentity,
     RunRecords,
     build_report,
-    needs_postmortem,
     report_from_ledger,
 )
 from powerx_upgrade.reporting.render import render_reports, templates_location

@@ -15,17 +15,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from powerx_upgrade.domain.gate import TenantStats, metric_value
 from powerx_upgrade.ledger.records import ActionRecord, DecisionRecord, GateRecord, RunRecord
+from powerx_upgrade.reporting.findings import (
+    findings,
+    timeline,
+)
+from powerx_upgrade.reporting.values import (
+    iso,
+    minutes_between,
+    parse_time,
+    ratio,
+    seconds_between,
+)
 
 SCHEMA_VERSION = 1
 DOCUMENT_KIND = "powerx.grey-upgrade.report"
 UPGRADE_SUCCESS_FLOOR = 0.98
 BATCH_SUCCESS_FLOOR = 0.95
 ROLLBACK_DEADLINE = timedelta(minutes=3)
-POSTMORTEM_OUTCOMES = frozenset(
-    {"rolled_back", "rollback_failed", "stopped", "failed", "partially_promoted"}
-)
 METRIC_NAMES = (
     "version.upgrade.success_rate",
     "version.upgrade.batch_duration_minutes",
@@ -34,8 +41,6 @@ METRIC_NAMES = (
     "version.upgrade.paused_total",
 )
 _OK_UPGRADE = ("succeeded", "skipped")
-_LISTED_FAILING_MEASUREMENTS = 20
-_LISTED_DEVIATIONS = 50
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,6 @@ def report_from_ledger(
     return build_report(RunRecords.from_ledger(ledger, run_id), identity=identity, **options)
 
 
-def needs_postmortem(outcome: str | None) -> bool:
-    return outcome in POSTMORTEM_OUTCOMES
-
-
 def airflow_run_url(base_url: str | None, dag_id: str, run_id: str) -> str | None:
     """`{base}/dags/{dag_id}/runs/{run_id}`, ids escaped for a URL path (`+`, `:` in run ids)."""
     if not base_url:
@@ -119,7 +120,7 @@ def build_report(
     if records.run is None and identity is None:
         raise ValueError("a report needs the run's ledger record or its identity (RunIdentity)")
     now = generated_at or datetime.now(UTC)
-    facts = _Facts(records)
+    facts = Facts(records)
     run = _run_section(records.run, identity, airflow_base_url, now)
     batches = [_batch(planned, facts) for planned in facts.planned]
     tenants = _tenants(records.run, facts)
@@ -130,7 +131,7 @@ def build_report(
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": DOCUMENT_KIND,
-        "generated_at": _iso(now),
+        "generated_at": iso(now),
         "run": run,
         "plan": {"id": run["plan_id"], "dag_id": run["dag_id"]},
         "plugin": run["plugin"],
@@ -157,15 +158,15 @@ def build_report(
         "links": {"airflow_run": run["airflow_url"]},
         "notes": list((records.run.detail or {}).get("notes", [])) if records.run else [],
     }
-    report["timeline"] = _timeline(report)
-    report["findings"] = _findings(report, records.run, facts, now)
+    report["timeline"] = timeline(report)
+    report["findings"] = findings(report, records.run, facts, now)
     return report
 
 
 # -- indexes ------------------------------------------------------------------------------------
 
 
-class _Facts:
+class Facts:
     """The records indexed the ways the report reads them (one pass each: 10,000 tenants)."""
 
     def __init__(self, records: RunRecords) -> None:
@@ -227,9 +228,9 @@ def _run_section(
         "outcome_detail": detail.get("outcome_detail") or {},
         "error": error,
         "in_ledger": run is not None,
-        "started_at": _iso(started),
-        "ended_at": _iso(ended),
-        "duration_seconds": _seconds(started, ended or (now if started else None)),
+        "started_at": iso(started),
+        "ended_at": iso(ended),
+        "duration_seconds": seconds_between(started, ended or (now if started else None)),
         "airflow_url": airflow_run_url(
             base_url,
             run.dag_id if run else known.dag_id,
@@ -250,7 +251,7 @@ def _versions(
     }
 
 
-def _tenants(run: RunRecord | None, facts: _Facts) -> dict[str, Any]:
+def _tenants(run: RunRecord | None, facts: Facts) -> dict[str, Any]:
     selected = [t for b in facts.planned for t in b.get("tenants", [])]
     before: dict[str, Any] = dict(((run.detail or {}) if run else {}).get("versions_before") or {})
     states = Counter(a.state for a in facts.upgrades.values())
@@ -273,6 +274,8 @@ def _tenants(run: RunRecord | None, facts: _Facts) -> dict[str, Any]:
             1 for a in facts.upgrades.values() if a.state == "skipped" or a.noop
         ),
         "deploy_failed": states["failed"] + states["started"],
+        "deploy_succeeded": states["succeeded"],
+        "deploy_attempted": states["succeeded"] + states["failed"],
         "refused": states["refused"],
         "rolled_back": len(rolled_back),
         "on_target": len(on_target),
@@ -281,7 +284,7 @@ def _tenants(run: RunRecord | None, facts: _Facts) -> dict[str, Any]:
     }
 
 
-def _batch(planned: Mapping[str, Any], facts: _Facts) -> dict[str, Any]:
+def _batch(planned: Mapping[str, Any], facts: Facts) -> dict[str, Any]:
     index = int(planned["index"])
     actions = facts.upgrades_by_batch.get(index, [])
     touched = [a for a in actions if a.state != "refused"]
@@ -302,10 +305,10 @@ def _batch(planned: Mapping[str, Any], facts: _Facts) -> dict[str, Any]:
         "approval_required": bool(planned.get("approval_required")),
         "merged": list(planned.get("merged") or []),
         "status": _batch_status(actions, final, approvals),
-        "started_at": _iso(started),
-        "deploy_ended_at": _iso(deploy_ended),
-        "ended_at": _iso(ended),
-        "duration_minutes": _minutes(started, ended),
+        "started_at": iso(started),
+        "deploy_ended_at": iso(deploy_ended),
+        "ended_at": iso(ended),
+        "duration_minutes": minutes_between(started, ended),
         "approval": _decision(approvals[-1]) if approvals else None,
         "deploy": _deploy(actions),
         "gate": _gate(facts.gates_by_batch.get(index, []), final, deploy_ended),
@@ -354,8 +357,8 @@ def _gate(
     return {
         "verdict": final.phase if final else None,
         "reason": final.reason if final else None,
-        "evaluated_at": _iso(final.evaluated_at) if final else None,
-        "bake_started_at": _iso(bake_started),
+        "evaluated_at": iso(final.evaluated_at) if final else None,
+        "bake_started_at": iso(bake_started),
         "pokes": len(evaluations),
         "measurements": measurements,
         "breaching": sorted(
@@ -379,7 +382,7 @@ def _measurement(raw: Mapping[str, Any]) -> dict[str, Any]:
         "samples": raw.get("samples"),
         "phase": raw.get("phase"),
         "detail": raw.get("detail") or "",
-        "ratio": _ratio(value, threshold),
+        "ratio": ratio(value, threshold),
     }
 
 
@@ -423,7 +426,7 @@ def _series(evaluations: list[GateRecord]) -> list[dict[str, Any]]:
 def _point(
     evaluation: GateRecord, found: list[Mapping[str, Any]], per_tenant: bool
 ) -> dict[str, Any]:
-    at = _iso(evaluation.evaluated_at)
+    at = iso(evaluation.evaluated_at)
     if not per_tenant:
         m = found[0]
         return {
@@ -433,7 +436,7 @@ def _point(
             "threshold": m.get("threshold"),
             "phase": m.get("phase"),
         }
-    rated = [(r, m) for m in found if (r := _ratio(m.get("value"), m.get("threshold"))) is not None]
+    rated = [(r, m) for m in found if (r := ratio(m.get("value"), m.get("threshold"))) is not None]
     worst = max(rated, key=lambda pair: pair[0], default=(None, {}))
     return {
         "at": at,
@@ -447,7 +450,7 @@ def _point(
     }
 
 
-def _rollback(run: RunRecord | None, facts: _Facts, deadline: timedelta) -> dict[str, Any] | None:
+def _rollback(run: RunRecord | None, facts: Facts, deadline: timedelta) -> dict[str, Any] | None:
     detail = (run.detail or {}) if run else {}
     chosen = [d for d in facts.decisions if d.decision == "rollback"]
     if not (detail.get("rollback_targets") or facts.rollbacks or chosen):
@@ -467,16 +470,16 @@ def _rollback(run: RunRecord | None, facts: _Facts, deadline: timedelta) -> dict
                 "state": action.state if action else "not_started",
                 "attempts": action.attempts if action else 0,
                 "error": action.error if action else None,
-                "finished_at": _iso(action.finished_at) if action else None,
+                "finished_at": iso(action.finished_at) if action else None,
                 "verified": True if name in verified else (False if name in broken else None),
                 "problems": broken.get(name, []),
             }
         )
-    started = _parse(detail.get("rollback_started_at")) or (
+    started = parse_time(detail.get("rollback_started_at")) or (
         chosen[-1].decided_at if chosen else None
     )
     finished = [a.finished_at for a in facts.rollbacks.values() if a.finished_at]
-    ended = _parse(verification.get("checked_at")) or max(finished, default=None)
+    ended = parse_time(verification.get("checked_at")) or max(finished, default=None)
     duration_ms = verification.get("duration_ms")
     if duration_ms is None and started and ended:
         duration_ms = int((ended - started).total_seconds() * 1000)
@@ -487,8 +490,8 @@ def _rollback(run: RunRecord | None, facts: _Facts, deadline: timedelta) -> dict
     return {
         "scope": detail.get("rollback_scope"),
         "trigger": _decision(chosen[-1]) if chosen else None,
-        "started_at": _iso(started),
-        "ended_at": _iso(ended),
+        "started_at": iso(started),
+        "ended_at": iso(ended),
         "duration_ms": duration_ms,
         "deadline_ms": deadline_ms,
         "within_deadline": None if duration_ms is None else duration_ms <= deadline_ms,
@@ -524,13 +527,15 @@ def _pauses(decisions: list[DecisionRecord]) -> list[dict[str, Any]]:
                 "batch": asked.batch_index,
                 "reason": (asked.detail or {}).get("reason"),
                 "verdict": (asked.detail or {}).get("verdict"),
-                "started_at": _iso(asked.decided_at),
-                "answered_at": _iso(answer.decided_at) if answer else None,
+                "started_at": iso(asked.decided_at),
+                "answered_at": iso(answer.decided_at) if answer else None,
                 "answer": answer.decision if answer else None,
                 "actor": answer.actor if answer else None,
                 "via": answer.via if answer else None,
                 "timed_out": bool((answer.detail or {}).get("timed_out")) if answer else None,
-                "waited_seconds": _seconds(asked.decided_at, answer.decided_at if answer else None),
+                "waited_seconds": seconds_between(
+                    asked.decided_at, answer.decided_at if answer else None
+                ),
             }
         )
     # answers without a recorded request (e.g. a pause requested by an operator) still count
@@ -543,7 +548,7 @@ def _pauses(decisions: list[DecisionRecord]) -> list[dict[str, Any]]:
                     "reason": None,
                     "verdict": None,
                     "started_at": None,
-                    "answered_at": _iso(answer.decided_at),
+                    "answered_at": iso(answer.decided_at),
                     "answer": answer.decision,
                     "actor": answer.actor,
                     "via": answer.via,
@@ -561,7 +566,7 @@ def _alert(raw: Mapping[str, Any]) -> dict[str, Any]:
         "severity": raw.get("severity"),
         "batch": raw.get("batch"),
         "message": raw.get("message"),
-        "at": _iso(at) if isinstance(at, datetime) else at,
+        "at": iso(at) if isinstance(at, datetime) else at,
     }
 
 
@@ -570,6 +575,10 @@ def _rates(tenants: Mapping[str, Any], batches: list[dict[str, Any]]) -> dict[st
     passed = [b for b in run if b["status"] == "passed"]
     return {
         "upgrade_success": _rate(tenants["on_target"], tenants["selected"], UPGRADE_SUCCESS_FLOOR),
+        # per upgrade attempt, as the version.upgrade.success_rate gauge counts it
+        "deploy_success": _rate(
+            tenants["deploy_succeeded"], tenants["deploy_attempted"], UPGRADE_SUCCESS_FLOOR
+        ),
         "batch_success": _rate(len(passed), len(run), BATCH_SUCCESS_FLOOR),
     }
 
@@ -593,7 +602,7 @@ def _metrics(
     pauses: list[dict[str, Any]],
 ) -> dict[str, Any]:
     return {
-        "version.upgrade.success_rate": rates["upgrade_success"]["value"],
+        "version.upgrade.success_rate": rates["deploy_success"]["value"],
         "version.upgrade.batch_duration_minutes": {
             str(b["index"]): b["duration_minutes"]
             for b in batches
@@ -613,313 +622,8 @@ def _decision(d: DecisionRecord) -> dict[str, Any]:
         "decision": d.decision,
         "actor": d.actor,
         "via": d.via,
-        "at": _iso(d.decided_at),
+        "at": iso(d.decided_at),
         "reason": detail.get("reason"),
         "timed_out": detail.get("timed_out"),
         "detail": detail,
     }
-
-
-# -- timeline and findings ----------------------------------------------------------------------
-
-
-def _timeline(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    run = report["run"]
-    events: list[dict[str, Any]] = []
-
-    def add(at: str | None, kind: str, text: str, batch: int | None = None) -> None:
-        if at:
-            events.append({"at": at, "kind": kind, "batch": batch, "text": text})
-
-    add(run["started_at"], "run", f"run started ({run['target_version']})")
-    for b in report["batches"]:
-        k, deploy = b["index"], b["deploy"]
-        if b["approval"]:
-            add(
-                b["approval"]["at"],
-                "approval",
-                f"batch {k} approval: {b['approval']['decision']}",
-                k,
-            )
-        add(
-            b["started_at"],
-            "deploy",
-            f"batch {k} ({b['name']}) deploy started, {b['size']} tenants",
-            k,
-        )
-        ok = deploy["succeeded"] + deploy["skipped"]
-        failed = deploy["failed"] + deploy["not_finished"]
-        add(b["deploy_ended_at"], "deploy", f"batch {k} deployed: {ok} ok, {failed} failed", k)
-        gate = b["gate"]
-        add(gate["evaluated_at"], "gate", f"batch {k} gate {gate['verdict']}: {gate['reason']}", k)
-        if b["decision"]:
-            add(
-                b["decision"]["at"],
-                "decision",
-                f"batch {k} decision: {b['decision']['decision']}",
-                k,
-            )
-    for p in report["pauses"]:
-        add(
-            p["started_at"],
-            "pause",
-            f"batch {p['batch']} paused: {p['reason'] or 'gate'}",
-            p["batch"],
-        )
-        answer = f"{p['answer']} by {p['actor'] or '?'}" + (
-            " (timed out)" if p["timed_out"] else ""
-        )
-        add(p["answered_at"], "pause", f"batch {p['batch']} pause answered: {answer}", p["batch"])
-    for d in report["decisions"]:
-        if d["kind"] == "stop":
-            add(d["at"], "stop", f"run stopped by {d['actor'] or '?'}: {d['reason'] or ''}".strip())
-    for a in report["alerts"]:
-        add(a["at"], "alert", f"alert {a['rule']} ({a['severity']}): {a['message']}", a["batch"])
-    rollback = report["rollback"]
-    if rollback:
-        counts = rollback["counts"]
-        add(rollback["started_at"], "rollback", f"rollback started: {counts['targets']} tenants")
-        add(
-            rollback["ended_at"],
-            "rollback",
-            f"rollback ended: {counts['verified']} verified, {counts['broken']} not back",
-        )
-    add(run["ended_at"], "run", f"run ended: {run['outcome']}")
-    events.sort(key=lambda e: e["at"])
-    return events
-
-
-def _findings(
-    report: Mapping[str, Any], run: RunRecord | None, facts: _Facts, now: datetime
-) -> dict[str, Any]:
-    outcome = report["run"]["outcome"]
-    tripped = _tripped(report)
-    deviations = _deviations(report["batches"], facts)
-    impact = _impact(report, run, facts, now)
-    return {
-        "postmortem_required": needs_postmortem(outcome),
-        "tripped": tripped,
-        "impact": impact,
-        "deviations": deviations,
-        "follow_up": _follow_up(report, tripped, impact),
-    }
-
-
-def _tripped(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    run = report["run"]
-    if run["error"]:
-        found.append(
-            {"what": "preflight", "batch": None, "at": run["ended_at"], "reason": run["error"]}
-        )
-    for b in report["batches"]:
-        gate = b["gate"]
-        if gate["verdict"] and gate["verdict"] != "pass":
-            failing = [m for m in gate["measurements"] if m["phase"] != "pass"]
-            found.append(
-                {
-                    "what": "gate",
-                    "batch": b["index"],
-                    "at": gate["evaluated_at"],
-                    "phase": gate["verdict"],
-                    "reason": gate["reason"],
-                    "measurements": failing[:_LISTED_FAILING_MEASUREMENTS],
-                    "failing_measurements": len(failing),
-                }
-            )
-    for d in report["decisions"]:
-        if d["decision"] in ("stop", "reject"):
-            found.append(
-                {
-                    "what": "stop" if d["decision"] == "stop" else "approval",
-                    "batch": d["batch"],
-                    "at": d["at"],
-                    "reason": f"{d['kind']} {d['decision']} by {d['actor'] or '?'}"
-                    + (" (timed out)" if d["timed_out"] else "")
-                    + (f": {d['reason']}" if d["reason"] else ""),
-                }
-            )
-    rollback = report["rollback"]
-    if rollback and (rollback["counts"]["broken"] or rollback["counts"]["failed"]):
-        found.append(
-            {
-                "what": "rollback",
-                "batch": None,
-                "at": rollback["ended_at"],
-                "reason": f"{rollback['counts']['failed']} rollback(s) failed, "
-                f"{rollback['counts']['broken']} tenant(s) not verified back",
-            }
-        )
-    return found
-
-
-def _deviations(batches: list[dict[str, Any]], facts: _Facts) -> list[dict[str, Any]]:
-    """Each judged value of a batch that did not pass, against the same metric in the
-    pre-upgrade baseline (the batch's tenants pooled, or the tenant's own)."""
-    rows: list[dict[str, Any]] = []
-    for b in batches:
-        if b["gate"]["verdict"] in (None, "pass"):
-            continue
-        cumulative = [t for x in batches if x["index"] <= b["index"] for t in x["tenants"]]
-        listed = 0
-        for m in b["gate"]["measurements"]:
-            if m["tenant"] and m["phase"] == "pass":
-                continue
-            if listed >= _LISTED_DEVIATIONS:
-                break
-            tenants = (
-                [m["tenant"]]
-                if m["tenant"]
-                else (cumulative if m["scope"] == "cumulative" else b["tenants"])
-            )
-            base = _baseline_value(m["metric"], tenants, facts.baseline)
-            value = m["value"]
-            rows.append(
-                {
-                    "batch": b["index"],
-                    "metric": m["metric"],
-                    "scope": m["scope"],
-                    "tenant": m["tenant"],
-                    "value": value,
-                    "baseline": base,
-                    "delta": None if value is None or base is None else value - base,
-                    "relative": _ratio(value, base, minus_one=True),
-                    "limit": m["limit"],
-                    "threshold": m["threshold"],
-                    "phase": m["phase"],
-                }
-            )
-            listed += 1
-    return rows
-
-
-def _baseline_value(
-    metric: str | None, tenants: list[str], baseline: Mapping[str, Any]
-) -> float | None:
-    stats = [TenantStats.from_json(baseline[t]) for t in tenants if t in baseline]
-    try:
-        return metric_value(metric or "", stats)
-    except ValueError:  # not a monitoring metric (e.g. failed_deploys): no baseline
-        return None
-
-
-def _impact(
-    report: Mapping[str, Any], run: RunRecord | None, facts: _Facts, now: datetime
-) -> dict[str, Any]:
-    """Who ran the new version, and for how long: from each tenant's upgrade to its rollback
-    (or to the run's end, when it stayed on it)."""
-    end_of_run = (run.ended_at if run else None) or now
-    exposed: list[tuple[str, datetime, datetime]] = []
-    for tenant, action in facts.upgrades.items():
-        if action.state != "succeeded" or action.noop or action.finished_at is None:
-            continue
-        back = facts.rollbacks.get(tenant)
-        until = (
-            back.finished_at
-            if back and back.state == "succeeded" and back.finished_at
-            else end_of_run
-        )
-        exposed.append((tenant, action.finished_at, until))
-    minutes = [max(0.0, (until - since).total_seconds() / 60) for _, since, until in exposed]
-    first = min((since for _, since, _ in exposed), default=None)
-    last = max((until for _, _, until in exposed), default=None)
-    recovered = sum(
-        1 for t, _, _ in exposed if t in facts.rollbacks and facts.rollbacks[t].state == "succeeded"
-    )
-    return {
-        "tenants_exposed": len(exposed),
-        "tenants_recovered": recovered,
-        "tenants_still_on_new_version": len(exposed) - recovered,
-        "first_exposed_at": _iso(first),
-        "last_exposed_at": _iso(last),
-        "exposure_minutes": _minutes(first, last),
-        "tenant_minutes": round(sum(minutes), 2),
-        "max_tenant_minutes": round(max(minutes), 2) if minutes else 0.0,
-        "exposed_batches": sorted(
-            {b["index"] for b in report["batches"] if b["deploy"]["succeeded"]}
-        ),
-    }
-
-
-def _follow_up(
-    report: Mapping[str, Any], tripped: list[dict[str, Any]], impact: Mapping[str, Any]
-) -> list[str]:
-    """A checklist tailored to what went wrong; generic items last."""
-    run, versions = report["run"], report["versions"]
-    items: list[str] = []
-    for t in tripped:
-        items.extend(_follow_up_for(t, run, versions))
-    rollback = report["rollback"]
-    if rollback and rollback["within_deadline"] is False:
-        items.append(
-            f"Find why the rollback took {rollback['duration_ms'] / 1000:.0f}s, over the "
-            f"{rollback['deadline_ms'] / 1000:.0f}s deadline (concurrency, platform latency)."
-        )
-    if run["outcome"] == "partially_promoted":
-        items.append(
-            f"Bring the {report['tenants']['not_on_target']} tenant(s) not on "
-            f"{versions['to']} to one version: retry them or roll them back."
-        )
-    if impact["tenants_still_on_new_version"] and run["outcome"] != "partially_promoted":
-        items.append(
-            f"{impact['tenants_still_on_new_version']} tenant(s) still run {versions['to']}: "
-            "decide whether they stay there."
-        )
-    if run["outcome"] in POSTMORTEM_OUTCOMES:
-        items += [
-            "Decide how to go on: a fixed version, or stay on "
-            f"{versions['from'] or 'the old version'}.",
-            "If the gate was wrong (false alarm), tune its checks in the policy and say why.",
-            "Link this post-mortem and report.json in the change record; tell the owners.",
-        ]
-    return items
-
-
-def _follow_up_for(
-    t: Mapping[str, Any], run: Mapping[str, Any], versions: Mapping[str, Any]
-) -> list[str]:
-    what = t["what"]
-    if what == "preflight":
-        return [f"Fix what stopped the run before its batches: {t['reason']}; then trigger again."]
-    if what == "gate":
-        metrics = sorted({m["metric"] for m in t.get("measurements", [])})
-        if t["phase"] == "no_data":
-            return [f"Check monitoring coverage of batch {t['batch']}: the gate had no fresh data."]
-        return [
-            f"Find the cause of the {', '.join(metrics) or t['phase']} breach in batch "
-            f"{t['batch']} on {versions['to']} ({t['reason']})."
-        ]
-    if what == "rollback":
-        return ["Repair the tenants that did not come back (rollback.tenants, verified = false)."]
-    return [f"Record why the run stopped ({t['reason']}) and when it may go on."]
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
-
-
-def _parse(value: Any) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds(), 3)
-
-
-def _minutes(start: datetime | None, end: datetime | None) -> float | None:
-    seconds = _seconds(start, end)
-    return None if seconds is None else round(seconds / 60, 2)
-
-
-def _ratio(value: Any, base: Any, *, minus_one: bool = False) -> float | None:
-    if value is None or base in (None, 0):
-        return None
-    return round(float(value) / float(base) - (1 if minus_one else 0), 6)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import jinja2
 
 from powerx_upgrade.reporting.charts import format_metric, gate_charts, timeline_chart
-from powerx_upgrade.reporting.model import needs_postmortem
+from powerx_upgrade.reporting.findings import needs_postmortem
 
 TEMPLATES_ENV = "POWERX_UPGRADE_TEMPLATES"
 TEMPLATES = {
@@ -67,7 +68,9 @@ def _autoescape(name: str | None) -> bool:
 
 
 @functools.cache
-def _environment(directory: str) -> jinja2.Environment:
+def _environment(directory: str, markdown: bool) -> jinja2.Environment:
+    """One environment per kind of output: HTML autoescapes; Markdown passes every printed value
+    through `markdown_text` (no raw tags, no table-breaking pipes), except `| code` spans."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
         autoescape=_autoescape,
@@ -75,6 +78,7 @@ def _environment(directory: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_markdown_finalize if markdown else None,
     )
     env.filters.update(
         pct=percent,
@@ -82,7 +86,7 @@ def _environment(directory: str) -> jinja2.Environment:
         when=when,
         clock=clock,
         duration=duration,
-        md=markdown_cell,
+        code=code_span,
     )
     return env
 
@@ -91,17 +95,20 @@ def render_reports(
     report: Mapping[str, Any], *, templates: str | os.PathLike[str] | None = None
 ) -> dict[str, str]:
     """File name -> content; `postmortem.md` only when the outcome calls for one."""
-    env = _environment(str(templates_location(templates)))
+    directory = str(templates_location(templates))
+    markdown, html = _environment(directory, True), _environment(directory, False)
     context = {"report": report, "listed_rows": LISTED_ROWS}
     files = {"report.json": to_json(report)}
-    files["report.md"] = env.get_template(TEMPLATES["report.md"]).render(context)
+    files["report.md"] = markdown.get_template(TEMPLATES["report.md"]).render(context)
     charts = {
         "timeline": timeline_chart(report),
         "gates": {b["index"]: gate_charts(b) for b in report["batches"]},
     }
-    files["report.html"] = env.get_template(TEMPLATES["report.html"]).render(context, charts=charts)
+    files["report.html"] = html.get_template(TEMPLATES["report.html"]).render(
+        context, charts=charts
+    )
     if needs_postmortem(report["run"]["outcome"]):
-        files["postmortem.md"] = env.get_template(TEMPLATES["postmortem.md"]).render(context)
+        files["postmortem.md"] = markdown.get_template(TEMPLATES["postmortem.md"]).render(context)
     return files
 
 
@@ -144,9 +151,27 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
 
 
-def markdown_cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell: no pipes or line breaks, no raw HTML tags."""
-    if value is None or value == "":
+class _Code(str):
+    """Text already made into a Markdown code span: printed as is."""
+
+
+def code_span(value: Any) -> str:
+    """`{{ value | code }}`: a code span that no backtick, pipe or line break inside breaks."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    ticks = 1 + max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * ticks
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return _Code(f"{fence}{pad}{text}{pad}{fence}")
+
+
+def markdown_text(value: Any) -> str:
+    """Any value printed into Markdown: one line, pipes escaped (tables), no raw HTML tags
+    (a Markdown viewer would pass `<script>` through); None as `-`."""
+    if value is None:
         return "-"
     text = " ".join(str(value).split())
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+
+
+def _markdown_finalize(value: Any) -> Any:
+    return value if isinstance(value, _Code) else markdown_text(value)

@@ -1,0 +1,129 @@
+"""One live Airflow stack (api-server, scheduler, dag-processor, triggerer) and one sandbox for
+every stack test of the session: started once, stopped (with every process they started) at the
+end, also when a test fails or the session is interrupted."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from powerx_upgrade.devstack import AirflowStack, running_airflow
+from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.sandbox.testing import running_sandbox
+from tests.conftest import CONFIG_DIR, ROOT
+
+STACK_CONFIG = ROOT / "tests" / "fixtures" / "stack_config"
+SCENARIO = CONFIG_DIR / "scenarios" / "bad-version.yaml"
+PLUGIN = "crm-sync"
+AUTO_DAG = "plugin_upgrade__crm-sync-stack"
+PAUSE_DAG = "plugin_upgrade__crm-sync-stack-pause"
+APPROVAL_DAG = "plugin_upgrade__crm-sync-stack-approval"
+DAG_IDS = (AUTO_DAG, PAUSE_DAG, APPROVAL_DAG)
+ARTIFACT = {
+    "artifact_uri": "s3://releases/crm-sync-ci.tgz",
+    "artifact_sha256": "c" * 64,
+}
+RUN_TIMEOUT = 240
+
+FIGURES: dict[str, float] = {}
+"""Measured figures of the session (seconds), printed in the terminal summary."""
+
+
+@pytest.fixture(scope="session")
+def sandbox_url() -> Iterator[str]:
+    with running_sandbox(SCENARIO) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ledger_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('stack-ledger') / 'ledger.db'}"
+
+
+@pytest.fixture(scope="session")
+def stack(
+    sandbox_url: str, ledger_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowStack]:
+    env = {f"AIRFLOW_CONN_POWERX_{name}": sandbox_url for name in _SYSTEMS}
+    env["AIRFLOW_CONN_POWERX_LEDGER"] = json.dumps(
+        {"conn_type": "generic", "extra": {"url": ledger_url}}
+    )
+    env["POWERX_UPGRADE_CONFIG"] = str(STACK_CONFIG)
+    home = tmp_path_factory.mktemp("airflow-stack")
+    started = time.monotonic()
+    with running_airflow(home, dags_folder=ROOT / "dags", env=env, dag_ids=DAG_IDS) as live:
+        FIGURES["stack: migrate (s)"] = live.timings["migrate"]
+        FIGURES["stack: start to healthy (s)"] = live.timings["start"]
+        FIGURES["stack: start to DAGs parsed (s)"] = time.monotonic() - started
+        yield live
+
+
+_SYSTEMS = ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    """The sandbox, back to its scenario's initial fleet (each test starts from 2.3.1)."""
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/sandbox/reset").raise_for_status()
+        yield client
+
+
+@pytest.fixture(scope="session")
+def ledger(ledger_url: str, stack: AirflowStack) -> Ledger:
+    return Ledger(ledger_url)
+
+
+def versions(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    """Every tenant of the plugin as the sandbox sees it: version, config_version, labels."""
+    tenants = client.get("/sandbox/tenants", params={"plugin": PLUGIN}).json()["tenants"]
+    return {t["id"]: t for t in tenants}
+
+
+@dataclass
+class Timeline:
+    """What a test saw of a run while it was going: every task state change, when."""
+
+    started: float = field(default_factory=time.monotonic)
+    seen: dict[str, str | None] = field(default_factory=dict)
+    events: list[tuple[float, str, str | None]] = field(default_factory=list)
+
+    def observe(self, states: dict[str, str | None]) -> list[tuple[str, str | None]]:
+        changed = [(k, v) for k, v in states.items() if self.seen.get(k, "?") != v]
+        now = time.monotonic() - self.started
+        for task, state in changed:
+            self.seen[task] = state
+            self.events.append((now, task, state))
+        return changed
+
+    def first(self, task_prefix: str, state: str) -> float | None:
+        """Seconds from the trigger until a task (any map index) was first seen in `state`."""
+        return next(
+            (t for t, task, s in self.events if task.startswith(task_prefix) and s == state),
+            None,
+        )
+
+
+def explain(stack: AirflowStack, dag_id: str, run_id: str) -> str:
+    """The run's task states plus the logs of its failed tasks: the message of a failed assert."""
+    parts = [stack.describe_run(dag_id, run_id)]
+    for ti in stack.task_instances(dag_id, run_id):
+        if ti["state"] == "failed":
+            parts.append(
+                f"=== {ti['task_id']}[{ti['map_index']}] ===\n"
+                + stack.task_log(dag_id, run_id, ti["task_id"], map_index=ti["map_index"])
+            )
+    return "\n".join(parts)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.write_sep("-", "live stack figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value:.1f}")

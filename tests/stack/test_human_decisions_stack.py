@@ -1,0 +1,154 @@
+"""Human decisions on a live Airflow stack, answered through the REST API
+(`PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails`), as a
+release manager's UI or a chat-ops bot would: a paused gate resumed and then rolled back, a batch
+approved and the next one rejected; each answer has its effect on the run and the tenants."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from powerx_upgrade.devstack import AirflowStack
+from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.orchestration.operators.human import (
+    APPROVE,
+    REJECT,
+    RESUME,
+    ROLL_BACK,
+    STOP,
+)
+from tests.stack.conftest import (
+    APPROVAL_DAG,
+    ARTIFACT,
+    FIGURES,
+    PAUSE_DAG,
+    RUN_TIMEOUT,
+    explain,
+    versions,
+)
+
+pytestmark = pytest.mark.stack
+
+
+def planned(ledger: Ledger, run_id: str) -> list[list[str]]:
+    """The run's batches as the DAG planned them (tenant ids per batch)."""
+    record = ledger.get_run(run_id)
+    assert record is not None and record.batches, record
+    return [list(b["tenants"]) for b in record.batches]
+
+
+def human_decisions(ledger: Ledger, run_id: str) -> list[tuple[int | None, str, str, str | None]]:
+    return [
+        (d.batch_index, d.kind, d.decision, d.actor)
+        for d in ledger.decisions(run_id)
+        if d.via == "ui"
+    ]
+
+
+def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_everyone(
+    stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
+):
+    before = versions(sandbox)
+    started = time.monotonic()
+    run_id = stack.trigger(PAUSE_DAG, {"target_version": "2.5.0", **ARTIFACT})
+
+    # Batch 1 (bronze, where 2.5.0 misbehaves) fails its gate; manual rollback: a pause.
+    request = stack.wait_for_hitl(PAUSE_DAG, run_id, "batch_1.pause", timeout=RUN_TIMEOUT)
+    FIGURES["pause: trigger to first pause (s)"] = time.monotonic() - started
+    assert request["options"] == [RESUME, ROLL_BACK, STOP]
+    assert request["defaults"] == [ROLL_BACK]
+    assert "gate verdict **fail**" in request["body"], request["body"]
+    first, rest = planned(ledger, run_id)
+    paused = versions(sandbox)
+    assert all(paused[t]["version"] == "2.5.0" for t in first)
+    assert all(paused[t]["version"] == "2.3.1" for t in rest)
+    assert ledger.get_run(run_id).status == "paused"
+
+    answer = stack.answer_hitl(PAUSE_DAG, run_id, "batch_1.pause", RESUME)
+    assert answer["chosen_options"] == [RESUME]
+
+    # Resume: the next batch deploys (and, still on the bad version, pauses again).
+    stack.wait_for_hitl(PAUSE_DAG, run_id, "batch_2.pause", timeout=RUN_TIMEOUT)
+    states = stack.task_states(PAUSE_DAG, run_id)
+    assert states["batch_1.resume"] == "success"
+    assert states["batch_1.pause_rollback"] == states["batch_1.pause_stop"] == "skipped"
+    assert states["batch_2.deploy[0]"] == "success"
+    resumed = versions(sandbox)
+    assert all(resumed[t]["version"] == "2.5.0" for t in first + rest)
+
+    stack.answer_hitl(PAUSE_DAG, run_id, "batch_2.pause", ROLL_BACK)
+
+    # Roll back: every upgraded tenant is back on its previous version; the run fails.
+    assert stack.wait_for_run(PAUSE_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
+        stack, PAUSE_DAG, run_id
+    )
+    FIGURES["pause: trigger to run end (s)"] = time.monotonic() - started
+    states = stack.task_states(PAUSE_DAG, run_id)
+    assert states["batch_2.pause_rollback"] == "success"
+    assert states["rollback.verify"] == "success"
+    assert states["finalize.result"] == "failed"
+    after = versions(sandbox)
+    for tenant in first + rest:
+        assert after[tenant]["version"] == before[tenant]["version"] == "2.3.1"
+        assert after[tenant]["config_version"] == before[tenant]["config_version"]
+    record = ledger.get_run(run_id)
+    assert record.outcome == "rolled_back", record
+    assert human_decisions(ledger, run_id) == [
+        (1, "pause", "resume", stack.login[0]),
+        (2, "pause", "rollback", stack.login[0]),
+    ]
+
+
+def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
+    stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
+):
+    before = versions(sandbox)
+    started = time.monotonic()
+    run_id = stack.trigger(APPROVAL_DAG, {"target_version": "2.4.0", **ARTIFACT})
+
+    # Batch 1 needs no approval and promotes; batch 2 waits for one before it deploys anything.
+    request = stack.wait_for_hitl(APPROVAL_DAG, run_id, "batch_2.approve", timeout=RUN_TIMEOUT)
+    FIGURES["approval: trigger to first approval request (s)"] = time.monotonic() - started
+    assert request["options"] == [APPROVE, REJECT]
+    assert request["defaults"] == [REJECT]
+    first, second, third = planned(ledger, run_id)
+    waiting = versions(sandbox)
+    assert all(waiting[t]["version"] == "2.4.0" for t in first)
+    assert all(waiting[t]["version"] == "2.3.1" for t in second + third)
+    assert stack.task_states(APPROVAL_DAG, run_id)["batch_2.shards"] is None
+
+    stack.answer_hitl(APPROVAL_DAG, run_id, "batch_2.approve", APPROVE)
+
+    # Approve: batch 2 deploys, passes its gate; batch 3 asks again.
+    stack.wait_for_hitl(APPROVAL_DAG, run_id, "batch_3.approve", timeout=RUN_TIMEOUT)
+    states = stack.task_states(APPROVAL_DAG, run_id)
+    assert states["batch_2.deploy[0]"] == "success"
+    assert states["batch_2.promote"] == "success"
+    approved = versions(sandbox)
+    assert all(approved[t]["version"] == "2.4.0" for t in first + second)
+    assert all(approved[t]["version"] == "2.3.1" for t in third)
+
+    stack.answer_hitl(APPROVAL_DAG, run_id, "batch_3.approve", REJECT)
+
+    # Reject: nothing more is deployed; the run ends failed with outcome stopped.
+    assert stack.wait_for_run(APPROVAL_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
+        stack, APPROVAL_DAG, run_id
+    )
+    FIGURES["approval: trigger to run end (s)"] = time.monotonic() - started
+    states = stack.task_states(APPROVAL_DAG, run_id)
+    assert states["batch_3.rejected"] == "success"
+    assert states["batch_3.shards"] == "skipped"
+    assert states["finalize.record"] == "success"
+    assert states["finalize.result"] == "failed"
+    after = versions(sandbox)
+    for tenant in third:
+        assert after[tenant]["version"] == before[tenant]["version"]
+        assert not after[tenant]["operations"], after[tenant]
+    assert all(after[t]["version"] == "2.4.0" for t in first + second)
+    assert ledger.get_run(run_id).outcome == "stopped"
+    assert human_decisions(ledger, run_id) == [
+        (2, "approval", "approve", stack.login[0]),
+        (3, "approval", "reject", stack.login[0]),
+    ]

@@ -1,0 +1,184 @@
+"""Rollouts on a live Airflow stack, triggered through the REST API the way a CI pipeline does:
+case A promotes every batch and the run succeeds; case B fails the bad tier's gate, rolls every
+upgraded tenant back and the run fails; the gate waits in the triggerer (deferred), not in a
+worker slot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from powerx_upgrade.devstack import AirflowStack
+from powerx_upgrade.ledger import Ledger
+from tests.stack.conftest import (
+    ARTIFACT,
+    AUTO_DAG,
+    FIGURES,
+    RUN_TIMEOUT,
+    Timeline,
+    explain,
+    versions,
+)
+
+pytestmark = pytest.mark.stack
+
+
+@dataclass
+class FollowedRun:
+    run_id: str
+    state: str
+    before: dict[str, dict[str, Any]]
+    after: dict[str, dict[str, Any]]
+    timeline: Timeline
+    deferred_gates: list[dict[str, Any]]
+    """The gate's task instance (REST) each time a batch's gate was first seen deferred."""
+    pools: list[dict[str, Any]]
+    """`default_pool` at those moments."""
+    triggerers: list[list[int]]
+    """The ids of the running triggerer jobs at those moments."""
+
+
+def follow(
+    stack: AirflowStack, sandbox: httpx.Client, dag_id: str, conf: dict[str, Any]
+) -> FollowedRun:
+    """Trigger a run and watch it to its end, keeping evidence of every deferred gate."""
+    before = versions(sandbox)
+    run_id = stack.trigger(dag_id, conf)
+    timeline = Timeline()
+    gates: list[dict[str, Any]] = []
+    pools: list[dict[str, Any]] = []
+    triggerers: list[list[int]] = []
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        stack.check_alive()
+        for task, state in timeline.observe(stack.task_states(dag_id, run_id)):
+            if task.endswith(".gate") and state == "deferred":
+                gates.append(_picked_up(stack, dag_id, run_id, task))
+                pools.append(stack.pool())
+                triggerers.append(_running_triggerers(stack))
+        state = stack.run_state(dag_id, run_id)
+        if state in ("success", "failed"):
+            break
+        assert time.monotonic() < deadline, explain(stack, dag_id, run_id)
+        time.sleep(0.5)
+    return FollowedRun(run_id, state, before, versions(sandbox), timeline, gates, pools, triggerers)
+
+
+def _picked_up(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    """The deferred gate's task instance once a triggerer has taken its trigger (a second or
+    so after the deferral), or as it is when it stops being deferred first."""
+    for _ in range(20):
+        ti = stack.task_instance(dag_id, run_id, task_id)
+        if ti["state"] != "deferred" or ti.get("triggerer_job"):
+            return ti
+        time.sleep(0.25)
+    return ti
+
+
+def _running_triggerers(stack: AirflowStack) -> list[int]:
+    jobs = stack.get("/api/v2/jobs", job_type="TriggererJob", job_state="running")["jobs"]
+    return [j["id"] for j in jobs]
+
+
+@pytest.fixture(scope="module")
+def case_a(stack: AirflowStack, sandbox_url: str) -> FollowedRun:
+    """Case A once for the module: 2.4.0 (healthy) on every selected tenant."""
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/sandbox/reset").raise_for_status()
+        started = time.monotonic()
+        run = follow(stack, client, AUTO_DAG, {"target_version": "2.4.0", **ARTIFACT})
+    FIGURES["case A: trigger to run end (s)"] = time.monotonic() - started
+    first_deploy = run.timeline.first("batch_1.deploy", "running")
+    if first_deploy is not None:
+        FIGURES["case A: trigger to first batch deploy running (s)"] = first_deploy
+    return run
+
+
+def test_case_a_every_batch_promotes_and_the_run_succeeds(
+    case_a: FollowedRun, stack: AirflowStack, ledger: Ledger
+):
+    assert case_a.state == "success", explain(stack, AUTO_DAG, case_a.run_id)
+    assert stack.run_state(AUTO_DAG, case_a.run_id) == "success"
+    states = stack.task_states(AUTO_DAG, case_a.run_id)
+    for k in (1, 2):
+        assert states[f"batch_{k}.gate"] == "success"
+        assert states[f"batch_{k}.promote"] == "success"
+        assert states[f"batch_{k}.pause"] == "skipped"
+        assert states[f"batch_{k}.rollback"] == "skipped"
+    assert states["rollback.scope"] == "skipped"
+    assert states["finalize.record"] == states["finalize.result"] == "success"
+
+    record = ledger.get_run(case_a.run_id)
+    assert record is not None and record.outcome == "promoted", record
+    selected = [t for batch in record.batches for t in batch["tenants"]]
+    assert len(selected) == 60
+    assert all(case_a.after[t]["version"] == "2.4.0" for t in selected)
+    # The excluded internal tenant is untouched.
+    assert case_a.after["t-internal-1"]["version"] == case_a.before["t-internal-1"]["version"]
+    phases = {
+        g.batch_index: g.phase for g in ledger.gate_evaluations(case_a.run_id, final_only=True)
+    }
+    assert phases == {1: "pass", 2: "pass"}
+
+
+def test_the_gate_defers_to_the_triggerer_while_the_batch_bakes(
+    case_a: FollowedRun, stack: AirflowStack
+):
+    """Each batch's gate was seen `deferred`, with its trigger assigned to the running
+    triggerer and counted in the pool's deferred slots, not its running slots."""
+    assert case_a.timeline.first("batch_1.gate", "deferred") is not None, case_a.timeline.events
+    assert case_a.timeline.first("batch_2.gate", "deferred") is not None, case_a.timeline.events
+    assert len(case_a.deferred_gates) == 2
+    for gate, pool, triggerers in zip(
+        case_a.deferred_gates, case_a.pools, case_a.triggerers, strict=True
+    ):
+        assert gate["state"] == "deferred", gate
+        assert gate["trigger"]["classpath"].endswith("triggers.gate.BatchGateTrigger"), gate
+        # The trigger runs in the triggerer (a job of its own, not a worker of the scheduler).
+        job = gate["triggerer_job"]
+        assert job is not None and job["job_type"] == "TriggererJob", gate
+        assert job["id"] in triggerers, (job, triggerers)
+        # While it waits, the gate holds no slot: the pool counts it as deferred, and deferred
+        # tasks do not occupy the default pool.
+        assert pool["deferred_slots"] >= 1 and pool["include_deferred"] is False, pool
+    # The gate polled from the triggerer: its verdict came back through the trigger event.
+    for k in (1, 2):
+        gate = stack.get(
+            f"/api/v2/dags/{AUTO_DAG}/dagRuns/{case_a.run_id}/taskInstances/batch_{k}.gate"
+            "/xcomEntries/return_value"
+        )
+        verdict = gate["value"]
+        assert verdict["phase"] == "pass" and verdict["pokes"] >= 2, verdict
+
+
+def test_case_b_bad_tier_fails_its_gate_every_upgraded_tenant_rolls_back_run_fails(
+    stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
+):
+    started = time.monotonic()
+    run = follow(stack, sandbox, AUTO_DAG, {"target_version": "2.5.0", **ARTIFACT})
+    FIGURES["case B: trigger to run end (s)"] = time.monotonic() - started
+    assert run.state == "failed", explain(stack, AUTO_DAG, run.run_id)
+    states = stack.task_states(AUTO_DAG, run.run_id)
+    assert states["batch_1.promote"] == "success"
+    assert states["batch_2.rollback"] == "success"
+    assert states["batch_2.pause"] == "skipped"
+    assert states["rollback.verify"] == states["rollback.announce"] == "success"
+    assert states["finalize.record"] == "success"
+    assert states["finalize.result"] == "failed"  # what fails the run, so CI sees it
+
+    record = ledger.get_run(run.run_id)
+    assert record is not None and record.outcome == "rolled_back", record
+    phases = {g.batch_index: g.phase for g in ledger.gate_evaluations(run.run_id, final_only=True)}
+    assert phases == {1: "pass", 2: "fail"}
+    upgraded = {
+        a.tenant_id for a in ledger.actions(run.run_id, kind="upgrade") if a.state == "succeeded"
+    }
+    assert any(run.before[t]["labels"]["tier"] == "bronze" for t in upgraded)
+    for tenant in upgraded:  # back on the previous version and config
+        assert run.after[tenant]["version"] == "2.3.1"
+        assert run.after[tenant]["config_version"] == run.before[tenant]["config_version"]
+    assert all(t["version"] == "2.3.1" for t in run.after.values())

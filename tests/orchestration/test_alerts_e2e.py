@@ -18,20 +18,13 @@ from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import alerts_of
 from powerx_upgrade.rollout.preflight import tenants_of
 from powerx_upgrade.sandbox.testing import running_sandbox
-from tests.airflow_harness import E2E_CONFIG, dags_test, migrate
+from tests.airflow_harness import E2E_CONFIG, dags_test
 from tests.conftest import CONFIG_DIR
 
 pytestmark = pytest.mark.e2e
 
 DAG = "plugin_upgrade__crm-sync-alerts"
 SCENARIOS = CONFIG_DIR / "scenarios"
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-home")
-    migrate(home)
-    return home
 
 
 class StatsdSink:
@@ -153,7 +146,7 @@ def test_error_rate_rollback_failure_and_batch_runtime_alerts_fire_once_each(
     assert all("plan=crm-sync-alerts" in line and "rule=" in line for line in tagged)
 
 
-def test_monitoring_data_missing_alert_fires_once(airflow_home, tmp_path, statsd):
+def test_missing_data_alerts_once_and_rolls_back(airflow_home, tmp_path, statsd):
     gap = Path(__file__).parents[1] / "fixtures" / "scenarios" / "gap-after-10s.yaml"
     with running_sandbox(gap) as url, httpx.Client(base_url=url, timeout=10) as client:
         code, book, run_id = run(airflow_home, url, tmp_path, statsd, "2.4.0")
@@ -164,4 +157,7 @@ def test_monitoring_data_missing_alert_fires_once(airflow_home, tmp_path, statsd
     verdicts = [g.phase for g in book.gate_evaluations(run_id, final_only=True)]
     assert verdicts == ["pass", "no_data"]
     assert Counter(n["context"]["rule"] for n in notified)["monitoring_data_missing"] == 1
-    assert code != 0 and book.get_run(run_id).outcome == "rolled_back"
+    assert code != 0 and book.get_run(run_id).outcome == "rolled_back"  # missing_data: rollback
+    upgraded = {a.tenant_id for a in book.actions(run_id, kind="upgrade") if a.state == "succeeded"}
+    rolled = {a.tenant_id for a in book.actions(run_id, kind="rollback") if a.state == "succeeded"}
+    assert upgraded and rolled == upgraded

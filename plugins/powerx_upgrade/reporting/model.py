@@ -413,12 +413,15 @@ def _series(evaluations: list[GateRecord]) -> list[dict[str, Any]]:
                     "check": key[0],
                     "metric": key[1],
                     "scope": key[2],
-                    "op": found[0].get("op"),
-                    "limit": found[0].get("limit"),
-                    "per_tenant": any(m.get("tenant") for m in found),
+                    "op": None,
+                    "limit": None,
+                    "per_tenant": key[2] == "per_tenant" or any(m.get("tenant") for m in found),
                     "points": [],
                 },
             )
+            # pokes may be recorded compactly (no limit text): take it from any that has it
+            entry["op"] = entry["op"] or found[0].get("op")
+            entry["limit"] = entry["limit"] or found[0].get("limit")
             entry["points"].append(_point(evaluation, found, entry["per_tenant"]))
     return list(series.values())
 

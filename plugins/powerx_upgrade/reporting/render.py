@@ -82,6 +82,7 @@ def _environment(directory: str, markdown: bool) -> jinja2.Environment:
     )
     env.filters.update(
         pct=percent,
+        num=number,
         metric=metric_filter,
         when=when,
         clock=clock,
@@ -117,6 +118,15 @@ def to_json(report: Mapping[str, Any]) -> str:
 
 
 # -- filters ------------------------------------------------------------------------------------
+
+
+def number(value: float | None) -> str:
+    """`12,345` and `342,616.1`: thousands separated, at most one decimal."""
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
 
 
 def percent(value: float | None, digits: int = 1) -> str:

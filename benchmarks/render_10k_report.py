@@ -1,0 +1,318 @@
+"""Benchmark: build and render the reports of a 10,000-tenant run (issue 5 target: under 5 s; the
+use case allows 10 minutes from the run's end).
+
+Run: uv run python benchmarks/render_10k_report.py [--tenants N] [--pokes P]
+Fills a real SQLite ledger the way a run does (through the Ledger API): 5 batches (1 %, 10 %,
+25 %, 50 %, 100 %), an upgrade action per tenant, P gate pokes per batch with one measurement
+per tenant of the batch plus the batch's error rate, a pause at batch 3 that a person resumes,
+a failing last batch and a rollback of every upgraded tenant with its verification. Then times
+what `finalize.report` does: read the ledger, build the document, render the four files, store
+them through ObjectStoragePath.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+RATIOS = (0.01, 0.10, 0.25, 0.50, 1.00)
+T0 = datetime(2026, 3, 7, 2, 0, tzinfo=UTC)
+RUN_ID = "scheduled__2026-03-07T02:00:00+00:00"
+
+
+def _measurements(tenants: list[str], error_rate: float, rng: random.Random) -> list[dict]:
+    rows: list[dict[str, Any]] = [
+        {
+            "check": 0,
+            "metric": "error_rate",
+            "scope": "batch",
+            "op": "<=",
+            "limit": "0.05",
+            "threshold": 0.05,
+            "value": error_rate,
+            "samples": 40,
+            "phase": "fail" if error_rate > 0.05 else "pass",
+            "tenant": None,
+            "detail": "",
+        }
+    ]
+    for tenant in tenants:
+        value = 120 * rng.uniform(0.95, 1.15)
+        rows.append(
+            {
+                "check": 1,
+                "metric": "latency_p95_ms",
+                "scope": "per_tenant",
+                "op": "<=",
+                "limit": "+20%",
+                "threshold": 144.0,
+                "value": round(value, 1),
+                "samples": 4,
+                "phase": "pass" if value <= 144 else "fail",
+                "tenant": tenant,
+                "detail": "baseline 120 +20%",
+            }
+        )
+    return rows
+
+
+def _action(
+    tenant: str, batch: int, kind: str, old: str, new: str, begun: datetime, done: datetime
+) -> dict[str, Any]:
+    return {
+        "run_id": RUN_ID,
+        "plugin": "crm-sync",
+        "tenant_id": tenant,
+        "batch_index": batch,
+        "kind": kind,
+        "state": "succeeded",
+        "from_version": old,
+        "to_version": new,
+        "from_config": "cfg-1",
+        "config_after": "cfg-2" if kind == "upgrade" else "cfg-1",
+        "idempotency_key": f"{RUN_ID}:{kind}:{tenant}",
+        "attempts": 1,
+        "noop": False,
+        "detail": {},
+        "started_at": begun,
+        "finished_at": done,
+    }
+
+
+def _insert_actions(book: Any, rows: list[dict[str, Any]]) -> None:
+    """Thousands of finished actions in one transaction: the same rows `begin_action` and
+    `finish_action` write one by one (that would take minutes and measure nothing here)."""
+    from powerx_upgrade.ledger import schema
+    from powerx_upgrade.ledger.engine import write_transaction
+
+    with write_transaction(book._engine) as conn:
+        conn.execute(schema.actions.insert(), rows)
+
+
+def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
+    """A whole run in the ledger; returns what the filling took."""
+    from powerx_upgrade.ledger import store as ledger_store
+
+    clock = {"now": T0}
+    ledger_store._now = lambda: clock["now"]  # a simulated run: hours pass in seconds
+    rng = random.Random(7)
+    ids = [f"t-{n:05d}" for n in range(1, tenants + 1)]
+    bounds = [0, *(round(r * tenants) for r in RATIOS)]
+    batches = [ids[bounds[k] : bounds[k + 1]] for k in range(len(RATIOS))]
+    started = time.perf_counter()
+    book.start_run(
+        RUN_ID,
+        dag_id="plugin_upgrade__crm-sync-10k",
+        plan_id="crm-sync-10k",
+        plugin="crm-sync",
+        target_version="2.5.0",
+        artifact_uri="s3://releases/crm-sync-2.5.0.tgz",
+        artifact_sha256="b" * 64,
+        triggered_by="scheduler",
+        reason="benchmark: 10,000 tenants",
+    )
+    book.update_run(
+        RUN_ID,
+        batches=[
+            {
+                "index": k,
+                "name": f"wave-{k}",
+                "tenants": b,
+                "size": len(b),
+                "cumulative_count": bounds[k],
+                "cumulative_ratio": RATIOS[k - 1],
+                "bake_seconds": 900,
+                "approval_required": k == 3,
+                "merged": [],
+            }
+            for k, b in enumerate(batches, start=1)
+        ],
+        baseline={
+            t: {"requests": 4000, "errors": 40, "latency_p95_ms": 120.0, "samples": 60} for t in ids
+        },
+        detail={"notes": [], "fleet": tenants, "versions_before": dict.fromkeys(ids, "2.3.1")},
+    )
+    at = T0
+    for k, batch in enumerate(batches, start=1):
+        last = k == len(batches)
+        at += timedelta(minutes=1)
+        book.record_decision(
+            RUN_ID,
+            batch_index=k,
+            kind="approval",
+            decision="approve" if k == 3 else "not_required",
+            actor="alice" if k == 3 else "policy",
+            via="ui" if k == 3 else "auto",
+            decided_at=at,
+        )
+        rows = []
+        for n, tenant in enumerate(batch):
+            begun = at + timedelta(milliseconds=20 * n)
+            rows.append(
+                _action(
+                    tenant,
+                    k,
+                    "upgrade",
+                    "2.3.1",
+                    "2.5.0",
+                    begun,
+                    begun + timedelta(milliseconds=150),
+                )
+            )
+        _insert_actions(book, rows)
+        clock["now"] = rows[-1]["finished_at"]
+        at = clock["now"]
+        error_rate = 0.072 if last else 0.011
+        for p in range(1, pokes + 1):
+            book.record_gate(
+                RUN_ID,
+                k,
+                phase="running",
+                reason="bake goes on",
+                measurements=_measurements(batch, error_rate * (0.7 + 0.3 * p / pokes), rng),
+                final=False,
+                evaluated_at=at + timedelta(seconds=900 * p / (pokes + 1)),
+            )
+        at += timedelta(seconds=900)
+        verdict = "fail" if last else ("inconclusive" if k == 3 else "pass")
+        book.record_gate(
+            RUN_ID,
+            k,
+            phase=verdict,
+            reason=f"error_rate {error_rate:.3f} vs limit 0.05",
+            measurements=_measurements(batch, error_rate, rng),
+            final=True,
+            evaluated_at=at,
+        )
+        decision = {"fail": "rollback", "inconclusive": "pause", "pass": "promote"}[verdict]
+        book.record_decision(
+            RUN_ID,
+            batch_index=k,
+            kind="decide",
+            decision=decision,
+            actor="policy",
+            via="auto",
+            detail={"verdict": verdict, "reason": "gate"},
+            decided_at=at,
+        )
+        if decision == "pause":
+            at += timedelta(minutes=12)
+            book.record_decision(
+                RUN_ID,
+                batch_index=k,
+                kind="pause",
+                decision="resume",
+                actor="bob",
+                via="ui",
+                detail={"timed_out": False},
+                decided_at=at,
+            )
+    rollback_started = at
+    targets = [
+        {"tenant": t, "from_version": "2.3.1", "batch": k}
+        for k, b in enumerate(batches, start=1)
+        for t in b
+    ]
+    rows = []
+    for n, target in enumerate(targets):
+        begun = at + timedelta(milliseconds=10 * n)
+        rows.append(
+            _action(target["tenant"], target["batch"], "rollback", "2.5.0", "2.3.1", begun, begun)
+        )
+    _insert_actions(book, rows)
+    clock["now"] = rows[-1]["finished_at"]
+    ended = clock["now"]
+    book.update_run(
+        RUN_ID,
+        detail={
+            **book.get_run(RUN_ID).detail,
+            "rollback_started_at": rollback_started.isoformat(),
+            "rollback_scope": "all_upgraded",
+            "rollback_targets": targets,
+            "rollback_verification": {
+                "verified": [
+                    {"tenant": t["tenant"], "version": "2.3.1", "problems": []} for t in targets
+                ],
+                "broken": [],
+                "checked_at": ended.isoformat(),
+                "duration_ms": int((ended - rollback_started).total_seconds() * 1000),
+            },
+        },
+    )
+    book.finish_run(
+        RUN_ID, "rolled_back", detail={"outcome_detail": {"tenants": tenants}}, ended_at=ended
+    )
+    return {"fill_s": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tenants", type=int, default=10_000)
+    parser.add_argument("--pokes", type=int, default=6, help="non-final gate pokes per batch")
+    parser.add_argument("--out", help="also keep the rendered files in this folder")
+    args = parser.parse_args()
+
+    from powerx_upgrade.ledger import Ledger
+    from powerx_upgrade.reporting import RunRecords, build_report, render_reports, store_reports
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("AIRFLOW_HOME", tmp)
+        book = Ledger(f"sqlite:///{tmp}/ledger.db")
+        figures = fill(book, args.tenants, args.pokes)
+        alerts = [
+            {
+                "rule": "grey_error_rate",
+                "severity": "critical",
+                "batch": 5,
+                "message": "grey error rate 7.20% is above 5%",
+                "at": "2026-03-07T04:10:00+00:00",
+            }
+        ]
+        from airflow.sdk import ObjectStoragePath  # noqa: F401 - imported before timing
+
+        t0 = time.perf_counter()
+        records = RunRecords.from_ledger(book, RUN_ID)
+        t1 = time.perf_counter()
+        document = build_report(records, alerts=alerts, airflow_base_url="http://airflow:8080")
+        t2 = time.perf_counter()
+        files = render_reports(document)
+        t3 = time.perf_counter()
+        written = store_reports(files, "crm-sync-10k", RUN_ID, base=f"file://{tmp}/reports")
+        t4 = time.perf_counter()
+        if args.out:
+            for name, text in files.items():
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                (Path(args.out) / name).write_text(text, encoding="utf-8")
+        sizes = {
+            name: Path(uri.removeprefix("file://")).stat().st_size for name, uri in written.items()
+        }
+        measurements = sum(len(g.measurements) for g in records.gates)
+
+    print(
+        f"tenants {args.tenants:,}; batches {len(document['batches'])}; gate records "
+        f"{len(records.gates)} ({measurements:,} measurements); actions {len(records.actions):,}"
+    )
+    print(
+        f"outcome {document['outcome']}; rollback {document['rollback']['counts']['targets']:,} "
+        f"tenants in {document['rollback']['duration_ms'] / 1000:.1f}s; pauses "
+        f"{len(document['pauses'])}; batch success "
+        f"{document['rates']['batch_success']['value']:.1%}"
+    )
+    print(f"ledger filled in {figures['fill_s']:.1f}s (not part of the measurement)")
+    print(f"read ledger   {t1 - t0:6.2f}s")
+    print(f"build report  {t2 - t1:6.2f}s")
+    print(f"render files  {t3 - t2:6.2f}s")
+    print(f"store files   {t4 - t3:6.2f}s")
+    print(f"total         {t4 - t0:6.2f}s  (target < 5 s)")
+    for name, size in sizes.items():
+        print(f"  {name:14} {size / 1024:8.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -74,3 +74,34 @@ def test_without_a_result_the_link_points_where_the_report_would_be(dag, monkeyp
         "https://reports.example/grey/crm-sync-standard/"
         "manual__2026-03-07T02_00_00_00_00/report.html"
     )
+
+
+def test_the_report_step_still_writes_when_the_ledger_cannot_be_read(monkeypatch, tmp_path):
+    from powerx_upgrade.config import load_config
+    from powerx_upgrade.orchestration import runtime, tasks
+
+    plan = load_config([CONFIG_DIR]).plans["crm-sync-standard"]
+    pulled = {"preflight.validate": {"run_id": RUN_ID}, "finalize.record": None}
+    ti = SimpleNamespace(xcom_pull=lambda task_ids: pulled[task_ids])
+    run = SimpleNamespace(run_id=RUN_ID, dag_id="plugin_upgrade__crm-sync-standard")
+    context = {"ti": ti, "dag_run": run, "params": {"target_version": "2.4.0", "reason": "x"}}
+    monkeypatch.setattr(tasks, "get_current_context", lambda: context)
+    monkeypatch.setattr(tasks, "_ti", lambda: ti)
+
+    def broken():
+        raise OSError("database is unreachable")
+
+    monkeypatch.setattr(runtime, "ledger", broken)
+    monkeypatch.setenv(REPORTS_ENV, str(tmp_path))
+    monkeypatch.delenv(REPORTS_URL_ENV, raising=False)
+    result = tasks.report(plan)
+    assert result["outcome"] == "failed"
+    folder = tmp_path / "crm-sync-standard" / "manual__2026-03-07T02_00_00_00_00"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "postmortem.md",
+        "report.html",
+        "report.json",
+        "report.md",
+    ]
+    assert "database is unreachable" in (folder / "report.md").read_text(encoding="utf-8")
+    assert result["link"] == f"file://{folder}/report.html"

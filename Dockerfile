@@ -1,0 +1,26 @@
+# The image of every Airflow service in docker-compose.yaml (and of the sandbox): the official
+# Airflow image with this package installed from the checkout, plus the PostgreSQL driver of
+# the ledger. The base image's Airflow version is the one pinned in uv.lock
+# (tests/deploy/test_compose.py checks it).
+FROM apache/airflow:3.3.2-python3.11
+
+# The package's runtime config and templates, and the DAG loader, go into the image too, so the
+# image runs as is (Kubernetes, another compose file); docker-compose.yaml bind-mounts the
+# checkout's copies over them for editing without a rebuild.
+ENV POWERX_UPGRADE_CONFIG=/opt/airflow/include/config \
+    POWERX_UPGRADE_TEMPLATES=/opt/airflow/include/templates \
+    POWERX_UPGRADE_REPORTS=/opt/airflow/reports
+
+COPY --chown=airflow:0 pyproject.toml README.md /opt/powerx/src/
+COPY --chown=airflow:0 plugins/powerx_upgrade /opt/powerx/src/plugins/powerx_upgrade
+
+# Pin Airflow to the image's own version (AIRFLOW_VERSION is set by the base image), so that
+# installing the package never upgrades or downgrades Airflow underneath the image.
+RUN pip install --no-cache-dir \
+        "apache-airflow==${AIRFLOW_VERSION}" \
+        /opt/powerx/src \
+        "psycopg[binary]>=3.1"
+
+COPY --chown=airflow:0 dags /opt/airflow/dags
+COPY --chown=airflow:0 include /opt/airflow/include
+RUN mkdir -p /opt/airflow/reports

@@ -14,7 +14,7 @@ import pytest
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.reporting.store import safe_segment
 from powerx_upgrade.sandbox.testing import running_sandbox
-from tests.airflow_harness import dags_test, migrate
+from tests.airflow_harness import dags_test
 from tests.conftest import CONFIG_DIR
 
 pytestmark = pytest.mark.e2e
@@ -22,13 +22,6 @@ pytestmark = pytest.mark.e2e
 SCENARIOS = CONFIG_DIR / "scenarios"
 PLAN = "crm-sync-e2e"
 DAG = f"plugin_upgrade__{PLAN}"
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("airflow-home")
-    migrate(home)
-    return home
 
 
 @pytest.fixture

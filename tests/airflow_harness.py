@@ -87,4 +87,7 @@ def dags_test(
         timeout=timeout,
         check=False,
     )
-    return DagTestRun(done.returncode, done.stdout + done.stderr, ledger_url)
+    output = done.stdout + done.stderr
+    # Kept beside the ledger: pytest keeps the last sessions' tmp dirs for a post-mortem.
+    (ledger_file.parent / f"dags-test-{dag_id}.log").write_text(output)
+    return DagTestRun(done.returncode, output, ledger_url)

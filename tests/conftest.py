@@ -31,3 +31,13 @@ def write(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated Airflow home for every DAG run of the session (`airflow db migrate` is slow)."""
+    from tests.airflow_harness import migrate
+
+    home = tmp_path_factory.mktemp("airflow-home")
+    migrate(home)
+    return home

@@ -748,3 +748,46 @@ def _dockerignore(root: Path) -> set[str]:
         return set()
     lines = path.read_text(encoding="utf-8").splitlines()
     return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+# -- Airflow settings ------------------------------------------------------------------------
+
+PROVIDER_SECTIONS = frozenset({"celery", "celery_broker_transport_options", "fab"})
+"""Config sections of providers the image has but the test environment need not (not
+checked: their options live in the provider's own metadata)."""
+_AIRFLOW_ENV = re.compile(r"^AIRFLOW__([A-Z0-9_]+?)__([A-Z0-9_]+)$")
+
+
+def airflow_config_options() -> dict[str, set[str]]:
+    """Section -> option names of the installed Airflow's config template (read, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("airflow")
+    assert spec and spec.submodule_search_locations, "apache-airflow is not installed"
+    for location in spec.submodule_search_locations:
+        template = Path(location) / "config_templates" / "config.yml"
+        if template.is_file():
+            sections = yaml.safe_load(template.read_text(encoding="utf-8"))
+            return {
+                name: set((body.get("options") or {}).keys()) for name, body in sections.items()
+            }
+    raise FileNotFoundError("airflow/config_templates/config.yml not found")
+
+
+def airflow_option_problems(names: list[str], options: Mapping[str, set[str]]) -> list[str]:
+    """`AIRFLOW__SECTION__KEY` names that are no Airflow option (Airflow ignores them silently,
+    so a typo would quietly leave a default in place)."""
+    problems = []
+    for name in names:
+        match = _AIRFLOW_ENV.match(name)
+        if not match:
+            continue
+        section, key = match.group(1).lower(), match.group(2).lower()
+        if section in PROVIDER_SECTIONS:
+            continue
+        known = options.get(section)
+        if known is None:
+            problems.append(f"{name}: Airflow has no section [{section}]")
+        elif key not in known and key.removesuffix("_cmd").removesuffix("_secret") not in known:
+            problems.append(f"{name}: Airflow has no option [{section}] {key}")
+    return problems

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from powerx_upgrade import __version__
+from powerx_upgrade.cli import demo as demo_cmd
 from powerx_upgrade.cli import plan as plan_cmd
 from powerx_upgrade.cli import sandbox as sandbox_cmd
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND", required=True)
     plan_cmd.register(nouns)
     sandbox_cmd.register(nouns)
+    demo_cmd.register(nouns)
     return parser
 
 

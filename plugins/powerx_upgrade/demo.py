@@ -1,0 +1,236 @@
+"""`powerx demo`: the sandbox platform plus a live Airflow stack, running the demo plan end to end.
+
+It starts the sandbox with a scenario, starts Airflow (api-server, scheduler, dag-processor,
+triggerer; LocalExecutor; SQLite) with the PowerX connections pointing at the sandbox, waits
+until both are healthy, unpauses the demo plan's DAG and triggers it through the REST API the
+way a CI pipeline does, and follows the run live (batches, verdicts, rollback) until it ends.
+Everything it started is stopped when it ends (also on Ctrl-C or an error).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from powerx_upgrade.ledger import Ledger
+
+PLAN_ID = "crm-sync-demo"
+DAG_ID = f"plugin_upgrade__{PLAN_ID}"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    """A scenario the demo knows: which version to roll out and how the run must end."""
+
+    scenario: str
+    target_version: str
+    expected: str
+    story: str
+
+
+CASES = {
+    "bad-version": DemoCase(
+        "bad-version",
+        "2.5.0",
+        "rolled_back",
+        "2.5.0 fails 9 % of bronze requests: the bronze batch fails its gate and every "
+        "upgraded tenant goes back to 2.3.1 automatically",
+    ),
+    "happy": DemoCase(
+        "happy",
+        "2.4.0",
+        "promoted",
+        "2.4.0 is healthy: every batch passes its gate and the whole fleet ends on 2.4.0",
+    ),
+    "no-data": DemoCase(
+        "no-data",
+        "2.4.0",
+        "rolled_back",
+        "monitoring goes silent after the first upgrade: the gate never promotes without data "
+        "and rolls back",
+    ),
+}
+
+
+@dataclass
+class DemoSettings:
+    home: Path
+    case: DemoCase
+    scenario_path: Path
+    config: Path = ROOT / "include" / "config" / "demo"
+    dags_folder: Path = ROOT / "dags"
+    api_port: int | None = None
+    sandbox_port: int | None = None
+    timeout: float = 900
+
+    @property
+    def ledger_url(self) -> str:
+        return f"sqlite:///{self.home / 'powerx_ledger.db'}"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+
+@dataclass
+class BatchView:
+    index: int
+    name: str
+    tenants: int
+    deployed: int = 0
+    failed: int = 0
+    verdict: str = "-"
+    reason: str = ""
+    decision: str = "-"
+
+
+@dataclass
+class RunView:
+    """What the terminal shows of a run, read from the REST API, the ledger and the sandbox."""
+
+    state: str = "queued"
+    outcome: str | None = None
+    batches: list[BatchView] = field(default_factory=list)
+    rolled_back: int = 0
+    rollback_targets: int = 0
+    rollback_ms: int | None = None
+    fleet: Counter[str] = field(default_factory=Counter)
+    first_deploy_at: float | None = None
+    alerts: list[str] = field(default_factory=list)
+
+
+def scenario_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    return ROOT / "include" / "config" / "scenarios" / f"{name}.yaml"
+
+
+@contextmanager
+def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator[tuple[Any, str]]:
+    """Sandbox + Airflow, healthy; yields (stack, sandbox URL) and stops both at the end."""
+    from powerx_upgrade.devstack import running_airflow
+    from powerx_upgrade.sandbox.testing import running_sandbox
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.reports.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        log(f"starting the sandbox platform ({settings.case.scenario})")
+        sandbox = stack.enter_context(
+            running_sandbox(settings.scenario_path, port=settings.sandbox_port)
+        )
+        log(
+            f"sandbox ready at {sandbox}; starting Airflow (migrate, api-server, scheduler, "
+            "dag-processor, triggerer)"
+        )
+        env = {
+            f"AIRFLOW_CONN_POWERX_{name}": sandbox
+            for name in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")
+        }
+        env.update(
+            {
+                "AIRFLOW_CONN_POWERX_LEDGER": (
+                    json.dumps({"conn_type": "generic", "extra": {"url": settings.ledger_url}})
+                ),
+                "POWERX_UPGRADE_CONFIG": str(settings.config),
+                "POWERX_UPGRADE_REPORTS": str(settings.reports),
+            }
+        )
+        airflow = stack.enter_context(
+            running_airflow(
+                settings.home / "airflow",
+                dags_folder=settings.dags_folder,
+                env=env,
+                api_port=settings.api_port,
+                dag_ids=[DAG_ID],
+            )
+        )
+        yield airflow, sandbox
+
+
+def observe(airflow: Any, sandbox: str, run_id: str, ledger: Ledger | None) -> RunView:
+    """One look at the run."""
+    view = RunView(state=airflow.run_state(DAG_ID, run_id))
+    with httpx.Client(base_url=sandbox, timeout=10) as client:
+        tenants = client.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
+    view.fleet = Counter(t["version"] for t in tenants)
+    if ledger is None:
+        return view
+    record = ledger.get_run(run_id)
+    if record is None:
+        return view
+    view.outcome = record.outcome
+    upgrades = ledger.actions(run_id, kind="upgrade")
+    started = [a.started_at for a in upgrades if a.started_at]
+    if started:
+        view.first_deploy_at = min(started).timestamp()
+    gates = {g.batch_index: g for g in ledger.gate_evaluations(run_id, final_only=True)}
+    decisions = {d.batch_index: d for d in ledger.decisions(run_id) if d.kind == "decide"}
+    for batch in record.batches or []:
+        k = batch["index"]
+        mine = [a for a in upgrades if a.batch_index == k]
+        item = BatchView(
+            k,
+            batch["name"],
+            len(batch["tenants"]),
+            deployed=sum(1 for a in mine if a.state in ("succeeded", "skipped")),
+            failed=sum(1 for a in mine if a.state == "failed"),
+        )
+        if k in gates:
+            item.verdict, item.reason = gates[k].phase, gates[k].reason
+        if k in decisions:
+            item.decision = decisions[k].decision
+        view.batches.append(item)
+    rollbacks = ledger.actions(run_id, kind="rollback")
+    view.rolled_back = sum(1 for a in rollbacks if a.state == "succeeded")
+    detail = record.detail or {}
+    view.rollback_targets = len(detail.get("rollback_targets") or [])
+    view.rollback_ms = (detail.get("rollback_verification") or {}).get("duration_ms")
+    view.alerts = [
+        r.event.removeprefix("alert.")
+        for r in ledger.audit_records(run_id)
+        if r.event.startswith("alert.")
+    ]
+    return view
+
+
+def report_paths(settings: DemoSettings, run_id: str) -> list[Path]:
+    from powerx_upgrade.reporting.store import report_dir
+
+    folder = report_dir(PLAN_ID, run_id, str(settings.reports))
+    path = Path(folder.removeprefix("file://"))
+    return sorted(path.glob("*")) if path.is_dir() else []
+
+
+def wait_for_end(
+    airflow: Any,
+    sandbox: str,
+    run_id: str,
+    settings: DemoSettings,
+    show: Callable[[RunView], None],
+    poll: float = 2.0,
+) -> RunView:
+    """Follow the run until Airflow says it ended (or the timeout)."""
+    deadline = time.monotonic() + settings.timeout
+    ledger: Ledger | None = None
+    view = RunView()
+    while True:
+        if ledger is None and (settings.home / "powerx_ledger.db").exists():
+            ledger = Ledger(settings.ledger_url)
+        view = observe(airflow, sandbox, run_id, ledger)
+        show(view)
+        if view.state in ("success", "failed"):
+            return view
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo run did not end within {settings.timeout:.0f} s")
+        airflow.check_alive()
+        time.sleep(poll)

@@ -22,15 +22,15 @@ pytestmark = pytest.mark.stack
 
 SCRIPT = ROOT / "scripts" / "workflows" / "version-upgrade-smoke.py"
 CHECKS = (
-    f"happy │ DAG {AUTO_DAG} exists",
-    "happy │ run ends success",
-    "happy │ outcome is promoted",
-    "happy │ report written",
-    "happy │ tenants upgraded to 2.4.0",
-    "failure │ run ends failed",
-    "failure │ outcome is rolled_back",
-    "failure │ rollback verified",
-    "failure │ every tenant back on its old version",
+    ("happy", f"DAG {AUTO_DAG} exists"),
+    ("happy", "run ends success"),
+    ("happy", "outcome is promoted"),
+    ("happy", "report written"),
+    ("happy", "tenants upgraded to 2.4.0"),
+    ("failure", "run ends failed"),
+    ("failure", "outcome is rolled_back"),
+    ("failure", "rollback verified"),
+    ("failure", "every tenant back on its old version"),
 )
 
 
@@ -58,8 +58,9 @@ def test_smoke_script_passes_the_happy_and_the_failure_path_on_a_live_stack(
 
     assert done.returncode == 0, output
     assert "13/13 checks passed" in output, output
-    for check in CHECKS:
-        assert re.search(rf"{re.escape(check)}\s*│ PASS", output), (check, output)
+    for path, check in CHECKS:
+        row = rf"│ {path}\s+│ {re.escape(check)}\s+│ PASS\s+│"
+        assert re.search(row, output), (path, check, output)
 
     # What the script reported is what happened: its two runs, read back independently.
     triggered = dict(re.findall(r"(happy|failure): triggered \S+ run (\S+)", output))

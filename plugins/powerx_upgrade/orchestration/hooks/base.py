@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import requests
@@ -42,6 +43,8 @@ class PowerXHttpHook(HttpHook):
     ) -> None:
         super().__init__(method="POST", http_conn_id=conn_id or self.default_conn_name)
         self.powerx_conn_id = self.http_conn_id
+        self._lock = threading.Lock()
+        self._cached_connection: Any = None
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
@@ -58,16 +61,27 @@ class PowerXHttpHook(HttpHook):
         )
         return retrying(self._call_once, method, endpoint, payload)
 
+    def _connection(self) -> Any:
+        """The connection, looked up once per hook (a deploy shares one hook across threads)."""
+        with self._lock:
+            if self._cached_connection is None:
+                self._cached_connection = self.get_connection(self.http_conn_id)
+            return self._cached_connection
+
     def _call_once(
         self, method: str, endpoint: str, payload: dict[str, Any] | None
     ) -> dict[str, Any]:
-        self.method = method.upper()
+        method = method.upper()
+        # HttpHook keeps the method on the instance: a hook shared by a thread pool must never
+        # switch it (a GET of one thread would turn another's POST into a GET). One per call.
+        call = HttpHook(method=method, http_conn_id=self.http_conn_id)
+        call.get_connection = lambda conn_id: self._connection()  # type: ignore[method-assign]
         options = {"check_response": False, "timeout": self.timeout}
         try:
-            if self.method == "GET":
-                response = self.run(endpoint, data=payload, extra_options=options)
+            if method == "GET":
+                response = call.run(endpoint, data=payload, extra_options=options)
             else:
-                response = self.run(
+                response = call.run(
                     endpoint,
                     data=json.dumps(payload or {}),
                     headers={"Content-Type": "application/json"},
@@ -75,14 +89,14 @@ class PowerXHttpHook(HttpHook):
                 )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise PowerXUnavailable(
-                f"no answer: {type(exc).__name__}", method=self.method, endpoint=endpoint
+                f"no answer: {type(exc).__name__}", method=method, endpoint=endpoint
             ) from exc
         try:
             body = response.json() if response.content else {}
         except ValueError:
             body = {"message": response.text[:500]}
         if response.status_code >= 300:
-            raise error_for(response.status_code, body, self.method, endpoint)
+            raise error_for(response.status_code, body, method, endpoint)
         return body
 
     def test_connection(self) -> tuple[bool, str]:

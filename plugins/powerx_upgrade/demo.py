@@ -66,7 +66,7 @@ class DemoSettings:
     home: Path
     case: DemoCase
     scenario_path: Path
-    config: Path = ROOT / "include" / "config" / "demo"
+    config: Path = ROOT / "include" / "config"
     dags_folder: Path = ROOT / "dags"
     api_port: int | None = None
     sandbox_port: int | None = None

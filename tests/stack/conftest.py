@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from powerx_upgrade.devstack import AirflowStack, running_airflow
+from powerx_upgrade.devstack import AirflowStack, marked_processes, running_airflow
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR, ROOT
@@ -24,7 +24,8 @@ PLUGIN = "crm-sync"
 AUTO_DAG = "plugin_upgrade__crm-sync-stack"
 PAUSE_DAG = "plugin_upgrade__crm-sync-stack-pause"
 APPROVAL_DAG = "plugin_upgrade__crm-sync-stack-approval"
-DAG_IDS = (AUTO_DAG, PAUSE_DAG, APPROVAL_DAG)
+UNANSWERED_DAG = "plugin_upgrade__crm-sync-stack-unanswered"
+DAG_IDS = (AUTO_DAG, PAUSE_DAG, APPROVAL_DAG, UNANSWERED_DAG)
 ARTIFACT = {
     "artifact_uri": "s3://releases/crm-sync-ci.tgz",
     "artifact_sha256": "c" * 64,
@@ -62,6 +63,10 @@ def stack(
         FIGURES["stack: start to healthy (s)"] = live.timings["start"]
         FIGURES["stack: start to DAGs parsed (s)"] = time.monotonic() - started
         yield live
+        stopping = time.monotonic()
+    FIGURES["stack: stop (s)"] = time.monotonic() - stopping
+    # Nothing the stack started outlives it (task supervisors included).
+    assert marked_processes(live.settings.stack_id) == []
 
 
 _SYSTEMS = ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")

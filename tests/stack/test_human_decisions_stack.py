@@ -25,6 +25,7 @@ from tests.stack.conftest import (
     FIGURES,
     PAUSE_DAG,
     RUN_TIMEOUT,
+    UNANSWERED_DAG,
     explain,
     versions,
 )
@@ -152,3 +153,30 @@ def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
         (2, "approval", "approve", stack.login[0]),
         (3, "approval", "reject", stack.login[0]),
     ]
+
+
+def test_an_unanswered_pause_takes_its_safe_default_and_rolls_back(
+    stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
+):
+    started = time.monotonic()
+    run_id = stack.trigger(UNANSWERED_DAG, {"target_version": "2.5.0", **ARTIFACT})
+    stack.wait_for_hitl(UNANSWERED_DAG, run_id, "batch_1.pause", timeout=RUN_TIMEOUT)
+    (batch,) = planned(ledger, run_id)
+    assert all(versions(sandbox)[t]["version"] == "2.5.0" for t in batch)
+
+    # Nobody answers: after the pause's 15 s the scheduler applies the default, Roll back.
+    assert stack.wait_for_run(UNANSWERED_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
+        stack, UNANSWERED_DAG, run_id
+    )
+    FIGURES["unanswered pause: trigger to run end (s)"] = time.monotonic() - started
+    request = stack.hitl_detail(UNANSWERED_DAG, run_id, "batch_1.pause")
+    assert request["chosen_options"] == [ROLL_BACK] and request["responded_by_user"] is None
+    states = stack.task_states(UNANSWERED_DAG, run_id)
+    assert states["batch_1.pause_rollback"] == "success"
+    assert states["rollback.verify"] == "success"
+    after = versions(sandbox)
+    assert all(after[t]["version"] == "2.3.1" for t in batch)
+    assert ledger.get_run(run_id).outcome == "rolled_back"
+    (decision,) = [d for d in ledger.decisions(run_id) if d.kind == "pause"]
+    assert (decision.decision, decision.actor) == ("rollback", "timeout default")
+    assert decision.detail["timed_out"] is True

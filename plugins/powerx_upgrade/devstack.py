@@ -54,7 +54,6 @@ MARKER = "POWERX_DEVSTACK_ID"
 """Environment variable that tags every process of one stack (inherited by all descendants)."""
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-FINISHED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 HITL_SETTLE_SECONDS = 5.0
 """How long `answer_hitl` lets a fresh request settle before answering it (see there)."""
@@ -378,8 +377,8 @@ class AirflowStack:
     settings: StackSettings
     components: dict[str, Component] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    _client: httpx.Client | None = None
-    _token: str | None = None
+    _client: httpx.Client | None = field(default=None, init=False, repr=False)
+    _token: str | None = field(default=None, init=False, repr=False)
 
     # -- address and login -----------------------------------------------------------------
 

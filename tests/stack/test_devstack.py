@@ -109,3 +109,13 @@ def _pids_with_home(home: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@pytest.mark.unit
+def test_the_launcher_does_not_import_airflow():
+    """It drives Airflow as subprocesses: the caller's process keeps its own Airflow (or none)."""
+    code = "import sys, powerx_upgrade.devstack; print('airflow' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"

@@ -171,6 +171,10 @@ def stack_environment(
             ),
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(scheduler_idle_sleep),
+            # A task supervisor often notices its task's exit only at its next heartbeat wait
+            # (default 5 s): every such task, and the window in which a fast human-in-the-loop
+            # answer races the parked worker's exit, grows by that much.
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         }
     )

@@ -261,7 +261,7 @@ class Component:
         return self.process.poll() is None
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """Linux: a pre-exec hook that makes the kernel send the component SIGTERM when the thread
     that started it dies (even SIGKILLed), so a crashed caller does not leave a scheduler
     behind. Resolved before the fork: nothing is imported in the child."""
@@ -294,7 +294,7 @@ def start_component(name: str, env: Mapping[str, str], log_dir: Path) -> Compone
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # own group: Ctrl-C reaches us, we stop it on our terms
-            preexec_fn=_parent_death_signal(),
+            preexec_fn=parent_death_signal(),
         )
     return Component(name, process, log_path)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from powerx_upgrade.devstack import parent_death_signal
+
 
 class SandboxStartError(RuntimeError):
     """The sandbox process did not come up; the message carries the tail of its log."""
@@ -71,6 +73,8 @@ def running_sandbox(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in the caller's terminal reaches only us
+                # ... and a caller killed outright (kill -9) takes the sandbox with it.
+                preexec_fn=parent_death_signal(),
             )
         try:
             url = _wait_until_healthy(process, ready, log_path, startup_timeout)

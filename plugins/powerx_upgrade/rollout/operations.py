@@ -160,6 +160,76 @@ def _run_all(
         return list(pool.map(work, items))
 
 
+@dataclass(frozen=True)
+class _TenantOp:
+    """One tenant's upgrade or rollback in this run: who and what, named once."""
+
+    ledger: Any
+    recorder: Recorder
+    ctx: RunContext
+    kind: str
+    tenant: str
+    batch: int | None
+
+    @property
+    def key(self) -> str:
+        return self.ctx.key(self.kind, self.tenant)
+
+    def begin(
+        self, from_version: str | None, to_version: str, from_config: str | None = None
+    ) -> Any:
+        return self.ledger.begin_action(
+            run_id=self.ctx.run_id,
+            plugin=self.ctx.plugin,
+            tenant_id=self.tenant,
+            batch_index=self.batch,
+            kind=self.kind,
+            from_version=from_version,
+            to_version=to_version,
+            idempotency_key=self.key,
+            from_config=from_config,
+        )
+
+    def finish(
+        self,
+        from_version: str | None,
+        *,
+        state: str,
+        attempts: int,
+        error: str | None = None,
+        noop: bool = False,
+        to_version: str | None = None,
+        config_after: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> TenantResult:
+        """Record the outcome in the ledger and the audit outbox."""
+        self.ledger.finish_action(
+            self.key,
+            state,
+            to_version=to_version,
+            config_after=config_after,
+            error=error,
+            attempts=attempts,
+            noop=noop,
+            detail=detail,
+        )
+        self.recorder.audit(
+            self.ctx,
+            f"tenant.{self.kind}.{state}",
+            tenants=[self.tenant],
+            audit_id=f"{self.key}:{state}",
+            details={
+                "batch": self.batch,
+                "from_version": from_version,
+                "to_version": to_version,
+                "attempts": attempts,
+                "error": error,
+                "noop": noop,
+            },
+        )
+        return TenantResult(self.tenant, state, from_version, to_version, attempts, error)
+
+
 def _upgrade_one(
     platform: PlatformClient,
     ledger: Any,
@@ -170,62 +240,23 @@ def _upgrade_one(
     retry: RetryPolicy,
     sleep: Callable[[float], None],
 ) -> TenantResult:
-    key = ctx.key("upgrade", tenant)
+    op = _TenantOp(ledger, recorder, ctx, "upgrade", tenant, batch)
     try:
         current = _with_retries(lambda _: platform.get_tenant(ctx.plugin, tenant), retry, sleep)[0]
     except Exception as exc:
-        action = ledger.begin_action(
-            run_id=ctx.run_id,
-            plugin=ctx.plugin,
-            tenant_id=tenant,
-            batch_index=batch,
-            kind="upgrade",
-            from_version=None,
-            to_version=ctx.target_version,
-            idempotency_key=key,
-        )
+        action = op.begin(None, ctx.target_version)
         if action.state == "succeeded":
             return TenantResult(tenant, "skipped", action.from_version, ctx.target_version)
-        return _finish(
-            ledger,
-            recorder,
-            ctx,
-            "upgrade",
-            key,
-            tenant,
-            batch,
-            None,
-            state="failed",
-            error=f"cannot read tenant: {exc}",
-            attempts=0,
-        )
-    action = ledger.begin_action(
-        run_id=ctx.run_id,
-        plugin=ctx.plugin,
-        tenant_id=tenant,
-        batch_index=batch,
-        kind="upgrade",
-        from_version=current.get("version"),
-        to_version=ctx.target_version,
-        idempotency_key=key,
-        from_config=current.get("config_version"),
-    )
+        return op.finish(None, state="failed", error=f"cannot read tenant: {exc}", attempts=0)
+    action = op.begin(current.get("version"), ctx.target_version, current.get("config_version"))
     if action.state == "succeeded":  # a retried task: this tenant is done
         return TenantResult(tenant, "skipped", action.from_version, ctx.target_version)
     if action.from_version == ctx.target_version:  # on the target before this run touched it
-        return _finish(
-            ledger,
-            recorder,
-            ctx,
-            "upgrade",
-            key,
-            tenant,
-            batch,
+        return op.finish(
             action.from_version,
             state="skipped",
             noop=True,
             attempts=0,
-            error=None,
             detail={"note": "already on the target version"},
         )
 
@@ -235,22 +266,10 @@ def _upgrade_one(
             tenant,
             version=ctx.target_version,
             artifact=ctx.artifact,
-            idempotency_key=f"{key}#{n}",
+            idempotency_key=f"{op.key}#{n}",
         )
 
-    return _operate(
-        ledger,
-        recorder,
-        ctx,
-        "upgrade",
-        key,
-        tenant,
-        batch,
-        action.from_version,
-        attempt,
-        retry,
-        sleep,
-    )
+    return _operate(op, action.from_version, attempt, retry, sleep)
 
 
 def _rollback_one(
@@ -263,17 +282,8 @@ def _rollback_one(
     sleep: Callable[[float], None],
 ) -> TenantResult:
     tenant, to_version = target["tenant"], target.get("from_version")
-    key = ctx.key("rollback", tenant)
-    action = ledger.begin_action(
-        run_id=ctx.run_id,
-        plugin=ctx.plugin,
-        tenant_id=tenant,
-        batch_index=target.get("batch"),
-        kind="rollback",
-        from_version=ctx.target_version,
-        to_version=to_version or "",
-        idempotency_key=key,
-    )
+    op = _TenantOp(ledger, recorder, ctx, "rollback", tenant, target.get("batch"))
+    action = op.begin(ctx.target_version, to_version or "")
     if action.state == "succeeded":
         return TenantResult(tenant, "skipped", ctx.target_version, to_version)
 
@@ -282,33 +292,15 @@ def _rollback_one(
             ctx.plugin,
             tenant,
             to_version=to_version,
-            idempotency_key=f"{key}#{n}",
+            idempotency_key=f"{op.key}#{n}",
             restore_config=True,
         )
 
-    return _operate(
-        ledger,
-        recorder,
-        ctx,
-        "rollback",
-        key,
-        tenant,
-        target.get("batch"),
-        ctx.target_version,
-        attempt,
-        retry,
-        sleep,
-    )
+    return _operate(op, ctx.target_version, attempt, retry, sleep)
 
 
 def _operate(
-    ledger: Any,
-    recorder: Recorder,
-    ctx: RunContext,
-    kind: str,
-    key: str,
-    tenant: str,
-    batch: int | None,
+    op: _TenantOp,
     from_version: str | None,
     attempt: Callable[[int], dict[str, Any]],
     retry: RetryPolicy,
@@ -336,19 +328,11 @@ def _operate(
             continue
         operation = answer.get("operation", {})
         if operation.get("status") == "succeeded":
-            return _finish(
-                ledger,
-                recorder,
-                ctx,
-                kind,
-                key,
-                tenant,
-                batch,
+            return op.finish(
                 from_version,
                 state="succeeded",
                 attempts=tries,
                 noop=bool(operation.get("noop")),
-                error=None,
                 to_version=answer.get("version"),
                 config_after=answer.get("config_version"),
                 detail={"operation": operation.get("id"), "freed": operation.get("freed", [])},
@@ -357,68 +341,11 @@ def _operate(
         generation += 1
         if tries <= retry.retries:
             sleep(retry.wait(tries))
-    return _finish(
-        ledger,
-        recorder,
-        ctx,
-        kind,
-        key,
-        tenant,
-        batch,
-        from_version,
-        state="failed",
-        attempts=tries,
-        error=error,
-    )
+    return op.finish(from_version, state="failed", attempts=tries, error=error)
 
 
 def _transient(exc: Exception) -> bool:
     return isinstance(exc, PowerXUnavailable | PowerXConflict)
-
-
-def _finish(
-    ledger: Any,
-    recorder: Recorder,
-    ctx: RunContext,
-    kind: str,
-    key: str,
-    tenant: str,
-    batch: int | None,
-    from_version: str | None,
-    *,
-    state: str,
-    attempts: int,
-    error: str | None,
-    noop: bool = False,
-    to_version: str | None = None,
-    config_after: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> TenantResult:
-    ledger.finish_action(
-        key,
-        state,
-        to_version=to_version,
-        config_after=config_after,
-        error=error,
-        attempts=attempts,
-        noop=noop,
-        detail=detail,
-    )
-    recorder.audit(
-        ctx,
-        f"tenant.{kind}.{state}",
-        tenants=[tenant],
-        audit_id=f"{key}:{state}",
-        details={
-            "batch": batch,
-            "from_version": from_version,
-            "to_version": to_version,
-            "attempts": attempts,
-            "error": error,
-            "noop": noop,
-        },
-    )
-    return TenantResult(tenant, state, from_version, to_version, attempts, error)
 
 
 def _with_retries(

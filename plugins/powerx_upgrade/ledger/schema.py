@@ -174,3 +174,43 @@ audit_outbox = Table(
     Index("ix_powerx_ledger_audit_outbox_pending", "delivered_at", "seq"),
     Index("ix_powerx_ledger_audit_outbox_run", "run_id"),
 )
+
+approvals = Table(
+    "powerx_ledger_approvals",
+    metadata,
+    # the primary key makes an approval token single use: a second use of a jti cannot insert
+    Column("jti", String(250), primary_key=True),
+    Column("action", String(32), nullable=False),
+    Column("plan_id", String(250), nullable=False),
+    # no foreign key: a token may approve a plan-level action (a plan's latest run, a new run)
+    Column("run_id", String(250)),
+    Column("subject", String(250), nullable=False),
+    Column("via", String(8)),
+    Column("mfa", Boolean, nullable=False, default=False),
+    Column("issued_at", UTCDateTime),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=False),
+    Column("detail", _json()),
+    Index("ix_powerx_ledger_approvals_run", "run_id"),
+    Index("ix_powerx_ledger_approvals_plan", "plan_id"),
+)
+
+controls = Table(
+    "powerx_ledger_controls",
+    metadata,
+    # operator requests to an active run (rollback, pause, takeover/release, adjust, answers to
+    # a human decision given through the API); the run's tasks read them and settle them
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(250), _run_fk(), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("batch_index", Integer),
+    Column("payload", _json()),
+    Column("actor", String(250)),
+    Column("via", String(8)),
+    Column("approval_jti", String(250)),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("applied_at", UTCDateTime),
+    Column("outcome", String(32)),
+    Column("note", Text),
+    Index("ix_powerx_ledger_controls_run", "run_id", "kind"),
+)

@@ -49,12 +49,29 @@ class InvalidLedgerValue(LedgerError, ValueError):
 
 
 class RunNotActive(LedgerError):
-    """The run has finished; it can no longer claim tenants."""
+    """The run has finished; it can no longer claim tenants (or take `action`)."""
 
-    def __init__(self, run_id: str, outcome: str | None) -> None:
+    def __init__(self, run_id: str, outcome: str | None, action: str = "claim") -> None:
         self.run_id = run_id
         self.outcome = outcome
-        super().__init__(f"run {run_id!r} has finished (outcome {outcome!r}); it cannot claim")
+        super().__init__(f"run {run_id!r} has finished (outcome {outcome!r}); it cannot {action}")
+
+
+class RunStillActive(LedgerError):
+    """The run has not finished; what was asked is only for a finished run."""
+
+    def __init__(self, run_id: str, status: str, action: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run {run_id!r} is still active (status {status!r}); cannot {action}")
+
+
+class UnknownControl(LedgerError, LookupError):
+    """No run control with this id is in the ledger."""
+
+    def __init__(self, control_id: object) -> None:
+        self.control_id = control_id
+        super().__init__(f"no run control {control_id!r} in the ledger")
 
 
 class TenantHeld(LedgerError):

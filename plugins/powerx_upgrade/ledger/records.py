@@ -193,3 +193,53 @@ class AuditEntry:
     event: str
     payload: dict[str, Any]
     audit_id: str | None = None
+
+
+# -- controls ---------------------------------------------------------------------------------
+
+
+class ControlKind(StrEnum):
+    """What an operator asks of a run (docs/control-plane.md, "Run controls")."""
+
+    ROLLBACK = "rollback"
+    """Roll the run back: an active run at its gate's next poke, a finished one through the
+    `plugin_upgrade_rollback` DAG."""
+    PAUSE = "pause"
+    TAKEOVER = "takeover"
+    RELEASE = "release"
+    ADJUST = "adjust"
+    ANSWER = "answer"
+    """A human decision (pause, approval) answered through the API: who, how, which token."""
+
+
+class ControlOutcome(StrEnum):
+    APPLIED = "applied"
+    REFUSED = "refused"
+    """Not applied: invalid by the time it was read, or the run could not honour it."""
+    EXPIRED = "expired"
+    """The run ended before the request took effect."""
+
+
+CONTROL_VIAS = frozenset({"ui", "api", "cli"})
+
+
+@dataclass(frozen=True)
+class ControlRecord(_Record):
+    """An operator's request to a run, and how the run settled it (`applied_at`, `outcome`)."""
+
+    id: int
+    run_id: str
+    kind: str
+    batch_index: int | None
+    payload: dict[str, Any]
+    actor: str | None
+    via: str | None
+    approval_jti: str | None
+    requested_at: datetime
+    applied_at: datetime | None
+    outcome: str | None
+    note: str | None
+
+    @property
+    def pending(self) -> bool:
+        return self.applied_at is None

@@ -32,12 +32,17 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
+
+from powerx_upgrade.cli.client import (
+    HITL_SETTLE_SECONDS,
+    AirflowClient,
+    AlreadyAnswered,
+    ApiError,
+)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 """The components of a local stack, in start order (the api-server first: the others report to
@@ -55,9 +60,6 @@ MARKER = "POWERX_DEVSTACK_ID"
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
-HITL_SETTLE_SECONDS = 5.0
-"""How long `answer_hitl` lets a fresh request settle before answering it (see there)."""
-
 T = TypeVar("T")
 
 
@@ -67,6 +69,29 @@ class AirflowStackError(RuntimeError):
 
 class AirflowStackTimeout(AirflowStackError):
     """Something awaited on the stack did not happen in time."""
+
+
+class StackApi(AirflowClient):
+    """The REST client of `powerx plugin`, raising AirflowStackError like the rest of the
+    launcher (the message is the client's: request, status, the server's detail)."""
+
+    def token(self, *, refresh: bool = False) -> str:
+        try:
+            return super().token(refresh=refresh)
+        except ApiError as exc:
+            raise AirflowStackError(str(exc)) from exc
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return super().send(method, path, **kwargs)
+        except ApiError as exc:
+            raise AirflowStackError(str(exc)) from exc
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return super().request(method, path, **kwargs)
+        except ApiError as exc:
+            raise AirflowStackError(str(exc)) from exc
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -381,8 +406,7 @@ class AirflowStack:
     settings: StackSettings
     components: dict[str, Component] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    _client: httpx.Client | None = field(default=None, init=False, repr=False)
-    _token: str | None = field(default=None, init=False, repr=False)
+    _api: StackApi | None = field(default=None, init=False, repr=False)
 
     # -- address and login -----------------------------------------------------------------
 
@@ -398,27 +422,18 @@ class AirflowStack:
     def login(self) -> tuple[str, str]:
         return self.settings.username, self.settings.password
 
+    @property
+    def api(self) -> StackApi:
+        """The REST client (the same one the `powerx plugin` commands use), logged in as the
+        stack's admin."""
+        if self._api is None:
+            username, password = self.login
+            self._api = StackApi(self.base_url, username=username, password=password)
+        return self._api
+
     def token(self, *, refresh: bool = False) -> str:
         """A JWT for the REST API (`POST /auth/token` with the admin login), cached."""
-        if self._token is None or refresh:
-            username, password = self.login
-            response = httpx.post(
-                f"{self.base_url}/auth/token",
-                json={"username": username, "password": password},
-                timeout=30,
-            )
-            if response.status_code not in (200, 201):
-                raise AirflowStackError(
-                    f"POST /auth/token answered {response.status_code}: {response.text[:500]}"
-                )
-            self._token = response.json()["access_token"]
-        return self._token
-
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(base_url=self.base_url, timeout=30)
-        return self._client
+        return self.api.token(refresh=refresh)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """An authenticated request (the token is renewed once on 401); raises on 4xx/5xx.
@@ -427,24 +442,15 @@ class AirflowStack:
         :param path: path under the base URL, e.g. `/api/v2/dags`.
         :param kwargs: passed to `httpx.Client.request` (json, params, ...).
         """
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self.token(refresh=attempt == 2)}"}
-            response = self.client.request(method, path, headers=headers, **kwargs)
-            if response.status_code != 401:
-                break
-        if response.is_error:
-            raise AirflowStackError(
-                f"{method} {path} answered {response.status_code}: {response.text[:1000]}"
-            )
-        return response
+        return self.api.request(method, path, **kwargs)
 
     def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params or None).json()
+        return self.api.get(path, **params)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
 
     # -- health ----------------------------------------------------------------------------
 
@@ -545,7 +551,7 @@ class AirflowStack:
     # -- DAGs and runs ---------------------------------------------------------------------
 
     def unpause(self, dag_id: str) -> None:
-        self.request("PATCH", f"/api/v2/dags/{_q(dag_id)}", json={"is_paused": False})
+        self.api.unpause(dag_id)
 
     def trigger(
         self,
@@ -556,58 +562,27 @@ class AirflowStack:
         note: str | None = None,
         unpause: bool = True,
     ) -> str:
-        """Trigger a run like a CI pipeline (`POST /api/v2/dags/{dag_id}/dagRuns`); returns
-        the run id.
-
-        :param dag_id: the DAG.
-        :param conf: the run's conf (the plan's trigger form: target_version, artifact_*, ...).
-        :param run_id: the run id; Airflow makes one when None.
-        :param note: a note shown on the run in the UI.
-        :param unpause: unpause the DAG first (a paused DAG's runs stay queued).
-        """
-        if unpause:
-            self.unpause(dag_id)
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
-        if note:
-            body["note"] = note
-        return self.request("POST", f"/api/v2/dags/{_q(dag_id)}/dagRuns", json=body).json()[
-            "dag_run_id"
-        ]
+        """Trigger a run like a CI pipeline; returns the run id (see `AirflowClient.trigger`)."""
+        return self.api.trigger(dag_id, conf, run_id=run_id, note=note, unpause=unpause)
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.get(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
+        return self.api.run(dag_id, run_id)
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self.run(dag_id, run_id)["state"])
+        return self.api.run_state(dag_id, run_id)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Every task instance of a run, mapped ones included (one per map index)."""
-        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances"
-        found: list[dict[str, Any]] = []
-        while True:
-            page = self.get(path, limit=500, offset=len(found))
-            found += page["task_instances"]
-            if not page["task_instances"] or len(found) >= page["total_entries"]:
-                return found
+        return self.api.task_instances(dag_id, run_id)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """`{task_id: state}`; a mapped task's instances appear as `task_id[map_index]`."""
-        return {
-            ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]": ti[
-                "state"
-            ]
-            for ti in self.task_instances(dag_id, run_id)
-        }
+        return self.api.task_states(dag_id, run_id)
 
     def task_instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
     ) -> dict[str, Any]:
-        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}"
-        if map_index >= 0:
-            path += f"/{map_index}"
-        return self.get(path)
+        return self.api.task_instance(dag_id, run_id, task_id, map_index)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
         """Wait until the run is `success` or `failed`; returns that state."""
@@ -680,28 +655,14 @@ class AirflowStack:
         pending: bool | None = None,
         task_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Human-in-the-loop requests (`GET /api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails`,
-        `~` for any).
-
-        :param dag_id: the DAG, or `~`.
-        :param run_id: the run, or `~`.
-        :param pending: True: only unanswered; False: only answered; None: all.
-        :param task_id: only this task's request.
-        """
-        params: dict[str, Any] = {"limit": 100}
-        if pending is not None:
-            params["response_received"] = not pending
-        if task_id:
-            params["task_id"] = task_id
-        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/hitlDetails"
-        return self.get(path, **params)["hitl_details"]
+        """Human-in-the-loop requests (see `AirflowClient.hitl_details`)."""
+        return self.api.hitl_details(dag_id, run_id, pending=pending, task_id=task_id)
 
     def hitl_detail(
         self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1
     ) -> dict[str, Any]:
-        """One task's human-in-the-loop request
-        (`GET .../taskInstances/{task_id}/{map_index}/hitlDetails`)."""
-        return self.get(_hitl_path(dag_id, run_id, task_id, map_index))
+        """One task's human-in-the-loop request."""
+        return self.api.hitl_detail(dag_id, run_id, task_id, map_index=map_index)
 
     def wait_for_hitl(
         self, dag_id: str, run_id: str, task_id: str, *, timeout: float = 300
@@ -741,40 +702,26 @@ class AirflowStack:
         params_input: Mapping[str, Any] | None = None,
         settle: float = HITL_SETTLE_SECONDS,
     ) -> dict[str, Any]:
-        """Answer a human-in-the-loop request as the logged-in user
-        (`PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails`); returns Airflow's reply
-        (`chosen_options`, `responded_by`, `responded_at`).
-
-        :param dag_id: the DAG.
-        :param run_id: the run.
-        :param task_id: the waiting task, e.g. `batch_2.pause`.
-        :param chosen: the option(s) picked, e.g. "Resume".
-        :param map_index: -1 for an unmapped task.
-        :param params_input: values of the request's form fields, if it has any.
-        :param settle: answer no sooner than this many seconds after the request was written.
-            Airflow 3.3's scheduler can fail a task whose answer arrives before it has processed
-            the exit of the worker that parked the task (the resumed try and the parked one share
-            a key); humans never answer that fast, scripts do.
-        """
-        path = _hitl_path(dag_id, run_id, task_id, map_index)
-        request = self.get(path)
-        if request.get("response_received"):
-            raise AirflowStackError(
-                f"{task_id} of {run_id} was already answered: {request.get('chosen_options')} "
-                f"by {request.get('responded_by_user')}"
+        """Answer a human-in-the-loop request as the admin (see `AirflowClient.answer_hitl`,
+        which also explains `settle`)."""
+        try:
+            return self.api.answer_hitl(
+                dag_id,
+                run_id,
+                task_id,
+                chosen,
+                map_index=map_index,
+                params_input=params_input,
+                settle=settle,
             )
-        age = _age_seconds(request.get("created_at"))
-        if age is not None and age < settle:
-            time.sleep(settle - age)
-        options = [chosen] if isinstance(chosen, str) else list(chosen)
-        body = {"chosen_options": options, "params_input": dict(params_input or {})}
-        return self.request("PATCH", path, json=body).json()
+        except AlreadyAnswered as exc:
+            raise AirflowStackError(str(exc)) from exc
 
     # -- pools -----------------------------------------------------------------------------
 
     def pool(self, name: str = "default_pool") -> dict[str, Any]:
         """A pool's slots: `running_slots`, `deferred_slots`, `queued_slots`, `open_slots`."""
-        return self.get(f"/api/v2/pools/{_q(name)}")
+        return self.api.pool(name)
 
     def describe(self) -> str:
         """Where the stack is and how to log in, for humans."""
@@ -783,25 +730,6 @@ class AirflowStack:
             f"Airflow UI and API: {self.base_url}  (login {username} / {password})\n"
             f"AIRFLOW_HOME: {self.home}  (component logs in {self.settings.log_dir})"
         )
-
-
-def _q(part: str) -> str:
-    return quote(part, safe="~")
-
-
-def _hitl_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    return (
-        f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/"
-        f"{_q(task_id)}/{map_index}/hitlDetails"
-    )
-
-
-def _age_seconds(timestamp: str | None) -> float | None:
-    """Seconds since an ISO-8601 timestamp of the API (None when there is none)."""
-    if not timestamp:
-        return None
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return (datetime.now(UTC) - moment).total_seconds()
 
 
 @contextmanager

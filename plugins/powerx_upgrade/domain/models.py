@@ -301,6 +301,32 @@ class PauseSpec(Strict):
     )
 
 
+ApprovalAction = Literal["rollback", "takeover", "approve", "resume", "adjust"]
+"""The actions an approval token can allow (`security.approval.ACTIONS`)."""
+
+
+class ControlSpec(Strict):
+    """What the control plane (API, CLI) demands of approval tokens for this policy's runs."""
+
+    require_mfa_for: list[ApprovalAction] = Field(
+        default_factory=lambda: ["rollback", "takeover", "approve", "resume", "adjust"],
+        description="actions whose approval token must show multi-factor authentication "
+        "(claim amr contains 'mfa', or mfa: true); default all five",
+    )
+    token_max_lifetime: Duration = Field(
+        default=timedelta(hours=1),
+        description="the longest an approval token may live (exp - iat, and exp - now); "
+        "longer-lived tokens are refused",
+    )
+
+    @field_validator("token_max_lifetime")
+    @classmethod
+    def _positive_lifetime(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("token_max_lifetime must be longer than 0s")
+        return value
+
+
 class Policy(Strict):
     """A reusable rollout template: batches, deploy, gate and rollback."""
 
@@ -317,6 +343,10 @@ class Policy(Strict):
     approval_timeout: Duration = Field(
         default=timedelta(hours=24),
         description="time to approve a batch; unanswered counts as rejected (the run stops)",
+    )
+    control: ControlSpec = Field(
+        default_factory=ControlSpec,
+        description="approval tokens of the control plane: MFA per action, longest lifetime",
     )
 
 

@@ -9,6 +9,7 @@ Usage::
 
 from powerx_upgrade.ledger.engine import default_ledger_url, normalize_url
 from powerx_upgrade.ledger.errors import (
+    ApprovalReplayed,
     IdempotencyConflict,
     InvalidLedgerValue,
     LedgerError,
@@ -28,6 +29,7 @@ from powerx_upgrade.ledger.records import (
     ActionKind,
     ActionRecord,
     ActionState,
+    ApprovalRecord,
     AuditEntry,
     AuditRecord,
     ControlKind,
@@ -50,6 +52,8 @@ __all__ = [
     "ActionKind",
     "ActionRecord",
     "ActionState",
+    "ApprovalRecord",
+    "ApprovalReplayed",
     "AuditEntry",
     "AuditRecord",
     "ControlKind",

@@ -74,6 +74,16 @@ class UnknownControl(LedgerError, LookupError):
         super().__init__(f"no run control {control_id!r} in the ledger")
 
 
+class ApprovalReplayed(LedgerError):
+    """An approval token's id (`jti`) was used before: approval tokens are single use."""
+
+    def __init__(self, jti: str, used_at: object = None) -> None:
+        self.jti = jti
+        self.used_at = used_at
+        when = f" at {used_at}" if used_at is not None else ""
+        super().__init__(f"approval token {jti!r} was already used{when}; tokens are single use")
+
+
 class TenantHeld(LedgerError):
     """Another active run holds the tenant; this run must not act on it."""
 

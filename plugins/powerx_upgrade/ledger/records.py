@@ -243,3 +243,21 @@ class ControlRecord(_Record):
     @property
     def pending(self) -> bool:
         return self.applied_at is None
+
+
+@dataclass(frozen=True)
+class ApprovalRecord(_Record):
+    """An approval token the control plane accepted, and so used up: who approved which action
+    on which plan (and run), through which path, and when it was used. Never the token."""
+
+    jti: str
+    action: str
+    plan_id: str
+    run_id: str | None
+    subject: str
+    via: str | None
+    mfa: bool
+    issued_at: datetime | None
+    expires_at: datetime
+    used_at: datetime
+    detail: dict[str, Any]

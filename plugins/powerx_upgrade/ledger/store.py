@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Row, delete, inspect, select, update
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from powerx_upgrade.ledger import schema
 from powerx_upgrade.ledger.engine import (
@@ -28,6 +28,7 @@ from powerx_upgrade.ledger.engine import (
     write_transaction,
 )
 from powerx_upgrade.ledger.errors import (
+    ApprovalReplayed,
     IdempotencyConflict,
     InvalidLedgerValue,
     RetentionTooShort,
@@ -47,6 +48,7 @@ from powerx_upgrade.ledger.records import (
     ActionKind,
     ActionRecord,
     ActionState,
+    ApprovalRecord,
     AuditEntry,
     AuditRecord,
     ControlKind,
@@ -61,6 +63,7 @@ from powerx_upgrade.ledger.records import (
     RunStatus,
 )
 from powerx_upgrade.ledger.schema import actions as actions_table
+from powerx_upgrade.ledger.schema import approvals as approvals_table
 from powerx_upgrade.ledger.schema import audit_outbox, claims
 from powerx_upgrade.ledger.schema import controls as controls_table
 from powerx_upgrade.ledger.schema import decisions as decisions_table
@@ -931,6 +934,78 @@ class Ledger:
     def _control(conn: Connection, control_id: int) -> ControlRecord:
         row = conn.execute(select(controls_table).where(controls_table.c.id == control_id)).one()
         return _to(ControlRecord, row, payload={})
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    def use_approval(
+        self,
+        *,
+        jti: str,
+        action: str,
+        plan_id: str,
+        run_id: str | None,
+        subject: str,
+        via: str | None,
+        mfa: bool,
+        issued_at: datetime | None,
+        expires_at: datetime,
+        detail: dict[str, Any] | None = None,
+        used_at: datetime | None = None,
+        audit: AuditEntry | None = None,
+    ) -> ApprovalRecord:
+        """Use up an accepted approval token (by its id, `jti`): record who approved what.
+
+        A token is single use: a jti used before raises `ApprovalReplayed`, whichever process
+        used it (the table's primary key is the guard). `audit` is enqueued in the same
+        transaction, so only a use that counted is audited as accepted.
+        """
+        values = {
+            "jti": _text("jti", jti),
+            "action": _text("action", action),
+            "plan_id": _text("plan_id", plan_id),
+            "run_id": run_id,
+            "subject": _text("subject", subject),
+            "via": None if via is None else _member("via", via, DecisionVia),
+            "mfa": bool(mfa),
+            "issued_at": None if issued_at is None else _aware("issued_at", issued_at),
+            "expires_at": _aware("expires_at", expires_at),
+            "used_at": _aware("used_at", used_at),
+            "detail": dict(detail or {}),
+        }
+        for field in ("jti", "subject"):
+            if len(values[field]) > 250:
+                raise InvalidLedgerValue(field, values[field][:40] + "...", "at most 250 chars")
+        table = approvals_table
+        try:
+            with write_transaction(self._engine) as conn:
+                serialize_on(conn, f"powerx_ledger_approval:{jti}")
+                used = conn.execute(
+                    select(table.c.used_at).where(table.c.jti == jti)
+                ).scalar_one_or_none()
+                if used is not None:
+                    raise ApprovalReplayed(jti, used.isoformat())
+                conn.execute(table.insert().values(**values))
+                if audit is not None:
+                    self._enqueue(conn, audit, run_id)
+                row = conn.execute(select(table).where(table.c.jti == jti)).one()
+        except IntegrityError:
+            # another process inserted the same jti between our read and our write
+            raise ApprovalReplayed(jti) from None
+        return _to(ApprovalRecord, row, detail={})
+
+    def approvals(
+        self, run_id: str | None = None, plan_id: str | None = None
+    ) -> list[ApprovalRecord]:
+        """Used approval tokens (of a run, of a plan), in the order they were used."""
+        table = approvals_table
+        query = select(table)
+        if run_id is not None:
+            query = query.where(table.c.run_id == run_id)
+        if plan_id is not None:
+            query = query.where(table.c.plan_id == plan_id)
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(query.order_by(table.c.used_at, table.c.jti)).all()
+        return [_to(ApprovalRecord, row, detail={}) for row in rows]
 
     # -- row helpers --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from powerx_upgrade import __version__
 from powerx_upgrade.cli import demo as demo_cmd
 from powerx_upgrade.cli import plan as plan_cmd
+from powerx_upgrade.cli import plugin as plugin_cmd
 from powerx_upgrade.cli import sandbox as sandbox_cmd
 
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cmd.register(nouns)
     sandbox_cmd.register(nouns)
     demo_cmd.register(nouns)
+    plugin_cmd.register(nouns)
     return parser
 
 

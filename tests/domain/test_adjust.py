@@ -10,9 +10,11 @@ import pytest
 from powerx_upgrade.domain.adjust import (
     Adjustment,
     adjusted_bake,
+    adjusted_gate,
     apply_adjustments,
     describe_adjustment,
     parse_adjustment,
+    recut_remaining,
     validate_adjustment,
 )
 from powerx_upgrade.domain.models import Plan, Policy, SourceRef, TenantSelection
@@ -202,3 +204,55 @@ def test_describe_says_what_changes():
         )
     )
     assert text == "error_rate (batch) limit -> 0.02; batch 3: ratio 0.5; deploy concurrency -> 5"
+
+
+def planned_for(tenants: int, policy: Policy = POLICY) -> list[dict]:
+    from powerx_upgrade.domain.planner import Tenant, plan_batches
+
+    plan = PLAN.model_copy(update={"policy": policy})
+    fleet = [Tenant(f"t-{i:03d}") for i in range(tenants)]
+    return [b.as_dict() for b in plan_batches(plan, fleet).batches]
+
+
+@pytest.mark.parametrize("tenants", [3, 10, 37])
+@pytest.mark.parametrize("first", [1, 2, 3, 4])
+def test_recut_without_adjustments_gives_back_the_planners_batches(tenants, first):
+    planned = planned_for(tenants)
+    assert recut_remaining(planned, POLICY, first) == planned
+
+
+def test_recut_moves_not_deployed_tenants_in_their_planned_order_and_keeps_started_batches():
+    planned = planned_for(20)  # reaches 2, 6, 12, 20
+    assert [b["cumulative_count"] for b in planned] == [2, 6, 12, 20]
+    policy = apply_adjustments(POLICY, [adjustment(batches={"3": {"ratio": 0.9, "bake": "7s"}})])
+    recut = recut_remaining(planned, policy, 3)
+    assert recut[:2] == planned[:2]
+    order = [t for b in planned for t in b["tenants"]]
+    assert [t for b in recut for t in b["tenants"]] == order
+    assert [(b["index"], b["size"], b["cumulative_count"]) for b in recut[2:]] == [
+        (3, 12, 18),
+        (4, 2, 20),
+    ]
+    assert recut[2]["bake_seconds"] == 7 and recut[2]["cumulative_ratio"] == 0.9
+
+
+def test_recut_merges_batches_that_get_no_tenant_into_the_last_one_left():
+    planned = planned_for(20)
+    policy = apply_adjustments(
+        POLICY, [adjustment(batches={"3": {"ratio": 1.0, "bake": "1m"}, "4": {"bake": "9m"}})]
+    )
+    recut = recut_remaining(planned, policy, 3)
+    assert [(b["index"], b["size"], b["merged"]) for b in recut] == [
+        (1, 2, []),
+        (2, 4, []),
+        (3, 14, [4]),
+    ]
+    assert recut[2]["bake_seconds"] == 9 * 60
+
+
+def test_adjusted_gate_changes_only_the_matching_checks_limit():
+    gate = adjusted_gate(
+        POLICY.gate, [adjustment(checks=[{"metric": "latency_p95_ms", "limit": "+50%"}])]
+    )
+    assert [str(c.limit) for c in gate.checks] == ["0.05", "0.08", "+50%"]
+    assert adjusted_gate(POLICY.gate, []) is POLICY.gate

@@ -9,7 +9,8 @@ from the next batch; rollback concurrency at the next rollback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from powerx_upgrade.domain.gate import KNOWN_METRICS
 from powerx_upgrade.domain.models import (
     CheckScope,
     DeploySpec,
+    GateSpec,
     Identifier,
     Limit,
     Plan,
@@ -200,10 +202,11 @@ def _check_problems(policy: Policy, position: int, check: CheckAdjustment) -> li
     return []
 
 
-def _matching_checks(policy: Policy, check: CheckAdjustment) -> list[int]:
+def _matching_checks(policy: Policy | GateSpec, check: CheckAdjustment) -> list[int]:
+    gate = policy.gate if isinstance(policy, Policy) else policy
     return [
         i
-        for i, c in enumerate(policy.gate.checks)
+        for i, c in enumerate(gate.checks)
         if c.metric == check.metric and (check.scope is None or c.scope == check.scope)
     ]
 
@@ -233,11 +236,10 @@ def _adjust_path(path: tuple[str | int, ...], adjustment: Adjustment, policy: Po
 def apply_adjustments(policy: Policy, adjustments: Iterable[Adjustment]) -> Policy:
     """The policy with the adjustments applied in order (a later one wins where both set a
     value). Validate each with `validate_adjustment` first: this one only applies."""
+    adjustments = list(adjustments)
     data = policy.model_dump(mode="python")
+    data["gate"] = adjusted_gate(policy.gate, adjustments).model_dump(mode="python")
     for adjustment in adjustments:
-        for check in adjustment.checks:
-            for index in _matching_checks(policy, check):
-                data["gate"]["checks"][index]["limit"] = check.limit
         if adjustment.bake is not None:
             for batch in data["batches"]:
                 batch["bake"] = adjustment.bake
@@ -247,6 +249,17 @@ def apply_adjustments(policy: Policy, adjustments: Iterable[Adjustment]) -> Poli
         if adjustment.rollback_concurrency is not None:
             data["rollback"]["concurrency"] = adjustment.rollback_concurrency
     return Policy.model_validate(data)
+
+
+def adjusted_gate(gate: GateSpec, adjustments: Iterable[Adjustment]) -> GateSpec:
+    """The gate with the adjustments' check limits applied in order (what the gate trigger
+    re-reads at every poke)."""
+    checks = list(gate.checks)
+    for adjustment in adjustments:
+        for change in adjustment.checks:
+            for index in _matching_checks(gate, change):
+                checks[index] = checks[index].model_copy(update={"limit": change.limit})
+    return gate.model_copy(update={"checks": checks}) if checks != gate.checks else gate
 
 
 def _apply_batches(batches: list[dict[str, Any]], adjustment: Adjustment) -> None:
@@ -300,3 +313,60 @@ def adjusted_bake(
             elif adjustment.bake is not None:
                 bakes[index] = adjustment.bake
     return max(bakes.values()) if bakes else None
+
+
+def recut_remaining(
+    planned: Sequence[Mapping[str, Any]], policy: Policy, first: int, *, canary: int = 0
+) -> list[dict[str, Any]]:
+    """The run's planned batches (as the ledger keeps them) with every batch from `first` on
+    re-cut under `policy`'s batches: the tenants not deployed yet keep their planned order, the
+    batches already started keep theirs. The planner's rules hold: cumulative targets over all
+    selected tenants, at least one tenant more per batch, empty trailing batches merged into the
+    last (longest bake, approval if any asks), and the last batch takes everyone left.
+
+    :param canary: the size of the canary cohort (batch 1 holds it whole, when re-cut).
+    """
+    kept = [dict(b) for b in planned if b["index"] < first]
+    remaining = [t for b in planned if b["index"] >= first for t in b["tenants"]]
+    if not remaining:
+        return kept
+    total = sum(len(b["tenants"]) for b in planned)
+    base = start = total - len(remaining)
+    absorbed = max((i for b in kept for i in (b["index"], *b.get("merged", []))), default=0)
+    positions = range(max(first, absorbed + 1), len(policy.batches) + 1)
+    recut: list[dict[str, Any]] = []
+    for position in positions:
+        spec = policy.batches[position - 1]
+        if spec.ratio is not None:
+            target = math.ceil(spec.ratio * total - 1e-9)
+        else:
+            target = min(spec.count or 0, total)
+        if position == 1:
+            target = max(target, canary)
+        if position == positions[-1]:
+            target = total
+        target = min(max(target, start + 1), total) if start < total else start
+        if target == start and recut:
+            last = recut[-1]
+            last["bake_seconds"] = max(last["bake_seconds"], int(spec.bake.total_seconds()))
+            last["approval_required"] = last["approval_required"] or spec.approval == "required"
+            last["merged"] = [*last["merged"], position]
+            continue
+        tenants = remaining[start - base : target - base]
+        recut.append(
+            {
+                "index": position,
+                "name": spec.name or f"batch_{position}",
+                "tenants": tenants,
+                "size": len(tenants),
+                "cumulative_count": target,
+                "cumulative_ratio": round(target / total, 6),
+                "bake_seconds": int(spec.bake.total_seconds()),
+                "approval_required": spec.approval == "required",
+                "merged": [],
+            }
+        )
+        start = target
+    if not recut:  # the started batches already absorbed every later one: nothing to re-cut
+        return [dict(b) for b in planned]
+    return kept + recut

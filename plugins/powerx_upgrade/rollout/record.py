@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from powerx_upgrade.ledger.records import AuditEntry
 from powerx_upgrade.rollout.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,32 @@ def stable_id(key: str) -> str:
     """A short id derived from a long natural key (run id + step + tenant): the same key gives
     the same id, so a retried task re-enqueues nothing new and the audit service dedupes."""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def audit_entry(
+    ctx: RunContext,
+    action: str,
+    *,
+    tenants: Iterable[str] = (),
+    details: dict[str, Any] | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+    audit_id: str | None = None,
+) -> AuditEntry:
+    """One audit record of the run, for a ledger write that enqueues it in its own transaction
+    (`Recorder.audit` queues it alone)."""
+    payload = {
+        "actor": actor or ctx.triggered_by or SYSTEM_ACTOR,
+        "action": action,
+        "at": datetime.now(UTC).isoformat(),
+        "plugin": ctx.plugin,
+        "version": ctx.target_version,
+        "run_id": ctx.run_id,
+        "tenants": list(tenants),
+        "reason": reason or ctx.reason,
+        "details": details or {},
+    }
+    return AuditEntry(action, payload, stable_id(audit_id) if audit_id else None)
 
 
 class Recorder:
@@ -59,22 +86,17 @@ class Recorder:
     ) -> str:
         """Queue one audit record (deterministic id when given, so a retried task does not
         duplicate it)."""
-        payload = {
-            "actor": actor or ctx.triggered_by or SYSTEM_ACTOR,
-            "action": action,
-            "at": datetime.now(UTC).isoformat(),
-            "plugin": ctx.plugin,
-            "version": ctx.target_version,
-            "run_id": ctx.run_id,
-            "tenants": list(tenants),
-            "reason": reason or ctx.reason,
-            "details": details or {},
-        }
+        entry = audit_entry(
+            ctx,
+            action,
+            tenants=tenants,
+            details=details,
+            actor=actor,
+            reason=reason,
+            audit_id=audit_id,
+        )
         return self.ledger.enqueue_audit(
-            run_id=ctx.run_id,
-            event=action,
-            payload=payload,
-            audit_id=stable_id(audit_id) if audit_id else None,
+            run_id=ctx.run_id, event=entry.event, payload=entry.payload, audit_id=entry.audit_id
         )
 
     def flush(self, limit: int = 1000) -> tuple[int, int]:

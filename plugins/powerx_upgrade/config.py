@@ -116,3 +116,22 @@ def monitoring_names(location: Path | None = None) -> dict[str, str]:
     """Canonical metric -> the name the configured provider ($POWERX_MONITORING_PROVIDER, else
     the mapping's default) uses."""
     return metric_mapping(location).names(os.environ.get(PROVIDER_ENV) or None)
+
+
+SIGNING_KEYS_ENV = "POWERX_UPGRADE_SIGNING_KEYS"
+SIGNING_KEYS_DIR = "signing_keys"
+
+
+def signing_keys_dir() -> tuple[Path | None, bool]:
+    """The directory of trusted artifact signing keys (`*.pub`) and whether it was named
+    explicitly: $POWERX_UPGRADE_SIGNING_KEYS (must exist), else `<config dir>/signing_keys/`
+    (may be absent: the keys can all come from the `powerx_signing` connection)."""
+    from_env = os.environ.get(SIGNING_KEYS_ENV)
+    if from_env:
+        return Path(from_env), True
+    try:
+        base = config_location()
+    except ConfigNotFound:
+        return None, False
+    folder = base if base.is_dir() else base.parent
+    return folder / SIGNING_KEYS_DIR, False

@@ -39,6 +39,7 @@ def test_example_plans_load_without_import_errors(monkeypatch):
         "target_version",
         "artifact_uri",
         "artifact_sha256",
+        "artifact_signature",
         "dry_run",
         "reason",
     }
@@ -54,6 +55,7 @@ def test_task_ids_follow_the_description(monkeypatch):
     ids = set(dag.task_ids)
     assert {
         "preflight.validate",
+        "preflight.verify_artifact",
         "batch_1.deploy",
         "batch_4.gate",
         "batch_3.approve",

@@ -39,6 +39,7 @@ def test_preflight_reads_like_the_design(plans):
     shape = describe_plan(plans["crm-sync-standard"])
     order = [
         "preflight.validate",
+        "preflight.verify_artifact",
         "preflight.plan",
         "preflight.window",
         "preflight.subscribe",
@@ -49,6 +50,15 @@ def test_preflight_reads_like_the_design(plans):
     for upstream, downstream in itertools.pairwise(order):
         assert (upstream, downstream) in shape.edges
     assert set(shape.branch_targets["preflight.route"]) == {"batch_1.start", "preflight.dry_run"}
+
+
+def test_the_artifact_is_verified_after_validate_and_before_any_tenant_is_fetched(plans):
+    shape = describe_plan(plans["crm-sync-standard"])
+    assert shape.upstream("preflight.verify_artifact") == ["preflight.validate"]
+    assert shape.downstream("preflight.verify_artifact") == ["preflight.plan"]
+    assert shape.upstream("preflight.plan") == ["preflight.verify_artifact"]
+    node = shape.node("preflight.verify_artifact")
+    assert node.kind == "verify_artifact" and node.trigger_rule == "all_success"
 
 
 def test_each_batch_deploys_gates_and_decides(plans):

@@ -1,4 +1,5 @@
-"""The four alert rules of a grey upgrade, judged on plain values (no clock, no I/O)."""
+"""The alert rules of a grey upgrade, judged on plain values (no clock, no I/O): the use case's
+four, plus an artifact that preflight could not verify."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ GREY_ERROR_RATE = "grey_error_rate"
 ROLLBACK_FAILURE = "rollback_failure"
 MONITORING_DATA_MISSING = "monitoring_data_missing"
 BATCH_RUNTIME = "batch_runtime"
-RULES = (GREY_ERROR_RATE, ROLLBACK_FAILURE, MONITORING_DATA_MISSING, BATCH_RUNTIME)
+ARTIFACT_UNVERIFIED = "artifact_unverified"
+RULES = (
+    GREY_ERROR_RATE,
+    ROLLBACK_FAILURE,
+    MONITORING_DATA_MISSING,
+    BATCH_RUNTIME,
+    ARTIFACT_UNVERIFIED,
+)
 EVENT = "plugin.version.gray.alert"
 
 
@@ -110,4 +118,21 @@ def rollback_failure_alert(
         f"rollback failed for {len(tenants)} tenant(s): {shown}; they may be on an "
         "unexpected version: check rollback.verify and the platform",
         {"tenants": tenants[:100], "problems": [dict(b) for b in broken[:50]]},
+    )
+
+
+def artifact_unverified_alert(refusal: Mapping[str, Any]) -> Alert:
+    """The run's artifact failed its signature check (`ArtifactRefused.as_dict()`): critical,
+    the run stops in preflight before any tenant is touched."""
+    return Alert(
+        ARTIFACT_UNVERIFIED,
+        "critical",
+        None,
+        f"artifact refused ({refusal.get('code')}): {refusal.get('message')}; "
+        "the run stopped before any tenant was touched",
+        {
+            k: refusal.get(k)
+            for k in ("code", "plugin", "version", "sha256", "keys_tried")
+            if k in refusal
+        },
     )

@@ -3,7 +3,8 @@
 The factory (`factory.py`) materialises this in one place; tests check the shape here without
 Airflow. Reading order of a run:
 
-    preflight: validate -> plan -> window -> subscribe -> baseline -> announce -> route
+    preflight: validate -> verify_artifact -> plan -> window -> subscribe -> baseline
+               -> announce -> route
     batch_k:   start -> [approve] -> shards -> deploy (mapped) -> gate -> decide
                decide -> promote | rollback | pause;  pause -> resume | pause_rollback | pause_stop
     rollback:  scope -> execute (mapped) -> verify -> announce
@@ -97,6 +98,11 @@ def describe_plan(plan: Plan) -> DagShape:
 
     chain(
         add("preflight.validate", "validate", doc="check the run's conf against the plan"),
+        add(
+            "preflight.verify_artifact",
+            "verify_artifact",
+            doc="check the artifact's Ed25519 signature; refuse before any tenant is touched",
+        ),
         add("preflight.plan", "plan", doc="fetch tenants, plan the batches"),
         add("preflight.window", "window", doc="wait for the window; stop during a freeze"),
         add("preflight.subscribe", "subscribe", doc="ask monitoring to watch the run"),

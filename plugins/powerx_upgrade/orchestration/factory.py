@@ -61,6 +61,13 @@ def params_for(plan: Plan) -> dict[str, Param]:
             title="Artifact SHA-256",
             description="Hex digest of the build (64 characters).",
         ),
+        "artifact_signature": Param(
+            (artifact.signature or "") if artifact else "",
+            type="string",
+            title="Artifact signature",
+            description="Ed25519 signature (base64) over plugin, version and SHA-256, made with "
+            "`powerx artifact sign`; preflight refuses an unsigned or mismatched artifact.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -106,6 +113,7 @@ def _empty(node: TaskNode) -> EmptyOperator:
 
 _PYTHON_STEPS: dict[str, Callable[..., Any]] = {
     "validate": tasks.validate,
+    "verify_artifact": tasks.verify_artifact,
     "plan": tasks.plan_batches,
     "subscribe": tasks.subscribe,
     "baseline": tasks.baseline,

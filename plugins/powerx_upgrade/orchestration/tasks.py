@@ -52,6 +52,25 @@ def validate(plan: Plan) -> dict[str, Any]:
     return ctx.as_dict()
 
 
+def verify_artifact(plan: Plan) -> dict[str, Any]:
+    from powerx_upgrade.orchestration.signing import signing_keys
+    from powerx_upgrade.security.artifacts import ArtifactRefused
+
+    ctx = runtime.run_context(_ti())
+    try:
+        return preflight.verify_run_artifact(
+            runtime.recorder(),
+            ctx,
+            signing_keys,
+            channels=plan.notify.channels,
+            count=metrics.count,
+        )
+    except ArtifactRefused as refused:
+        raise AirflowFailException(
+            f"artifact refused ({refused.code}): {refused.message}; no tenant was touched"
+        ) from None
+
+
 def plan_batches(plan: Plan) -> dict[str, Any]:
     ctx = runtime.run_context(_ti())
     return preflight.plan_run(runtime.platform(), runtime.ledger(), plan, ctx)

@@ -7,7 +7,7 @@ from typing import Any
 from powerx_upgrade.domain.decide import Upgraded, rollback_targets
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.rollout.context import RunContext
-from powerx_upgrade.rollout.preflight import selected_tenants
+from powerx_upgrade.rollout.preflight import artifact_refusal, selected_tenants
 
 OUTCOMES = (
     "promoted",
@@ -54,6 +54,13 @@ def rollback_plan(
 def outcome_of(ledger: Any, platform: Any, ctx: RunContext) -> tuple[str, dict[str, Any]]:
     """The run's outcome from the ledger and, for a promotion, the platform's own word."""
     run = ledger.get_run(ctx.run_id)
+    refusal = artifact_refusal(ledger, ctx.run_id) if run is not None and not run.batches else None
+    if refusal:  # a refused artifact fails a dry run too: the rehearsal found the problem
+        return "failed", {
+            "note": f"preflight refused the artifact ({refusal.get('code')}): no tenant "
+            "was touched",
+            "artifact_refused": refusal.get("message"),
+        }
     if ctx.dry_run:
         return "dry_run", {"note": "dry run: no tenant was touched"}
     if run is None or not run.batches:

@@ -1,14 +1,23 @@
-"""Preflight steps: record the run, plan the batches from the platform's tenants, baseline."""
+"""Preflight steps: record the run, verify its artifact, plan the batches from the platform's
+tenants, baseline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from powerx_upgrade.domain.alerts import artifact_unverified_alert
 from powerx_upgrade.domain.gate import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.planner import Tenant, plan_batches
+from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.record import Recorder
+from powerx_upgrade.security.artifacts import ArtifactRefused, SigningKeyError, verify_artifact
+
+ARTIFACT_VERIFIED = "artifact.verified"
+ARTIFACT_REFUSED = "artifact.refused"
 
 
 def start_run(ledger: Any, ctx: RunContext, conf: dict[str, Any] | None = None) -> None:
@@ -25,6 +34,89 @@ def start_run(ledger: Any, ctx: RunContext, conf: dict[str, Any] | None = None) 
         dry_run=ctx.dry_run,
         conf=conf or {},
     )
+
+
+def verify_run_artifact(
+    recorder: Recorder,
+    ctx: RunContext,
+    load_keys: Callable[[], Mapping[str, Any]],
+    *,
+    channels: Iterable[str] = (),
+    count: Counter | None = None,
+) -> dict[str, Any]:
+    """Check the Ed25519 signature over (plugin, target version, sha256) of the run's artifact
+    against the trusted keys, before any tenant is touched.
+
+    Verified: audited `artifact.verified` with the key id. Refused (unsigned, malformed, signed
+    by no trusted key or for another plugin/version/sha256, no usable keys): audited
+    `artifact.refused`, a critical `artifact_unverified` alert, then ArtifactRefused is raised.
+    A dry run without an artifact has nothing to verify and says so.
+    """
+    artifact = ctx.artifact
+    if not artifact.get("sha256") and ctx.dry_run:
+        return {"verified": False, "skipped": "dry run without an artifact: nothing to verify"}
+    keys_error: SigningKeyError | None = None
+    try:
+        keys = load_keys()
+    except SigningKeyError as exc:
+        keys, keys_error = {}, exc
+    try:
+        key_id = verify_artifact(
+            artifact.get("signature"),
+            ctx.plugin,
+            ctx.target_version,
+            str(artifact.get("sha256") or ""),
+            keys,
+        )
+    except ArtifactRefused as refused:
+        if refused.code == "no_keys" and keys_error is not None:
+            refused = ArtifactRefused(
+                "no_keys",
+                f"artifact {ctx.plugin} {ctx.target_version} (sha256 {artifact.get('sha256')}) "
+                f"cannot be verified: the trusted signing keys cannot be loaded: {keys_error}",
+                plugin=ctx.plugin,
+                version=ctx.target_version,
+                sha256=artifact.get("sha256"),
+            )
+        _refuse(recorder, ctx, refused, channels=channels, count=count)
+        raise refused from None
+    facts = {
+        "key_id": key_id,
+        "plugin": ctx.plugin,
+        "version": ctx.target_version,
+        "sha256": str(artifact["sha256"]).lower(),
+        "uri": artifact.get("uri"),
+    }
+    recorder.audit(
+        ctx, ARTIFACT_VERIFIED, audit_id=f"{ctx.run_id}:{ARTIFACT_VERIFIED}", details=facts
+    )
+    recorder.flush()
+    return {"verified": True, **facts}
+
+
+def _refuse(
+    recorder: Recorder,
+    ctx: RunContext,
+    refused: ArtifactRefused,
+    *,
+    channels: Iterable[str],
+    count: Counter | None,
+) -> None:
+    details = {**refused.as_dict(), "uri": ctx.artifact.get("uri")}
+    recorder.audit(
+        ctx, ARTIFACT_REFUSED, audit_id=f"{ctx.run_id}:{ARTIFACT_REFUSED}", details=details
+    )
+    raise_alert(
+        recorder, ctx, artifact_unverified_alert(details), channels=list(channels), count=count
+    )
+
+
+def artifact_refusal(ledger: Any, run_id: str) -> dict[str, Any] | None:
+    """The details of the run's `artifact.refused` audit record, if preflight refused it."""
+    for record in ledger.audit_records(run_id):
+        if record.event == ARTIFACT_REFUSED:
+            return dict(record.payload.get("details") or {})
+    return None
 
 
 def tenants_of(platform_tenants: list[dict[str, Any]]) -> list[Tenant]:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.signing import SIGNING_KEYS
 
 E2E_CONFIG = ROOT / "tests" / "fixtures" / "e2e_config"
+E2E_SHA256 = "a" * 64
+"""The e2e plans' default artifact digest (signed for 2.4.0 in the plans; tests/signing.py)."""
 
 
 def airflow_bin() -> str:
@@ -31,6 +34,8 @@ def base_env(home: Path) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
         AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
         POWERX_UPGRADE_CONFIG=str(E2E_CONFIG),
+        # The TEST-ONLY public key: preflight verifies every artifact signature against it.
+        POWERX_UPGRADE_SIGNING_KEYS=str(SIGNING_KEYS),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     return env

@@ -18,8 +18,9 @@ from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import alerts_of
 from powerx_upgrade.rollout.preflight import tenants_of
 from powerx_upgrade.sandbox.testing import running_sandbox
-from tests.airflow_harness import E2E_CONFIG, dags_test
+from tests.airflow_harness import E2E_CONFIG, E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
+from tests.signing import signed
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +79,7 @@ def run(
         DAG,
         sandbox_url=url,
         ledger_file=tmp_path / "ledger.db",
-        conf={"target_version": version},
+        conf=signed({"target_version": version}, E2E_SHA256),
         extra_env=sink.env("powerx"),
     )
     book = Ledger(result.ledger_url)

@@ -19,8 +19,9 @@ from powerx_upgrade.domain.planner import plan_batches
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.preflight import tenants_of
 from powerx_upgrade.sandbox.testing import running_sandbox
-from tests.airflow_harness import E2E_CONFIG, dags_test
+from tests.airflow_harness import E2E_CONFIG, E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
+from tests.signing import signed
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +56,8 @@ def planned(client: httpx.Client, plan_id: str) -> list[list[str]]:
 def run(
     airflow_home: Path, client: httpx.Client, tmp_path: Path, dag_id: str = E2E_DAG, **conf
 ) -> tuple[int, Ledger, str]:
+    if "target_version" in conf:  # signed like a release pipeline does; else the plan's default
+        conf = signed(conf, E2E_SHA256)
     result = dags_test(
         airflow_home,
         dag_id,

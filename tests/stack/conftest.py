@@ -17,6 +17,7 @@ from powerx_upgrade.devstack import AirflowStack, marked_processes, running_airf
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR, ROOT
+from tests.signing import SIGNING_KEYS, sign
 
 STACK_CONFIG = ROOT / "tests" / "fixtures" / "stack_config"
 SCENARIO = CONFIG_DIR / "scenarios" / "bad-version.yaml"
@@ -30,6 +31,15 @@ ARTIFACT = {
     "artifact_uri": "s3://releases/crm-sync-ci.tgz",
     "artifact_sha256": "c" * 64,
 }
+"""The CI build of the stack tests' runs: unsigned; `artifact_for(version)` adds the signature
+every run that is not a dry run needs (preflight refuses an unsigned artifact)."""
+
+
+def artifact_for(version: str) -> dict[str, str]:
+    """ARTIFACT signed with the TEST-ONLY key for crm-sync `version` (for a run's conf)."""
+    return {**ARTIFACT, "artifact_signature": sign(version, ARTIFACT["artifact_sha256"], PLUGIN)}
+
+
 RUN_TIMEOUT = 240
 
 FIGURES: dict[str, float] = {}
@@ -56,6 +66,7 @@ def stack(
         {"conn_type": "generic", "extra": {"url": ledger_url}}
     )
     env["POWERX_UPGRADE_CONFIG"] = str(STACK_CONFIG)
+    env["POWERX_UPGRADE_SIGNING_KEYS"] = str(SIGNING_KEYS)  # the TEST-ONLY public key
     home = tmp_path_factory.mktemp("airflow-stack")
     started = time.monotonic()
     with running_airflow(home, dags_folder=ROOT / "dags", env=env, dag_ids=DAG_IDS) as live:

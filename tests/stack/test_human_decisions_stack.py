@@ -21,11 +21,11 @@ from powerx_upgrade.orchestration.operators.human import (
 )
 from tests.stack.conftest import (
     APPROVAL_DAG,
-    ARTIFACT,
     FIGURES,
     PAUSE_DAG,
     RUN_TIMEOUT,
     UNANSWERED_DAG,
+    artifact_for,
     explain,
     versions,
 )
@@ -53,7 +53,7 @@ def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_
 ):
     before = versions(sandbox)
     started = time.monotonic()
-    run_id = stack.trigger(PAUSE_DAG, {"target_version": "2.5.0", **ARTIFACT})
+    run_id = stack.trigger(PAUSE_DAG, {"target_version": "2.5.0", **artifact_for("2.5.0")})
 
     # Batch 1 (bronze, where 2.5.0 misbehaves) fails its gate; manual rollback: a pause.
     request = stack.wait_for_hitl(PAUSE_DAG, run_id, "batch_1.pause", timeout=RUN_TIMEOUT)
@@ -107,7 +107,7 @@ def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
 ):
     before = versions(sandbox)
     started = time.monotonic()
-    run_id = stack.trigger(APPROVAL_DAG, {"target_version": "2.4.0", **ARTIFACT})
+    run_id = stack.trigger(APPROVAL_DAG, {"target_version": "2.4.0", **artifact_for("2.4.0")})
 
     # Batch 1 needs no approval and promotes; batch 2 waits for one before it deploys anything.
     request = stack.wait_for_hitl(APPROVAL_DAG, run_id, "batch_2.approve", timeout=RUN_TIMEOUT)
@@ -159,7 +159,7 @@ def test_an_unanswered_pause_takes_its_safe_default_and_rolls_back(
     stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
 ):
     started = time.monotonic()
-    run_id = stack.trigger(UNANSWERED_DAG, {"target_version": "2.5.0", **ARTIFACT})
+    run_id = stack.trigger(UNANSWERED_DAG, {"target_version": "2.5.0", **artifact_for("2.5.0")})
     stack.wait_for_hitl(UNANSWERED_DAG, run_id, "batch_1.pause", timeout=RUN_TIMEOUT)
     (batch,) = planned(ledger, run_id)
     assert all(versions(sandbox)[t]["version"] == "2.5.0" for t in batch)

@@ -15,11 +15,11 @@ import pytest
 from powerx_upgrade.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from tests.stack.conftest import (
-    ARTIFACT,
     AUTO_DAG,
     FIGURES,
     RUN_TIMEOUT,
     Timeline,
+    artifact_for,
     explain,
     versions,
 )
@@ -90,7 +90,7 @@ def case_a(stack: AirflowStack, sandbox_url: str) -> FollowedRun:
     with httpx.Client(base_url=sandbox_url, timeout=10) as client:
         client.post("/sandbox/reset").raise_for_status()
         started = time.monotonic()
-        run = follow(stack, client, AUTO_DAG, {"target_version": "2.4.0", **ARTIFACT})
+        run = follow(stack, client, AUTO_DAG, {"target_version": "2.4.0", **artifact_for("2.4.0")})
     FIGURES["case A: trigger to run end (s)"] = time.monotonic() - started
     first_deploy = run.timeline.first("batch_1.deploy", "running")
     if first_deploy is not None:
@@ -159,7 +159,7 @@ def test_case_b_bad_tier_fails_its_gate_every_upgraded_tenant_rolls_back_run_fai
     stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
 ):
     started = time.monotonic()
-    run = follow(stack, sandbox, AUTO_DAG, {"target_version": "2.5.0", **ARTIFACT})
+    run = follow(stack, sandbox, AUTO_DAG, {"target_version": "2.5.0", **artifact_for("2.5.0")})
     FIGURES["case B: trigger to run end (s)"] = time.monotonic() - started
     assert run.state == "failed", explain(stack, AUTO_DAG, run.run_id)
     states = stack.task_states(AUTO_DAG, run.run_id)

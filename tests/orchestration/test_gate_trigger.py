@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from powerx_upgrade.domain.models import GateSpec
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.triggers.gate import BatchGateTrigger
 from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR
@@ -53,6 +55,7 @@ def test_serialize_gives_the_class_path_and_plain_kwargs():
         limits={"missing_data": 300.0},
         conn_id="mon",
         names={"errors": "errs"},
+        run_id="manual__1",
     )
     assert trigger.serialize() == (
         "powerx_upgrade.orchestration.triggers.gate.BatchGateTrigger",
@@ -63,6 +66,7 @@ def test_serialize_gives_the_class_path_and_plain_kwargs():
             "limits": {"missing_data": 300.0},
             "conn_id": "mon",
             "names": {"errors": "errs"},
+            "run_id": "manual__1",
         },
     )
 
@@ -108,3 +112,67 @@ def test_unreachable_monitoring_counts_as_missing_data_never_as_a_pass(monkeypat
 def test_a_broken_trigger_still_ends_with_one_error_event():
     found = events(BatchGateTrigger(gate={"checks": "nonsense"}, watch={}, state={}))
     assert len(found) == 1 and found[0]["status"] == "error"
+
+
+@pytest.fixture
+def run_ledger(tmp_path, monkeypatch) -> Ledger:
+    """A real SQLite ledger behind the `powerx_ledger` connection, with run `run-1` started."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POWERX_LEDGER", json.dumps({"conn_type": "generic", "extra": {"url": url}})
+    )
+    book = Ledger(url)
+    book.start_run("run-1", dag_id="d", plan_id="p", plugin="crm-sync", target_version="2.4.0")
+    return book
+
+
+@pytest.mark.e2e
+def test_a_pending_rollback_request_ends_the_gate_before_any_poke(
+    sandbox_url, monkeypatch, run_ledger
+):
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", sandbox_url)
+    asked = run_ledger.request_control("run-1", "rollback", actor="alice", via="api")
+    started = datetime.now(UTC)
+    trigger = BatchGateTrigger(gate=GATE, watch=watch(30, started), state={}, run_id="run-1")
+    found = events(trigger)
+    assert len(found) == 1 and found[0]["control"] == asked.id
+    assert found[0]["evaluation"]["phase"] == "rollback_requested"
+    assert "alice via api" in found[0]["evaluation"]["reason"]
+    assert found[0]["pokes"] == 0
+
+
+@pytest.mark.e2e
+def test_a_tightened_limit_applies_from_the_next_poke_and_fails_a_healthy_batch(
+    sandbox_url, monkeypatch, run_ledger
+):
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", sandbox_url)
+    started = datetime.now(UTC) - timedelta(seconds=20)
+    # the same healthy batch passes unadjusted (test above); 0.1 % error rate it cannot meet
+    change = run_ledger.request_control(
+        "run-1",
+        "adjust",
+        actor="carol",
+        via="cli",
+        payload={"checks": [{"metric": "error_rate", "limit": 0.001}]},
+    )
+    trigger = BatchGateTrigger(gate=GATE, watch=watch(5, started), state={}, run_id="run-1")
+    found = events(trigger)
+    assert len(found) == 1 and found[0]["status"] == "done"
+    evaluation = found[0]["evaluation"]
+    assert evaluation["phase"] == "fail"
+    assert [m["threshold"] for m in evaluation["measurements"]] == [0.001]
+    assert [a["id"] for a in found[0]["state"]["applied_controls"]] == [change.id]
+
+
+@pytest.mark.e2e
+def test_an_unreadable_ledger_does_not_break_the_gate(sandbox_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", sandbox_url)
+    missing = tmp_path / "no" / "such" / "dir" / "ledger.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POWERX_LEDGER",
+        json.dumps({"conn_type": "generic", "extra": {"url": f"sqlite:///{missing}"}}),
+    )
+    started = datetime.now(UTC) - timedelta(seconds=20)
+    trigger = BatchGateTrigger(gate=GATE, watch=watch(5, started), state={}, run_id="run-1")
+    found = events(trigger)
+    assert len(found) == 1 and found[0]["evaluation"]["phase"] == "pass"

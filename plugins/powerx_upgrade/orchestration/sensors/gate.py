@@ -14,6 +14,7 @@ from powerx_upgrade.domain.gate import GateEvaluation, Phase
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import metrics, runtime
 from powerx_upgrade.orchestration.triggers.gate import BatchGateTrigger, due_alert
+from powerx_upgrade.rollout import controls
 from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.gating import (
@@ -32,6 +33,10 @@ class BatchGateSensor(BaseSensorOperator):
     during the bake (batch runtime, missing data) come back as interim events: the sensor raises
     them and defers again. The final evaluation (every measured value against its limit) and the
     poke history go to the ledger and the XCom.
+
+    Run controls: a pending rollback or pause request (made during the deploy, or while the
+    trigger polls) ends the gate with `rollback_requested` / `pause_requested` and is settled
+    here; adjusted limits and bake apply from the next poke (the trigger re-reads them).
 
     :param plan: the plan (its policy's gate and alert thresholds).
     :param batch: the batch's number, 1-based.
@@ -72,6 +77,12 @@ class BatchGateSensor(BaseSensorOperator):
         ti = context["ti"]
         ctx = runtime.run_context(ti)
         book = runtime.ledger()
+        # an operator's request made during the deploy ends the gate before its first poke
+        request = controls.gate_request(book, ctx.run_id)
+        if request is not None:
+            return self._finish(
+                context, controls.requested_evaluation(request, self.batch), {}, request.id
+            )
         check = deploy_check(book, self.plan, ctx, self.batch)
         if check["too_many_failures"]:
             return self._finish(context, deploy_failure_evaluation(check, self.plan), {})
@@ -93,7 +104,11 @@ class BatchGateSensor(BaseSensorOperator):
         async def query(tenants: list[str], start: datetime, end: datetime) -> dict[str, Any]:
             return hook.query(ctx.plugin, tenants, start, end)
 
-        poller = GatePoller(self.plan.policy.gate, watch, query)
+        found = controls.gate_controls(book, ctx.run_id, self.plan.policy.gate, watch)
+        controls.settle_adjustments(
+            book, ctx, found.applied, where=f"the gate of batch {self.batch}"
+        )
+        poller = GatePoller(found.gate, {**watch, "bake_seconds": found.bake_seconds}, query)
         now = datetime.now(UTC)
         result = asyncio.run(poller.poke(now))
         if result.phase.final:
@@ -103,9 +118,9 @@ class BatchGateSensor(BaseSensorOperator):
             poller.alerted.append(alert.rule)
             self._raise(ctx, alert)
         self.log.info("batch %s gate: %s; deferring to the triggerer", self.batch, result.reason)
-        self._defer(watch, poller.state())
+        self._defer(ctx, watch, poller.state())
 
-    def _defer(self, watch: dict[str, Any], state: dict[str, Any]) -> None:
+    def _defer(self, ctx: RunContext, watch: dict[str, Any], state: dict[str, Any]) -> None:
         self.defer(
             trigger=BatchGateTrigger(
                 gate=self.plan.policy.gate.model_dump(mode="json"),
@@ -114,12 +129,27 @@ class BatchGateSensor(BaseSensorOperator):
                 limits=self.limits,
                 conn_id=self.monitoring_conn_id,
                 names=monitoring_names(),
+                run_id=ctx.run_id,
             ),
             method_name="execute_complete",
         )
 
+    def _settle_adjustments(self, ctx: RunContext, state: dict[str, Any]) -> None:
+        """Settle the adjust requests the trigger put in force, at the poke that did."""
+        book = runtime.ledger()
+        for applied in state.get("applied_controls") or []:
+            controls.settle_adjustments(
+                book,
+                ctx,
+                [applied["id"]],
+                where=f"the gate of batch {self.batch}",
+                applied_at=datetime.fromisoformat(applied["at"]),
+            )
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         status = event.get("status")
+        if status in ("alert", "done"):
+            self._settle_adjustments(runtime.run_context(context["ti"]), event.get("state") or {})
         if status == "alert":
             ctx = runtime.run_context(context["ti"])
             alert = event["alert"]
@@ -135,18 +165,24 @@ class BatchGateSensor(BaseSensorOperator):
             )
             check = deploy_check(runtime.ledger(), self.plan, ctx, self.batch)
             watch = gate_watch(runtime.ledger(), self.plan, ctx, self.batch, check)
-            self._defer(watch, event["state"])
+            self._defer(ctx, watch, event["state"])
         if status != "done":
             failed = GateEvaluation(
                 Phase.FAIL, f"the gate broke: {event.get('message')}", (), 1, False
             )
             return self._finish(context, failed, event.get("state") or {})
-        return self._record(context, event["evaluation"], event.get("state") or {})
+        return self._record(
+            context, event["evaluation"], event.get("state") or {}, event.get("control")
+        )
 
     def _finish(
-        self, context: Any, result: GateEvaluation, state: dict[str, Any]
+        self,
+        context: Any,
+        result: GateEvaluation,
+        state: dict[str, Any],
+        control: int | None = None,
     ) -> dict[str, Any]:
-        return self._record(context, result.as_dict(), state)
+        return self._record(context, result.as_dict(), state, control)
 
     def _raise(self, ctx: RunContext, alert: Alert) -> None:
         raise_alert(
@@ -154,7 +190,11 @@ class BatchGateSensor(BaseSensorOperator):
         )
 
     def _record(
-        self, context: Any, evaluation: dict[str, Any], state: dict[str, Any]
+        self,
+        context: Any,
+        evaluation: dict[str, Any],
+        state: dict[str, Any],
+        control: int | None = None,
     ) -> dict[str, Any]:
         ctx = runtime.run_context(context["ti"])
         book = runtime.ledger()
@@ -177,6 +217,8 @@ class BatchGateSensor(BaseSensorOperator):
             measurements=evaluation["measurements"],
             final=True,
         )
+        if control is not None:  # the gate ended on an operator's request: it is applied
+            controls.settle_request(book, ctx, control, batch=self.batch, phase=evaluation["phase"])
         recorder = runtime.recorder(book)
         recorder.audit(
             ctx,
@@ -210,4 +252,5 @@ class BatchGateSensor(BaseSensorOperator):
         self.log.info(
             "batch %s verdict: %s (%s)", self.batch, evaluation["phase"], evaluation["reason"]
         )
-        return {"batch": self.batch, "pokes": len(history), **evaluation}
+        result = {"batch": self.batch, "pokes": len(history), **evaluation}
+        return {**result, "control": control} if control is not None else result

@@ -17,7 +17,9 @@ from powerx_upgrade.domain.alerts import (
     missing_data_alert,
 )
 from powerx_upgrade.domain.models import GateSpec
+from powerx_upgrade.orchestration import runtime
 from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringAsyncHook
+from powerx_upgrade.rollout.controls import GateControls, gate_controls, requested_evaluation
 from powerx_upgrade.rollout.gating import GatePoller
 
 
@@ -30,6 +32,11 @@ class BatchGateTrigger(BaseTrigger):
     :param limits: alert thresholds in seconds: `batch_runtime`, `missing_data`.
     :param conn_id: the monitoring connection.
     :param names: canonical metric -> the monitoring provider's name (config, not code).
+    :param run_id: the run, whose controls (ledger `powerx_ledger`) are read before each poke:
+        a pending rollback or pause request ends the gate at once (`rollback_requested` /
+        `pause_requested`, the event names the request under `control`); adjusted limits and
+        bake apply from that poke on (the event's `state.applied_controls` lists the adjust
+        requests put in force, for the sensor to settle). None: no controls (tests, tools).
 
     It always ends with exactly one event:
     `{"status": "done", "evaluation": {...}, "state": {...}}` at a verdict;
@@ -47,6 +54,7 @@ class BatchGateTrigger(BaseTrigger):
         limits: dict[str, float] | None = None,
         conn_id: str = "powerx_monitoring",
         names: dict[str, str] | None = None,
+        run_id: str | None = None,
     ) -> None:
         super().__init__()
         self.gate = gate
@@ -55,6 +63,7 @@ class BatchGateTrigger(BaseTrigger):
         self.limits = limits or {}
         self.conn_id = conn_id
         self.names = names
+        self.run_id = run_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -66,6 +75,7 @@ class BatchGateTrigger(BaseTrigger):
                 "limits": self.limits,
                 "conn_id": self.conn_id,
                 "names": self.names,
+                "run_id": self.run_id,
             },
         )
 
@@ -78,10 +88,33 @@ class BatchGateTrigger(BaseTrigger):
             async def query(tenants: list[str], start: datetime, end: datetime) -> dict[str, Any]:
                 return await hook.query(plugin, tenants, start, end)
 
-            poller = GatePoller(spec, self.watch, query, **self.state)
+            state = dict(self.state)
+            applied: list[dict[str, Any]] = list(state.pop("applied_controls", None) or [])
+            poller = GatePoller(spec, self.watch, query, **state)
             interval = spec.poke_interval.total_seconds()
             while True:
                 now = datetime.now(UTC)
+                found = await self._controls(spec)
+                if found is not None:
+                    known = {a["id"] for a in applied}
+                    applied += [
+                        {"id": i, "at": now.isoformat()} for i in found.applied if i not in known
+                    ]
+                    if found.request is not None:
+                        batch = int(self.watch.get("batch") or 0)
+                        result = requested_evaluation(found.request, batch)
+                        yield TriggerEvent(
+                            {
+                                "status": "done",
+                                "evaluation": result.as_dict(),
+                                "pokes": poller.pokes,
+                                "state": {**poller.state(), "applied_controls": applied},
+                                "control": found.request.id,
+                            }
+                        )
+                        return
+                    poller.gate = found.gate
+                    poller.watch = {**poller.watch, "bake_seconds": found.bake_seconds}
                 result = await poller.poke(now)
                 if result.phase.final:
                     yield TriggerEvent(
@@ -89,7 +122,7 @@ class BatchGateTrigger(BaseTrigger):
                             "status": "done",
                             "evaluation": result.as_dict(),
                             "pokes": poller.pokes,
-                            "state": poller.state(),
+                            "state": {**poller.state(), "applied_controls": applied},
                         }
                     )
                     return
@@ -97,7 +130,11 @@ class BatchGateTrigger(BaseTrigger):
                 if alert is not None:
                     poller.alerted.append(alert.rule)
                     yield TriggerEvent(
-                        {"status": "alert", "alert": alert.as_dict(), "state": poller.state()}
+                        {
+                            "status": "alert",
+                            "alert": alert.as_dict(),
+                            "state": {**poller.state(), "applied_controls": applied},
+                        }
                     )
                     return
                 self.log.info(
@@ -109,6 +146,27 @@ class BatchGateTrigger(BaseTrigger):
                 await asyncio.sleep(interval)
         except Exception as exc:
             yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
+
+    async def _controls(self, base: GateSpec) -> GateControls | None:
+        """The run's controls, read in a thread (the ledger is synchronous); None without a run
+        or when the ledger cannot be read now (the gate pokes on and reads again next time)."""
+        if not self.run_id:
+            return None
+        try:
+            return await asyncio.to_thread(read_gate_controls, self.run_id, base, self.watch)
+        except Exception as exc:
+            self.log.warning(
+                "batch %s gate: run controls not readable (%s: %s); poking on",
+                self.watch.get("batch"),
+                type(exc).__name__,
+                exc,
+            )
+            return None
+
+
+def read_gate_controls(run_id: str, gate: GateSpec, watch: dict[str, Any]) -> GateControls:
+    """The run's controls from the `powerx_ledger` connection's ledger (blocking I/O)."""
+    return gate_controls(runtime.ledger(), run_id, gate, watch)
 
 
 def due_alert(poller: GatePoller, now: datetime, limits: dict[str, float]) -> Alert | None:

@@ -66,7 +66,7 @@ class AirflowRest:
             )
         if response.is_error:
             raise Refused(
-                409 if response.status_code == 409 else 502,
+                response.status_code if response.status_code in (404, 409) else 502,
                 "airflow_refused",
                 f"Airflow answered {response.status_code} to {method} {path}: {_detail(response)}",
             )
@@ -107,21 +107,24 @@ class AirflowRest:
 
     # -- DAG runs ----------------------------------------------------------------------------
 
+    def dag_paused(self, dag_id: str) -> bool:
+        """Whether a DAG is paused; refuses (403/404/502) when the caller may not see it or
+        Airflow does not know it, so callers check this before anything is used up."""
+        dag = self._call("GET", f"/dags/{_q(dag_id)}")
+        return bool((dag or {}).get("is_paused"))
+
     def trigger(
-        self, dag_id: str, conf: Mapping[str, Any], *, note: str | None = None
+        self, dag_id: str, conf: Mapping[str, Any], *, note: str | None = None, paused: bool
     ) -> dict[str, Any]:
         """Trigger a run now (`POST /dags/{dag_id}/dagRuns`); a paused DAG is unpaused first,
         since its runs would wait in the queue: a rollback must not."""
-        dag = self._call("GET", f"/dags/{_q(dag_id)}")
-        unpaused = False
-        if dag and dag.get("is_paused"):
+        if paused:
             self._call("PATCH", f"/dags/{_q(dag_id)}", json={"is_paused": False})
-            unpaused = True
         body: dict[str, Any] = {"logical_date": None, "conf": dict(conf)}
         if note:
             body["note"] = note
         run = dict(self._call("POST", f"/dags/{_q(dag_id)}/dagRuns", json=body) or {})
-        run["unpaused"] = unpaused
+        run["unpaused"] = paused
         return run
 
 

@@ -10,6 +10,7 @@ acceptance is audited too (`api.accepted`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 URL_PREFIX = "/internal/version/upgrade"
 APPROVAL_HEADER = "X-Approval-Token"
+CLIENT_HEADER = "X-PowerX-Client"
+"""`cli` when the request comes from `powerx plugin ...`: recorded as via cli instead of api."""
 RollbackScope = Literal["all_upgraded", "batch", "failed_tenants"]
 HITL_DECISIONS = {
     # decision -> (the waiting task's suffix, the option to choose)
@@ -101,6 +104,8 @@ def settings_of(request: Request) -> ApiSettings:
 
 async def current_caller(request: Request) -> Caller:
     caller = await settings_of(request).auth.authenticate(request)
+    if request.headers.get(CLIENT_HEADER, "").strip().lower() == "cli":
+        caller = dataclasses.replace(caller, via="cli")
     request.state.powerx_caller = caller
     return caller
 
@@ -254,6 +259,41 @@ def _post_rollback(
     book = settings.ledger()
     run = _rollback_target(book, body)
     require(settings.auth, caller, method="PUT", dag_id=run.dag_id)
+    _check_rollback(run)
+    rest = AirflowRest(settings.airflow_url(), caller.token)
+    # Read what Airflow says before the approval token is used up: a refusal changes nothing.
+    waiting = _waiting_or_none(rest, run) if run.active else None
+    paused = None if run.active else rest.dag_paused(ROLLBACK_DAG)
+    claims = _approve(settings, caller, token, operation="rollback", run=run)
+    scope = body.scope or "all_upgraded"
+    control = _request_control(
+        book,
+        run.run_id,
+        "rollback",
+        payload={"scope": scope, "reason": body.reason},
+        actor=caller.name,
+        via=caller.via,
+        approval_jti=claims.jti,
+    )
+    answer: dict[str, Any] = {
+        "run_id": run.run_id,
+        "plan_id": run.plan_id,
+        "control_id": control.id,
+        "approval_jti": claims.jti,
+        "scope": scope,
+    }
+    if run.active:
+        answer.update(
+            _roll_back_active(settings, book, rest, run, caller, claims, body, control, waiting)
+        )
+    else:
+        answer["mode"] = "rollback_dag"
+        answer.update(_trigger_rollback(rest, run, scope, body.reason, control.id, bool(paused)))
+    _accepted(settings, request, caller, "rollback", run_id=run.run_id, detail=answer)
+    return JSONResponse(answer, status_code=202)
+
+
+def _check_rollback(run: RunRecord) -> None:
     if run.dry_run:
         raise Refused(
             409,
@@ -268,31 +308,18 @@ def _post_rollback(
             f"run {run.run_id} is already rolled back (outcome rolled_back)",
             run_id=run.run_id,
         )
-    claims = _approve(settings, caller, token, operation="rollback", run=run)
-    scope = body.scope or "all_upgraded"
-    control = book.request_control(
-        run.run_id,
-        "rollback",
-        payload={"scope": scope, "reason": body.reason},
-        actor=caller.name,
-        via="api",
-        approval_jti=claims.jti,
-    )
-    rest = AirflowRest(settings.airflow_url(), caller.token)
-    answer: dict[str, Any] = {
-        "run_id": run.run_id,
-        "plan_id": run.plan_id,
-        "control_id": control.id,
-        "approval_jti": claims.jti,
-        "scope": scope,
-    }
-    if run.active:
-        answer.update(_roll_back_active(settings, book, rest, run, caller, claims, body, control))
-    else:
-        answer["mode"] = "rollback_dag"
-        answer.update(_trigger_rollback(rest, run, scope, body.reason, control.id))
-    _accepted(settings, request, caller, "rollback", run_id=run.run_id, detail=answer)
-    return JSONResponse(answer, status_code=202)
+
+
+def _waiting_or_none(rest: AirflowRest, run: RunRecord) -> list[dict[str, Any]] | None:
+    """The run's waiting human decisions; None when Airflow cannot say (the rollback control
+    still works: the gate reads it at its next poke)."""
+    try:
+        return _waiting(rest, run)
+    except Refused as exc:
+        if exc.status == 403:
+            raise
+        log.warning("could not read the waiting decisions of %s: %s", run.run_id, exc.message)
+        return None
 
 
 def _rollback_target(book: Ledger, body: RollbackBody) -> RunRecord:
@@ -342,25 +369,33 @@ def _roll_back_active(
     claims: Any,
     body: RollbackBody,
     control: Any,
+    waiting: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """An active run rolls back through its own rollback group: the gate sees the control at
     its next poke; a waiting pause is answered "Roll back"; a waiting approval is rejected
     and the rollback DAG takes over once the run has ended."""
-    waiting = _waiting(rest, run)
-    pause = next((w for w in waiting if w["task_id"].endswith(".pause")), None)
-    approval = next((w for w in waiting if w["task_id"].endswith(".approve")), None)
+    if waiting is None:
+        return {"mode": "active_run", "warning": "Airflow did not say whether a decision waits"}
+    pause = next((w for w in waiting if str(w.get("task_id", "")).endswith(".pause")), None)
+    approval = next((w for w in waiting if str(w.get("task_id", "")).endswith(".approve")), None)
     if pause is not None:
         answered = _answer(settings, book, rest, run, caller, claims, pause, "rollback")
         return {"mode": "active_run", "answered": answered}
     if approval is not None:
         answered = _answer(settings, book, rest, run, caller, claims, approval, "reject")
-        started = _trigger_rollback(rest, run, body.scope, body.reason, control.id)
+        paused = rest.dag_paused(ROLLBACK_DAG)
+        started = _trigger_rollback(rest, run, body.scope, body.reason, control.id, paused)
         return {"mode": "rollback_dag", "answered": answered, **started}
     return {"mode": "active_run"}
 
 
 def _trigger_rollback(
-    rest: AirflowRest, run: RunRecord, scope: str | None, reason: str, control_id: int | None
+    rest: AirflowRest,
+    run: RunRecord,
+    scope: str | None,
+    reason: str,
+    control_id: int | None,
+    paused: bool,
 ) -> dict[str, Any]:
     conf = {
         "run_id": run.run_id,
@@ -369,7 +404,8 @@ def _trigger_rollback(
         "reason": reason,
         "request_id": None if control_id is None else str(control_id),
     }
-    started = rest.trigger(ROLLBACK_DAG, conf, note=f"rollback of {run.run_id}: {reason}")
+    note = f"rollback of {run.run_id}: {reason}"[:1000]
+    started = rest.trigger(ROLLBACK_DAG, conf, note=note, paused=paused)
     return {
         "dag_id": ROLLBACK_DAG,
         "dag_run_id": started.get("dag_run_id"),
@@ -404,13 +440,14 @@ def _post_decision(
     else:
         _check_control(book, run, body.decision)
         claims = _approve(settings, caller, token, operation=body.decision, run=run)
-        control = book.request_control(
+        control = _request_control(
+            book,
             run.run_id,
             body.decision,
             payload={"reason": body.reason},
             batch_index=body.batch,
             actor=caller.name,
-            via="api",
+            via=caller.via,
             approval_jti=claims.jti,
         )
         answer = {"run_id": run.run_id, "decision": body.decision, "control_id": control.id}
@@ -483,13 +520,14 @@ def _answer(
     records via api, the actor and the approval token id), then Airflow's HITL PATCH."""
     _, option = HITL_DECISIONS[decision]
     task_id = str(waiting["task_id"])
-    control = book.request_control(
+    control = _request_control(
+        book,
         run.run_id,
         "answer",
         payload={"task_id": task_id, "decision": decision, "chosen": [option], "reason": reason},
         batch_index=_batch_of(task_id),
         actor=caller.name,
-        via="api",
+        via=caller.via,
         approval_jti=claims.jti,
     )
     kwargs: dict[str, Any] = {"created_at": waiting.get("created_at")}
@@ -505,7 +543,7 @@ def _answer(
             **kwargs,
         )
     except Refused as exc:
-        book.settle_control(control.id, outcome="failed", note=exc.message)
+        book.settle_control(control.id, outcome="refused", note=exc.message)
         raise
     return {"task_id": task_id, "chosen": [option], "answer_control_id": control.id}
 
@@ -564,12 +602,13 @@ def _patch_run(
             run_id=run.run_id,
         )
     claims = _approve(settings, caller, token, operation="adjust", run=run)
-    control = book.request_control(
+    control = _request_control(
+        book,
         run.run_id,
         "adjust",
-        payload=dict(body.adjust),
+        payload={"adjust": dict(body.adjust), "reason": body.reason},
         actor=caller.name,
-        via="api",
+        via=caller.via,
         approval_jti=claims.jti,
     )
     answer = {
@@ -584,6 +623,16 @@ def _patch_run(
 
 
 # -- shared steps -------------------------------------------------------------------------------
+
+
+def _request_control(book: Ledger, run_id: str, kind: str, **fields: Any) -> Any:
+    """Record a control; a run that ended in the meantime is a 409, not a 500."""
+    from powerx_upgrade.ledger import RunNotActive
+
+    try:
+        return book.request_control(run_id, kind, **fields)
+    except RunNotActive as exc:
+        raise Refused(409, "run_finished", str(exc), run_id=run_id) from None
 
 
 def _run_or_404(book: Ledger, run_id: str) -> RunRecord:
@@ -616,7 +665,10 @@ def _approve(
     from powerx_upgrade.rollout.approvals import accept_approval
     from powerx_upgrade.security.approval import ApprovalRefused
 
-    plan = _plan_of(settings, run)
+    try:
+        plan: Any = _plan_of(settings, run)
+    except Refused:  # the plan left the config: its id, with the strictest token rules
+        plan = run.plan_id
     try:
         return accept_approval(
             settings.ledger(),
@@ -625,7 +677,7 @@ def _approve(
             operation=operation,
             plan=plan,
             run_id=run.run_id,
-            via="api",
+            via=caller.via,
             actor=caller.name,
             now=settings.now(),
         )

@@ -30,12 +30,15 @@ class Caller:
     :param token: the Airflow token the caller presented, forwarded to Airflow's REST API on
         loopback so that Airflow checks the same user again; never logged or stored.
     :param source: where the token came from: `bearer` or `cookie`.
+    :param via: the path the request came by, as the ledger records it: `api`, or `cli` for
+        `powerx plugin ...`.
     """
 
     name: str
     user: Any = field(repr=False)
     token: str | None = field(default=None, repr=False)
     source: str = "bearer"
+    via: str = "api"
 
 
 class Authenticator(Protocol):

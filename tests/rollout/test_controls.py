@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from powerx_upgrade.domain.decide import Action, Decision
 from powerx_upgrade.domain.gate import Phase
 from powerx_upgrade.domain.models import Plan, Policy, SourceRef, TenantSelection
 from powerx_upgrade.domain.planner import Tenant, plan_batches
@@ -200,3 +201,33 @@ def test_bake_of_a_batch_that_absorbed_later_ones_is_the_longest_adjusted(book):
         book, CTX.run_id, POLICY.gate, {"batch": 2, "bake_seconds": 20, "merged": [3]}
     )
     assert found.bake_seconds == timedelta(minutes=2).total_seconds()
+
+
+def test_under_a_takeover_every_promotion_becomes_a_pause_by_the_operator_until_released(book):
+    passed = Decision(Action.PROMOTE, "gate passed")
+    failed = Decision(Action.ROLLBACK, "gate failed")
+    assert controls.decide_under_controls(book, CTX, passed, {}, 1) == controls.Decided(
+        passed, "policy", "auto"
+    )
+    taken = book.request_control(
+        CTX.run_id, "takeover", actor="dave", via="api", approval_jti="jti-7"
+    )
+    decided = controls.decide_under_controls(book, CTX, passed, {"phase": "pass"}, 2)
+    assert decided.decision == Decision(Action.PAUSE, "manual takeover by dave")
+    assert (decided.actor, decided.via) == ("dave", "api")
+    assert decided.detail == {"takeover": taken.id, "approval": "jti-7", "gate": "gate passed"}
+    assert book.get_control(taken.id).note == "in force from the decision of batch 2"
+    # a failing gate still rolls back: a takeover stops expansion, not safety
+    assert controls.decide_under_controls(book, CTX, failed, {}, 2).decision == failed
+    book.request_control(CTX.run_id, "release", actor="dave", via="cli")
+    assert controls.decide_under_controls(book, CTX, passed, {}, 3).decision == passed
+
+
+def test_a_verdict_that_ended_on_a_request_is_the_requesting_operators_decision(book):
+    asked = book.request_control(
+        CTX.run_id, "rollback", actor="alice", via="cli", approval_jti="jti-1"
+    )
+    rollback = Decision(Action.ROLLBACK, "rollback requested by an operator")
+    decided = controls.decide_under_controls(book, CTX, rollback, {"control": asked.id}, 1)
+    assert (decided.decision, decided.actor, decided.via) == (rollback, "alice", "cli")
+    assert decided.detail == {"control": asked.id, "approval": "jti-1"}

@@ -14,7 +14,7 @@ from powerx_upgrade.domain.alerts import rollback_failure_alert
 from powerx_upgrade.domain.decide import Action, decide
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import metrics, runtime
-from powerx_upgrade.rollout import finalize, operations, preflight
+from powerx_upgrade.rollout import controls, finalize, operations, preflight
 from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunConfError, resolve_run
 from powerx_upgrade.rollout.operations import RetryPolicy
@@ -151,7 +151,7 @@ def deploy(plan: Plan, batch: int, shard: dict[str, Any]) -> dict[str, Any]:
     book = runtime.ledger()
     planned = next(b for b in preflight.planned_batches(book, ctx.run_id) if b["index"] == batch)
     tenants = planned["tenants"][shard["start"] : shard["end"]]
-    spec = plan.policy.deploy
+    spec = controls.effective_policy(plan, book, ctx.run_id).deploy  # adjusted concurrency
     summary = operations.deploy_shard(
         runtime.platform(),
         book,
@@ -179,21 +179,29 @@ def decide_batch(plan: Plan, batch: int) -> str:
         }
     )
     book = runtime.ledger()
+    decided = controls.decide_under_controls(book, ctx, decision, verdict, batch)
+    decision = decided.decision
     book.record_decision(
         ctx.run_id,
         batch_index=batch,
         kind="decide",
         decision=decision.action.value,
-        actor="policy",
-        via="auto",
-        detail={"verdict": phase, "reason": decision.reason, "breaching": breaching},
+        actor=decided.actor,
+        via=decided.via,
+        detail={
+            "verdict": phase,
+            "reason": decision.reason,
+            "breaching": breaching,
+            **decided.detail,
+        },
     )
     recorder = runtime.recorder(book)
     recorder.audit(
         ctx,
         f"batch.{decision.action.value}",
+        actor=None if decided.via == "auto" else decided.actor,
         audit_id=f"{ctx.run_id}:decide:{batch}",
-        details={"batch": batch, "verdict": phase, "reason": decision.reason},
+        details={"batch": batch, "verdict": phase, "reason": decision.reason, **decided.detail},
     )
     recorder.flush()
     if decision.action is Action.ROLLBACK:
@@ -237,7 +245,7 @@ def rollback_scope(plan: Plan) -> list[dict[str, Any]]:
 def rollback_execute(plan: Plan, targets: list[dict[str, Any]]) -> dict[str, Any]:
     ctx = runtime.run_context(_ti())
     book = runtime.ledger()
-    spec = plan.policy.rollback
+    spec = controls.effective_policy(plan, book, ctx.run_id).rollback  # adjusted concurrency
     summary = operations.rollback_shard(
         runtime.platform(),
         book,
@@ -321,6 +329,7 @@ def record(plan: Plan) -> dict[str, Any]:
     ctx = runtime.run_context(ti)
     outcome, detail = finalize.outcome_of(book, runtime.platform(), ctx)
     book.finish_run(ctx.run_id, outcome, detail={"outcome_detail": detail})
+    controls.settle_at_end(book, ctx, outcome)
     recorder = runtime.recorder(book)
     recorder.audit(
         ctx,

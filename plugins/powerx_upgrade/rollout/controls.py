@@ -29,6 +29,7 @@ from powerx_upgrade.domain.adjust import (
     parse_adjustment,
     recut_remaining,
 )
+from powerx_upgrade.domain.decide import Action, Decision
 from powerx_upgrade.domain.gate import GateEvaluation, Phase
 from powerx_upgrade.domain.models import GateSpec, Plan, Policy
 from powerx_upgrade.ledger.records import ControlKind, ControlOutcome, ControlRecord
@@ -301,6 +302,42 @@ def settle_toggles(ledger: Any, ctx: RunContext, batch: int) -> None:
                     details={"control": control.id, "via": control.via, "batch": batch},
                 ),
             )
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A batch's decision under the run's controls, and whose it is."""
+
+    decision: Decision
+    actor: str
+    via: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def decide_under_controls(
+    ledger: Any, ctx: RunContext, decision: Decision, verdict: dict[str, Any], batch: int
+) -> Decided:
+    """The gate's decision, as the run's controls have it: a verdict that ended on an
+    operator's request is that operator's decision; while a takeover is in force a promotion
+    becomes a pause ("manual takeover by X"), so that every further batch waits for a human.
+    Pending takeover/release requests are settled here: in force from this decision on."""
+    settle_toggles(ledger, ctx, batch)
+    asked = verdict.get("control")
+    control = ledger.get_control(asked) if asked is not None else None
+    if control is not None:
+        detail = {"control": control.id, "approval": control.approval_jti}
+        return Decided(decision, control.actor or "operator", control.via or "ui", detail)
+    if decision.action is Action.PROMOTE:
+        taken = takeover_active(ledger, ctx.run_id)
+        if taken is not None:
+            by = taken.actor or "an operator"
+            return Decided(
+                Decision(Action.PAUSE, f"manual takeover by {by}"),
+                by,
+                taken.via or "ui",
+                {"takeover": taken.id, "approval": taken.approval_jti, "gate": decision.reason},
+            )
+    return Decided(decision, "policy", "auto")
 
 
 def answer_for(ledger: Any, run_id: str, task_id: str) -> ControlRecord | None:

@@ -9,6 +9,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import metrics, runtime
+from powerx_upgrade.rollout import controls
 from powerx_upgrade.rollout.preflight import planned_batches
 
 APPROVE, REJECT = "Approve", "Reject"
@@ -38,17 +39,33 @@ class _Recorded(HITLBranchOperator):
         ctx = runtime.run_context(context["ti"])
         book = runtime.ledger()
         actor = _who(event) or ("timeout default" if timed_out else None)
+        via, detail = "ui", {}
+        # an answer given through the control-plane API/CLI: its operator, path and token
+        answer = None if timed_out else controls.answer_for(book, ctx.run_id, self.task_id)
+        if answer is not None:
+            asked = list(answer.payload.get("chosen") or [])
+            if asked and asked != chosen:  # someone answered in the UI first
+                book.settle_control(
+                    answer.id, outcome="refused", note=f"answered {chosen} in the UI first"
+                )
+            else:
+                actor, via = answer.actor or actor, answer.via or "api"
+                detail = {"control": answer.id, "approval": answer.approval_jti}
+                book.settle_control(
+                    answer.id, outcome="applied", note=f"{self.task_id} answered {chosen}"
+                )
         book.record_decision(
             ctx.run_id,
             batch_index=self.batch,
             kind=self.decision_kind,
             decision=self._decision(chosen),
             actor=actor,
-            via="ui",
+            via=via,
             detail={
                 "chosen": chosen,
                 "responded_at": str(event.get("responded_at") or ""),
                 "timed_out": timed_out,
+                **detail,
             },
         )
         recorder = runtime.recorder(book)
@@ -57,7 +74,13 @@ class _Recorded(HITLBranchOperator):
             f"batch.{self.decision_kind}.answered",
             actor=actor,
             audit_id=f"{ctx.run_id}:{self.decision_kind}:{self.batch}",
-            details={"batch": self.batch, "chosen": chosen, "timed_out": timed_out},
+            details={
+                "batch": self.batch,
+                "chosen": chosen,
+                "timed_out": timed_out,
+                "via": via,
+                **detail,
+            },
         )
         recorder.flush()
         return super().execute_complete(context, event)
@@ -158,14 +181,21 @@ class BatchPauseOperator(_Recorded):
         ctx = runtime.run_context(context["ti"])
         verdict = context["ti"].xcom_pull(task_ids=f"batch_{self.batch}.gate") or {}
         default = self.defaults[0] if self.defaults else ROLL_BACK
+        book = runtime.ledger()
+        asked = [
+            d
+            for d in book.decisions(ctx.run_id)
+            if d.kind == "decide" and d.batch_index == self.batch and d.decision == "pause"
+        ]
+        why = (asked[-1].detail or {}).get("reason") if asked else None
         self.body = (
             f"Batch {self.batch} of `{self.plan.id}` ({ctx.plugin} -> {ctx.target_version}): "
             f"gate verdict **{verdict.get('phase', 'unknown')}**: {verdict.get('reason', '')}.\n\n"
-            f"Resume goes on with the next batch; Roll back returns the upgraded tenants to "
+            + (f"Paused because: {why}.\n\n" if why else "")
+            + "Resume goes on with the next batch; Roll back returns the upgraded tenants to "
             f"their previous version; Stop ends the run as it is. No answer within "
             f"{format_duration(self.plan.policy.pause.timeout)}: {default}."
         )
-        book = runtime.ledger()
         book.update_run(ctx.run_id, status="paused")
         metrics.count(
             metrics.PAUSED_TOTAL,

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.windows import window_state
 from powerx_upgrade.orchestration import runtime
+from powerx_upgrade.rollout.controls import replan_remaining
 from powerx_upgrade.rollout.preflight import planned_batches
 
 
@@ -19,8 +20,9 @@ class WindowWaitOperator(BaseOperator):
     """Go on when the window is open; otherwise defer until it opens.
 
     In preflight (`batch=None`) a freeze stops the run (nothing is touched). Before a later batch,
-    the operator first skips the batch if the run did not plan it (a small fleet merged it into
-    an earlier one), then waits for the window, freezes included.
+    the operator first re-cuts the batches not started when an operator adjusted their ratios
+    (`rollout.controls.replan_remaining`), skips the batch if the run did not plan it (a small
+    fleet merged it into an earlier one), then waits for the window, freezes included.
 
     :param plan: the plan (its window).
     :param batch: the batch this task starts, or None for the preflight check.
@@ -37,6 +39,8 @@ class WindowWaitOperator(BaseOperator):
         ctx = runtime.run_context(context["ti"])
         book = runtime.ledger()
         if self.batch is not None:
+            if event is None:  # adjusted ratios re-cut the batches not started (run controls)
+                replan_remaining(book, self.plan, ctx, self.batch, runtime.recorder(book))
             planned = [b["index"] for b in planned_batches(book, ctx.run_id)]
             if self.batch not in planned:
                 raise AirflowSkipException(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from powerx_upgrade import __version__
 from powerx_upgrade.cli import approval as approval_cmd
+from powerx_upgrade.cli import artifact as artifact_cmd
 from powerx_upgrade.cli import demo as demo_cmd
 from powerx_upgrade.cli import plan as plan_cmd
 from powerx_upgrade.cli import plugin as plugin_cmd
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.register(nouns)
     plugin_cmd.register(nouns)
     approval_cmd.register(nouns)
+    artifact_cmd.register(nouns)
     return parser
 
 

@@ -478,3 +478,43 @@ def test_a_run_unknown_to_the_control_plane_yet_is_read_from_airflow():
     reader = plugin.RunReader(_airflow(routes, []), "r1", "plugin_upgrade__p")
     assert reader.read().source == "airflow"
     assert reader.control_plane  # still asked next time: the run may start any moment
+
+
+def test_control_plane_calls_carry_the_approval_token_and_say_they_come_from_the_cli():
+    sent: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"accepted": True})
+
+    api = http.AirflowClient("http://airflow", token="t", transport=httpx.MockTransport(handle))
+    answer = http.ControlPlane(api).decide(
+        "r 1", "approve", reason="CAB-881", batch=3, approval="jwt"
+    )
+    assert answer == {"accepted": True}
+    (request,) = sent
+    assert request.method == "POST"
+    assert request.url.raw_path == b"/internal/version/upgrade/runs/r%201/decisions"
+    assert request.headers["Authorization"] == "Bearer t"
+    assert request.headers["X-Approval-Token"] == "jwt"
+    assert request.headers["X-PowerX-Client"] == "cli"
+    assert json.loads(request.content) == {"decision": "approve", "reason": "CAB-881", "batch": 3}
+
+
+def test_a_login_token_is_fetched_once_and_renewed_once_on_401():
+    tokens = iter(["first", "second"])
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            assert json.loads(request.content) == {"username": "ci", "password": "pw"}
+            return httpx.Response(201, json={"access_token": next(tokens)})
+        seen.append(request.headers["Authorization"])
+        status = 401 if request.headers["Authorization"] == "Bearer first" else 200
+        return httpx.Response(status, json={"dags": []})
+
+    api = http.AirflowClient(
+        "http://airflow", username="ci", password="pw", transport=httpx.MockTransport(handle)
+    )
+    assert api.get("/api/v2/dags") == {"dags": []}
+    assert seen == ["Bearer first", "Bearer second"]

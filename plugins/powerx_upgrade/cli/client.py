@@ -23,6 +23,8 @@ import httpx
 
 DEFAULT_AIRFLOW_URL = "http://localhost:8080"
 CONTROL_PLANE_PREFIX = "/internal/version/upgrade"
+CLIENT_HEADER = "X-PowerX-Client"
+"""Sent as `cli` on every control-plane call: the ledger records such requests as via `cli`."""
 DAG_PREFIX = "plugin_upgrade__"
 
 ENV_URL = "POWERX_AIRFLOW_URL"
@@ -542,7 +544,7 @@ class AirflowClient:
 class ControlPlane:
     """The project's API at `/internal/version/upgrade` (mounted in Airflow's api-server by the
     `powerx_upgrade` plugin), with the same bearer token as the REST API. Operations that need
-    an approval token send it as `X-Approval-Token`.
+    an approval token send it as `X-Approval-Token`; every call says `X-PowerX-Client: cli`.
 
     :param api: the REST client whose address and token are used.
     """
@@ -558,7 +560,9 @@ class ControlPlane:
         approval: str | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        headers = {"X-Approval-Token": approval} if approval else None
+        headers = {CLIENT_HEADER: "cli"}
+        if approval:
+            headers["X-Approval-Token"] = approval
         response = self.api.send(method, f"{CONTROL_PLANE_PREFIX}{path}", headers=headers, **kwargs)
         if response.status_code == 404 and error_detail(response)[0] == "Not Found":
             raise ControlPlaneMissing(

@@ -604,14 +604,19 @@ def init_script_problems(resolved: Mapping[str, Any], root: Path = ROOT) -> list
 
 
 def path_problems(resolved: Mapping[str, Any], root: Path = ROOT) -> list[str]:
-    """POWERX_UPGRADE_CONFIG / _TEMPLATES come from the repository through a bind mount;
+    """POWERX_UPGRADE_CONFIG / _TEMPLATES / _SIGNING_KEYS come from the repository through a
+    bind mount;
     POWERX_UPGRADE_REPORTS is the target of the `reports` volume; the sandbox's scenario
     exists."""
     common = resolved.get("x-airflow-common") or {}
     env = environment(common)
     problems = []
     for name in AIRFLOW_SERVICES:
-        for key in ("POWERX_UPGRADE_CONFIG", "POWERX_UPGRADE_TEMPLATES"):
+        for key in (
+            "POWERX_UPGRADE_CONFIG",
+            "POWERX_UPGRADE_TEMPLATES",
+            "POWERX_UPGRADE_SIGNING_KEYS",
+        ):
             source = _container_path(resolved, name, str(env.get(key, "")), root)
             if source is None or not source.exists():
                 problems.append(f"service {name}: {key}={env.get(key)} is not a mounted path")

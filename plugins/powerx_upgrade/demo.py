@@ -10,6 +10,7 @@ Everything it started is stopped when it ends (also on Ctrl-C or an error).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from powerx_upgrade.ledger import Ledger
 PLAN_ID = "crm-sync-demo"
 DAG_ID = f"plugin_upgrade__{PLAN_ID}"
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_KEY_ID = "powerx-demo"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,53 @@ class DemoSettings:
     @property
     def reports(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def signing_keys(self) -> Path:
+        """The stack's trusted keys directory ($POWERX_UPGRADE_SIGNING_KEYS): the demo key."""
+        return self.home / "signing_keys"
+
+
+@dataclass(frozen=True)
+class DemoSigning:
+    """The demo's own release key: it signs the demo artifact as a CI pipeline would."""
+
+    key_id: str
+    private_key: Path
+    public_key: Path
+
+    def conf(self, config: Path, version: str) -> dict[str, str]:
+        """The run conf's `artifact_signature` for the demo plan's default artifact at
+        `version` (the plan's plugin and sha256, read from the config)."""
+        from powerx_upgrade.config import load_config
+        from powerx_upgrade.security.artifacts import sign_artifact
+
+        plan = load_config([config]).plans[PLAN_ID]
+        if plan.artifact is None:
+            raise ValueError(f"plan {PLAN_ID} has no default artifact to sign")
+        signature = sign_artifact(
+            self.private_key.read_bytes(), plan.plugin, version, plan.artifact.sha256
+        )
+        return {"artifact_signature": signature}
+
+
+def demo_signing(settings: DemoSettings) -> DemoSigning:
+    """A key pair under the demo home (made on the first start, kept for the next ones): the
+    private key in `signing/` (0600), the public one in the stack's trusted keys directory."""
+    from powerx_upgrade.security.artifacts import generate_keypair
+
+    private = settings.home / "signing" / f"{DEMO_KEY_ID}.private.pem"
+    public = settings.signing_keys / f"{DEMO_KEY_ID}.pub"
+    if not (private.is_file() and public.is_file()):
+        private.parent.mkdir(parents=True, exist_ok=True)
+        settings.signing_keys.mkdir(parents=True, exist_ok=True)
+        private_pem, public_pem = generate_keypair()
+        private.unlink(missing_ok=True)
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(private_pem)
+        public.write_bytes(public_pem)
+    return DemoSigning(DEMO_KEY_ID, private, public)
 
 
 @dataclass
@@ -143,6 +192,7 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
                 ),
                 "POWERX_UPGRADE_CONFIG": str(settings.config),
                 "POWERX_UPGRADE_REPORTS": str(settings.reports),
+                "POWERX_UPGRADE_SIGNING_KEYS": str(settings.signing_keys),
             }
         )
         airflow = stack.enter_context(

@@ -60,7 +60,14 @@ def test_demo_once_runs_the_plan_to_the_expected_outcome_and_stops_everything(tm
     sandbox = re.search(r"sandbox: http://127\.0\.0\.1:(\d+)", output)
     assert ui and sandbox
     assert not listening(int(ui.group(2))) and not listening(int(sandbox.group(1)))
-    run = Ledger(f"sqlite:///{home / 'powerx_ledger.db'}").runs()[-1]
+    book = Ledger(f"sqlite:///{home / 'powerx_ledger.db'}")
+    run = book.runs()[-1]
     assert run.outcome == "rolled_back"
+    # The demo signs its artifact with a key it made under its home; preflight verified it.
+    assert "signing key powerx-demo" in output
+    verified = [r for r in book.audit_records(run.run_id) if r.event == "artifact.verified"]
+    assert [r.payload["details"]["key_id"] for r in verified] == ["powerx-demo"]
+    private = home / "signing" / "powerx-demo.private.pem"
+    assert private.stat().st_mode & 0o077 == 0
     leftovers = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", f"orphan processes: {leftovers.stdout}"

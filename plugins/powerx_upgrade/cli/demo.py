@@ -107,6 +107,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.rule("[bold]PowerX grey upgrade: demo")
     console.print(f"scenario [bold]{escape(case.scenario)}[/]: {escape(case.story)}")
     try:
+        signing = demo.demo_signing(settings)
+        signature = signing.conf(settings.config, case.target_version)
+        console.print(
+            f"signing key [bold]{signing.key_id}[/] (public key {escape(str(signing.public_key))}, "
+            "trusted by the stack): the demo artifact is signed for "
+            f"{case.target_version}"
+        )
         with demo.running_demo(settings, lambda m: console.print(f"[dim]{escape(m)}[/]")) as (
             airflow,
             sandbox,
@@ -120,6 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 demo.DAG_ID,
                 {
                     "target_version": case.target_version,
+                    **signature,
                     "reason": f"powerx demo: scenario {case.scenario}",
                 },
                 note="powerx demo",

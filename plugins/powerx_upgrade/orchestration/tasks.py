@@ -369,7 +369,11 @@ def report(plan: Plan) -> dict[str, Any]:
     preflight, a database down) the report says what the DAG itself knows.
     """
     from powerx_upgrade import reporting
-    from powerx_upgrade.orchestration.operators.report import airflow_base_url, run_identity
+    from powerx_upgrade.orchestration.operators.report import (
+        airflow_base_url,
+        api_base_url,
+        run_identity,
+    )
     from powerx_upgrade.rollout.alerts import alerts_of
 
     context = get_current_context()
@@ -391,7 +395,7 @@ def report(plan: Plan) -> dict[str, Any]:
     return {
         "outcome": document["outcome"],
         "files": files,
-        "link": reporting.report_link(plan.id, run_id),
+        "link": reporting.report_link(plan.id, run_id, api_base_url=api_base_url()),
     }
 
 

@@ -42,12 +42,25 @@ def report_dir(plan_id: str, run_id: str, base: str | None = None) -> str:
     return f"{reports_base(base)}/{safe_segment(plan_id)}/{safe_segment(run_id)}"
 
 
-def report_link(plan_id: str, run_id: str, name: str = "report.html") -> str:
+API_REPORT_PATH = "/internal/version/upgrade/runs/{run_id}/report"
+"""The control-plane API's report view (behind Airflow's login), under the api-server's URL."""
+_API_FORMATS = {"report.html": "html", "report.md": "md", "report.json": "json"}
+
+
+def report_link(
+    plan_id: str, run_id: str, name: str = "report.html", *, api_base_url: str | None = None
+) -> str:
     """Where a person opens a report: under $POWERX_UPGRADE_REPORTS_URL when the base is served
-    over HTTP (a static web server, a bucket website), else the storage URI itself."""
+    over HTTP (a static web server, a bucket website); else, when the api-server's URL is known
+    (`api_base_url`: Airflow's `[api] base_url`), the control-plane API's report view, which
+    asks for the same login as the Airflow UI; else the storage URI itself."""
     served = os.environ.get(REPORTS_URL_ENV)
     if served:
         return f"{served.rstrip('/')}/{safe_segment(plan_id)}/{safe_segment(run_id)}/{name}"
+    if api_base_url and name in _API_FORMATS:
+        path = API_REPORT_PATH.format(run_id=quote(run_id, safe=""))
+        query = "" if name == "report.html" else f"?format={_API_FORMATS[name]}"
+        return f"{api_base_url.rstrip('/')}{path}{query}"
     return quote(f"{report_dir(plan_id, run_id)}/{name}", safe=":/")
 
 

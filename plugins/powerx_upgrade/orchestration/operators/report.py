@@ -31,7 +31,9 @@ class ReportLink(BaseOperatorLink):
                 written = None
             if isinstance(written, dict) and written.get("link"):
                 return str(written["link"])
-        return report_link(getattr(operator, "plan_id", "unknown"), ti_key.run_id)
+        return report_link(
+            getattr(operator, "plan_id", "unknown"), ti_key.run_id, api_base_url=api_base_url()
+        )
 
 
 class ReportOperator(PythonOperator):
@@ -45,6 +47,14 @@ class ReportOperator(PythonOperator):
     def __init__(self, *, plan_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan_id = plan_id
+
+
+def api_base_url() -> str | None:
+    """The api-server's configured address (`[api] base_url`), or None when it is not set: the
+    report link then points at the stored file instead of the control-plane API's view."""
+    from airflow.sdk.configuration import conf
+
+    return conf.get("api", "base_url", fallback=None) or None
 
 
 def airflow_base_url() -> str:

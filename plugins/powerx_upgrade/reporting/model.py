@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from powerx_upgrade.ledger.records import ActionRecord, DecisionRecord, GateRecord, RunRecord
+from powerx_upgrade.ledger.records import (
+    ActionRecord,
+    ApprovalRecord,
+    DecisionRecord,
+    GateRecord,
+    RunRecord,
+)
 from powerx_upgrade.reporting.findings import (
     findings,
     timeline,
@@ -41,6 +47,8 @@ METRIC_NAMES = (
     "version.upgrade.paused_total",
 )
 _OK_UPGRADE = ("succeeded", "skipped")
+HUMAN_DECISION_KINDS = ("pause", "approval", "rollback", "stop", "takeover")
+"""Decisions a person takes (or that a timeout takes for them); `decide` is the DAG's own."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class RunRecords:
     actions: Sequence[ActionRecord] = ()
     gates: Sequence[GateRecord] = ()
     decisions: Sequence[DecisionRecord] = ()
+    approvals: Sequence[ApprovalRecord] = ()
+    """Approval tokens used on this run (never the tokens: who, what, when, token id)."""
 
     @classmethod
     def from_ledger(cls, ledger: Any, run_id: str) -> RunRecords:
@@ -82,6 +92,7 @@ class RunRecords:
             tuple(ledger.actions(run_id)),
             tuple(ledger.gate_evaluations(run_id)),
             tuple(ledger.decisions(run_id)),
+            tuple(ledger.approvals(run_id=run_id)),
         )
 
 
@@ -150,6 +161,7 @@ def build_report(
         "batches": batches,
         "approvals": [_decision(d) for d in facts.decisions if d.kind == "approval"],
         "decisions": [_decision(d) for d in facts.decisions],
+        "approval_trail": _approval_trail(facts.decisions, records.approvals),
         "pauses": pauses,
         "alerts": alert_list,
         "rollback": rollback,
@@ -628,5 +640,64 @@ def _decision(d: DecisionRecord) -> dict[str, Any]:
         "at": iso(d.decided_at),
         "reason": detail.get("reason"),
         "timed_out": detail.get("timed_out"),
+        "approval_jti": _jti_of(d),
         "detail": detail,
     }
+
+
+def _jti_of(d: DecisionRecord) -> str | None:
+    detail = d.detail or {}
+    jti = detail.get("approval_jti") or detail.get("jti")
+    return jti if isinstance(jti, str) and jti else None
+
+
+def _approval_trail(
+    decisions: Sequence[DecisionRecord], approvals: Sequence[ApprovalRecord]
+) -> list[dict[str, Any]]:
+    """Every human decision and every approval token used, in time order: who, when, through
+    which path (ui, api, cli; auto when a timeout decided), the action, the token id (jti) and
+    the batch. A decision taken with a token shows the token's approver on the same line."""
+    tokens = {a.jti: a for a in approvals}
+    shown: set[str] = set()
+    trail: list[tuple[datetime, dict[str, Any]]] = []
+    for d in decisions:
+        if d.kind not in HUMAN_DECISION_KINDS or d.decision == "not_required":
+            continue
+        jti = _jti_of(d)
+        token = tokens.get(jti) if jti else None
+        if token is not None:
+            shown.add(token.jti)
+        timed_out = bool((d.detail or {}).get("timed_out"))
+        entry = {
+            "at": iso(d.decided_at),
+            "batch": d.batch_index,
+            "action": d.kind,
+            "decision": d.decision,
+            "who": d.actor,
+            "approver": token.subject if token else None,
+            "via": "auto" if timed_out else d.via,
+            "jti": jti,
+            "mfa": token.mfa if token else None,
+            "timed_out": timed_out,
+            "source": "decision",
+        }
+        trail.append((d.decided_at, entry))
+    for a in approvals:
+        if a.jti in shown:
+            continue
+        detail = a.detail or {}
+        entry = {
+            "at": iso(a.used_at),
+            "batch": detail.get("batch"),
+            "action": a.action,
+            "decision": detail.get("operation"),
+            "who": detail.get("actor") or a.subject,
+            "approver": a.subject,
+            "via": a.via,
+            "jti": a.jti,
+            "mfa": a.mfa,
+            "timed_out": False,
+            "source": "approval_token",
+        }
+        trail.append((a.used_at, entry))
+    return [entry for _, entry in sorted(trail, key=lambda item: item[0])]

@@ -35,6 +35,7 @@ def accept_approval(
     via: str,
     actor: str | None,
     now: datetime | None = None,
+    batch: int | None = None,
     audit: AuditClient | None = None,
 ) -> ApprovalClaims:
     """Verify `token` for `operation` on `plan` (and `run_id`), use it up, audit the outcome.
@@ -55,12 +56,19 @@ def accept_approval(
     :param via: the path the request came by: `api`, `cli` or `ui`.
     :param actor: who sent the request (the authenticated Airflow user), besides the approver.
     :param now: the time to check the token against; default the current time.
+    :param batch: the batch the operation concerns, if any (kept for the report's trail).
     :param audit: the audit service client; given, the outbox is delivered at once.
     """
     action = action_for(operation)
     now = now or datetime.now(UTC)
     plan_id, plugin, control = _plan_facts(plan)
-    where = {"operation": operation, "plan_id": plan_id, "run_id": run_id, "via": via}
+    where = {
+        "operation": operation,
+        "plan_id": plan_id,
+        "run_id": run_id,
+        "batch": batch,
+        "via": via,
+    }
     try:
         claims = verify_approval(
             token,
@@ -98,7 +106,12 @@ def accept_approval(
             issued_at=claims.issued_at,
             expires_at=claims.expires_at,
             used_at=now,
-            detail={"operation": operation, "actor": actor, "approved_plan": claims.plan_id},
+            detail={
+                "operation": operation,
+                "actor": actor,
+                "batch": batch,
+                "approved_plan": claims.plan_id,
+            },
             audit=entry,
         )
     except ApprovalRefused as refusal:

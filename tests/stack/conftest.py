@@ -5,9 +5,11 @@ end, also when a test fails or the session is interrupted."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +44,12 @@ def artifact_for(version: str) -> dict[str, str]:
 
 RUN_TIMEOUT = 240
 
+APPROVAL_SECRET = "stack-tests-approval-secret-TEST-ONLY-0123456789"
+"""The shared secret of the stack's `powerx_approval` connection (approval tokens, TEST-ONLY)."""
+VIEWER = "viewer"
+"""A second Airflow user with the viewer role (read-only); Airflow generates its password into
+the home's passwords file (`viewer_password`)."""
+
 FIGURES: dict[str, float] = {}
 """Measured figures of the session (seconds), printed in the terminal summary."""
 
@@ -58,14 +66,29 @@ def ledger_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def stack_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stack's config: a copy of STACK_CONFIG, since POST /plan writes into its plans/."""
+    config = tmp_path_factory.mktemp("stack-config")
+    shutil.copytree(STACK_CONFIG, config, dirs_exist_ok=True)
+    return config
+
+
+@pytest.fixture(scope="session")
 def stack(
-    sandbox_url: str, ledger_url: str, tmp_path_factory: pytest.TempPathFactory
+    sandbox_url: str,
+    ledger_url: str,
+    stack_config: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AirflowStack]:
     env = {f"AIRFLOW_CONN_POWERX_{name}": sandbox_url for name in _SYSTEMS}
     env["AIRFLOW_CONN_POWERX_LEDGER"] = json.dumps(
         {"conn_type": "generic", "extra": {"url": ledger_url}}
     )
-    env["POWERX_UPGRADE_CONFIG"] = str(STACK_CONFIG)
+    env["POWERX_UPGRADE_CONFIG"] = str(stack_config)
+    env["AIRFLOW_CONN_POWERX_APPROVAL"] = json.dumps(
+        {"conn_type": "generic", "password": APPROVAL_SECRET}
+    )
+    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = f"admin:admin,{VIEWER}:viewer"
     env["POWERX_UPGRADE_SIGNING_KEYS"] = str(SIGNING_KEYS)  # the TEST-ONLY public key
     home = tmp_path_factory.mktemp("airflow-stack")
     started = time.monotonic()
@@ -94,6 +117,12 @@ def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def ledger(ledger_url: str, stack: AirflowStack) -> Ledger:
     return Ledger(ledger_url)
+
+
+def viewer_password(stack: AirflowStack) -> str:
+    """The viewer's password, as the api-server generated it into the passwords file."""
+    passwords = json.loads((stack.home / "simple_auth_manager_passwords.json").read_text())
+    return str(passwords[VIEWER])
 
 
 def versions(client: httpx.Client) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["httpx>=0.27", "rich>=13"]
+# dependencies = ["httpx>=0.27", "rich>=13", "cryptography>=42"]
 # ///
 """Smoke test of a running grey-upgrade deployment, through Airflow's REST API only.
 
@@ -17,9 +17,13 @@ every tenant is back on the version it had before.
         --airflow-url http://localhost:8080 --username airflow --password airflow \\
         --platform-url http://localhost:8700
 
+Preflight refuses an unsigned artifact: with --signing-key (the release pipeline's Ed25519
+private key) each path's run is signed for its plugin, target version and artifact SHA-256 (the
+conf's, else the DAG's trigger-form defaults), unless its conf already has artifact_signature.
+
 Every option also reads an environment variable (see --help). Imports no Airflow: it runs from
-any machine with httpx and rich (`uv run scripts/workflows/version-upgrade-smoke.py` installs
-them from the header above).
+any machine with httpx and rich, plus cryptography to sign
+(`uv run scripts/workflows/version-upgrade-smoke.py` installs them from the header above).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -84,6 +89,8 @@ class Options:
     run_timeout: float = 900.0
     poll_interval: float = 2.0
     plugin: str = "crm-sync"
+    signing_key: bytes | None = None
+    """PEM of the Ed25519 private key that signs each run's artifact (None: confs as given)."""
 
 
 # -- Airflow REST API ------------------------------------------------------------------------
@@ -160,6 +167,11 @@ class AirflowApi:
             raise SetupError(f"GET dag {dag_id} answered {response.status_code}: {response.text}")
         return response.json()
 
+    def dag_params(self, dag_id: str) -> dict[str, Any]:
+        """The DAG's trigger-form defaults (its Params' values)."""
+        details = self.json("GET", f"/api/v2/dags/{_q(dag_id)}/details")
+        return {k: (v or {}).get("value") for k, v in (details.get("params") or {}).items()}
+
     def import_errors(self) -> list[dict[str, Any]]:
         return self.json("GET", "/api/v2/importErrors", params={"limit": 20})["import_errors"]
 
@@ -226,6 +238,49 @@ class Platform:
         if response.is_error:
             raise SetupError(f"GET {path} answered {response.status_code}: {response.text[:300]}")
         return {t["id"]: t["version"] for t in response.json()["tenants"]}
+
+
+# -- signing ---------------------------------------------------------------------------------
+
+
+def artifact_message(plugin: str, version: str, sha256: str) -> bytes:
+    """What is signed; the same bytes as powerx_upgrade.security.artifacts.artifact_message
+    (this script imports no powerx code; tests/deploy/test_smoke_script.py checks they agree)."""
+    body = f"plugin={plugin}\nversion={version}\nsha256={sha256.lower()}\n"
+    return b"powerx-artifact-v1\n" + body.encode("utf-8")
+
+
+def sign(private_key_pem: bytes, plugin: str, version: str, sha256: str) -> str:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(private_key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SetupError(f"--signing-key is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SetupError(f"--signing-key is a {type(key).__name__}, not an Ed25519 key")
+    signature = key.sign(artifact_message(plugin, version, sha256))
+    return base64.b64encode(signature).decode("ascii")
+
+
+def signed_conf(api: AirflowApi, spec: PathSpec, options: Options) -> dict[str, Any]:
+    """The path's conf, signed when a signing key is given and the conf carries no signature."""
+    conf = dict(spec.conf)
+    if options.signing_key is None or conf.get("artifact_signature"):
+        return conf
+    defaults = api.dag_params(spec.dag_id)
+    version = conf.get("target_version") or defaults.get("target_version")
+    sha256 = conf.get("artifact_sha256") or defaults.get("artifact_sha256")
+    if not version or not sha256:
+        raise SetupError(
+            f"{spec.name}: cannot sign: no target_version/artifact_sha256 in the conf or in "
+            f"the defaults of {spec.dag_id}"
+        )
+    conf["artifact_signature"] = sign(options.signing_key, options.plugin, version, sha256)
+    return conf
 
 
 # -- the paths -------------------------------------------------------------------------------
@@ -335,9 +390,10 @@ def run_path(
     if not all(c.passed for c in checks):
         return checks
     before = platform.versions(options.plugin) if platform else {}
-    run_id = api.trigger(spec.dag_id, spec.conf)
+    conf = signed_conf(api, spec, options)
+    run_id = api.trigger(spec.dag_id, conf)
     console.print(
-        f"[bold]{spec.name}[/]: triggered {spec.dag_id} run {run_id} conf {json.dumps(spec.conf)}"
+        f"[bold]{spec.name}[/]: triggered {spec.dag_id} run {run_id} conf {json.dumps(conf)}"
     )
     state, seconds = follow_run(api, spec, run_id, options, sleep)
     detail = (
@@ -418,6 +474,12 @@ def parser() -> argparse.ArgumentParser:
         help="plugin whose tenants --platform-url lists (default %(default)s)",
     )
     p.add_argument(
+        "--signing-key",
+        default=_env("SIGNING_KEY"),
+        help="Ed25519 private key (PEM file) that signs each run's artifact (powerx artifact "
+        "keygen; its .pub must be trusted by the deployment)",
+    )
+    p.add_argument(
         "--paths",
         default=_env("PATHS", "happy,failure"),
         help="which paths to run, comma-separated (default %(default)s)",
@@ -492,6 +554,12 @@ def smoke(args: argparse.Namespace, console: Console, sleep=time.sleep) -> Outco
     """Run the chosen paths in order; a setup error stops everything (exit 2)."""
     outcome = Outcome()
     options = Options(args.dag_timeout, args.run_timeout, args.poll_interval, args.plugin)
+    if args.signing_key:
+        try:
+            options.signing_key = Path(args.signing_key).read_bytes()
+        except OSError as exc:
+            outcome.error = f"--signing-key {args.signing_key}: {exc.strerror or exc}"
+            return outcome
     api = AirflowApi(args.airflow_url, args.username, args.password)
     platform = Platform(args.platform_url) if args.platform_url else None
     try:

@@ -58,6 +58,10 @@ class FakeDeployment:
         }
     )
     polls_to_finish: int = 2
+    params: dict[str, Any] = field(
+        default_factory=lambda: {"target_version": "2.4.0", "artifact_sha256": "d" * 64}
+    )
+    """The DAG's trigger-form defaults (GET .../details)."""
     tenants: dict[str, str] = field(
         default_factory=lambda: {"t-1": "2.3.1", "t-2": "2.3.1", "t-3": "2.3.1"}
     )
@@ -143,6 +147,15 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, fake.dags[match[1]])
         return self._send(404, {"detail": "not found"})
 
+    def _dag(self, dag_id: str, *, details: bool) -> None:
+        dag = self.fake.dags.get(dag_id)
+        if dag is None:
+            return self._send(404, {"detail": "no such DAG"})
+        if not details:
+            return self._send(200, dag)
+        params = {k: {"value": v, "description": None} for k, v in self.fake.params.items()}
+        return self._send(200, {**dag, "params": params})
+
     def do_GET(self) -> None:
         fake = self.fake
         path = self.path.split("?")[0]
@@ -154,9 +167,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(401, {"detail": "Not authenticated"})
         if path == "/api/v2/importErrors":
             return self._send(200, {"import_errors": fake.import_errors})
-        if match := re.fullmatch(r"/api/v2/dags/([^/]+)", path):
-            dag = fake.dags.get(match[1])
-            return self._send(200, dag) if dag else self._send(404, {"detail": "no such DAG"})
+        if match := re.fullmatch(r"/api/v2/dags/([^/]+)(/details)?", path):
+            return self._dag(match[1], details=bool(match[2]))
         if match := re.fullmatch(r"/api/v2/dags/[^/]+/dagRuns/([^/]+)", path):
             run = fake.runs[match[1]]
             run["polls"] += 1
@@ -360,3 +372,48 @@ def test_options_default_to_environment_variables(monkeypatch):
     assert args.happy_conf == {"target_version": "9.9.9"}
     assert args.run_timeout == 60.0
     assert args.failure_conf == smoke.DEFAULT_FAILURE_CONF
+
+
+def test_with_a_signing_key_each_run_is_signed_for_its_version_and_the_dags_default_digest(
+    url, fake
+):
+    from powerx_upgrade.security.artifacts import load_public_keys, verify_artifact
+    from tests.signing import SIGNING_KEYS, TEST_KEY_ID, TEST_PRIVATE_KEY
+
+    code, output = run_smoke(url, "--signing-key", str(TEST_PRIVATE_KEY))
+    assert code == 0, output
+    keys = load_public_keys(SIGNING_KEYS)
+    confs = [r["conf"] for r in fake.runs.values()]
+    assert [c["target_version"] for c in confs] == ["2.4.0", "2.5.0"]
+    for conf in confs:
+        signature = conf["artifact_signature"]
+        version = conf["target_version"]
+        assert verify_artifact(signature, "crm-sync", version, "d" * 64, keys) == TEST_KEY_ID
+
+
+def test_a_conf_that_is_already_signed_or_names_its_digest_is_signed_as_given(url, fake):
+    from tests.signing import TEST_PRIVATE_KEY, sign
+
+    happy = {"target_version": "2.4.0", "artifact_signature": "kept"}
+    failure = {"target_version": "2.5.0", "artifact_sha256": "e" * 64}
+    code, output = run_smoke(
+        url, "--signing-key", str(TEST_PRIVATE_KEY),
+        "--happy-conf", json.dumps(happy), "--failure-conf", json.dumps(failure),
+    )  # fmt: skip
+    assert code == 0, output
+    first, second = (r["conf"] for r in fake.runs.values())
+    assert first == happy
+    assert second["artifact_signature"] == sign("2.5.0", "e" * 64)
+
+
+def test_an_unreadable_signing_key_exits_two_before_anything_is_triggered(url, fake, tmp_path):
+    code, output = run_smoke(url, "--signing-key", str(tmp_path / "missing.pem"))
+    assert code == 2 and "--signing-key" in output and "missing.pem" in output
+    assert not fake.runs
+
+
+def test_the_script_signs_the_same_message_as_the_package():
+    from powerx_upgrade.security.artifacts import artifact_message
+
+    args = ("crm-sync", "2.4.0-rc.1", "AB" * 32)
+    assert smoke.artifact_message(*args) == artifact_message(*args)

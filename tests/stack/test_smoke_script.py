@@ -16,7 +16,8 @@ import pytest
 
 from powerx_upgrade.devstack import AirflowStack
 from tests.conftest import ROOT
-from tests.stack.conftest import AUTO_DAG, FIGURES, RUN_TIMEOUT, artifact_for, versions
+from tests.signing import TEST_PRIVATE_KEY
+from tests.stack.conftest import ARTIFACT, AUTO_DAG, FIGURES, RUN_TIMEOUT, versions
 
 pytestmark = pytest.mark.stack
 
@@ -44,8 +45,9 @@ def test_smoke_script_passes_the_happy_and_the_failure_path_on_a_live_stack(
         sys.executable, str(SCRIPT),
         "--airflow-url", stack.base_url, "--username", username, "--password", password,
         "--happy-dag", AUTO_DAG,
-        "--happy-conf", json.dumps({"target_version": "2.4.0", **artifact_for("2.4.0")}),
-        "--failure-conf", json.dumps({"target_version": "2.5.0", **artifact_for("2.5.0")}),
+        "--happy-conf", json.dumps({"target_version": "2.4.0", **ARTIFACT}),
+        "--failure-conf", json.dumps({"target_version": "2.5.0", **ARTIFACT}),
+        "--signing-key", str(TEST_PRIVATE_KEY),  # signs each run as a release pipeline does
         "--platform-url", sandbox_url,
         "--run-timeout", str(RUN_TIMEOUT), "--poll-interval", "1",
     ]  # fmt: skip

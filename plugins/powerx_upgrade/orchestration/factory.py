@@ -34,7 +34,9 @@ from powerx_upgrade.orchestration.description import (
 from powerx_upgrade.orchestration.operators.human import BatchApprovalOperator, BatchPauseOperator
 from powerx_upgrade.orchestration.operators.report import ReportOperator
 from powerx_upgrade.orchestration.operators.window import WindowWaitOperator
+from powerx_upgrade.orchestration.rollback_dag import build_rollback_dag
 from powerx_upgrade.orchestration.sensors.gate import BatchGateSensor
+from powerx_upgrade.rollout.late_rollback import ROLLBACK_DAG_ID
 
 START_DATE = datetime(2026, 1, 1)
 
@@ -261,11 +263,13 @@ def broken_dag(plan_id: str, problems: list[Problem]) -> DAG:
 
 
 def build_dags(config: ConfigResult | None = None) -> dict[str, DAG]:
-    """One DAG per plan in the config: real ones for valid plans, broken ones for invalid."""
+    """One DAG per plan in the config: real ones for valid plans, broken ones for invalid;
+    plus the one-click rollback DAG (`plugin_upgrade_rollback`) for runs of any plan."""
     config = config or load_config()
     dags: dict[str, DAG] = {}
     for plan_id, plan in sorted(config.plans.items()):
         dags[dag_id_for(plan_id)] = materialise(describe_plan(plan), plan)
+    dags[ROLLBACK_DAG_ID] = build_rollback_dag(dict(config.plans))
     for plan_id in sorted(config.invalid_plans):
         dags[dag_id_for(plan_id)] = broken_dag(plan_id, config.problems_of_plan(plan_id))
     for file, problems in _file_problems(config).items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from powerx_upgrade.domain.decide import Upgraded, rollback_targets
-from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.domain.models import Plan, RollbackScope
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import artifact_refusal, selected_tenants
 
@@ -29,6 +29,21 @@ def rollback_plan(
     breaching: list[str],
 ) -> list[dict[str, Any]]:
     """The tenants to roll back under the policy's scope, each with the version it goes back to."""
+    return rollback_candidates(
+        platform, ledger, ctx, plan.policy.rollback.scope, failing_batch, breaching
+    )
+
+
+def rollback_candidates(
+    platform: Any,
+    ledger: Any,
+    ctx: RunContext,
+    scope: RollbackScope,
+    failing_batch: int | None,
+    breaching: list[str],
+) -> list[dict[str, Any]]:
+    """The run's tenants to roll back under `scope` (`domain.decide.rollback_targets`) that are
+    on the new version now, each with the version it goes back to."""
     upgrades = ledger.actions(ctx.run_id, kind="upgrade")
     touched = [
         Upgraded(a.tenant_id, a.batch_index or 0, a.from_version, a.state)
@@ -37,7 +52,7 @@ def rollback_plan(
     ]
     current = {t["id"]: t.get("version") for t in platform.list_tenants(ctx.plugin)}
     chosen = rollback_targets(
-        plan.policy.rollback.scope,
+        scope,
         touched,
         failing_batch=failing_batch,
         breaching=breaching,

@@ -29,7 +29,8 @@ def _token(action: str, jti: str, at, subject: str) -> str:
 def trail_run(tmp_path, monkeypatch):
     """A two-batch run: bob resumes a pause in the UI; carol approves batch 2 through the API
     with a token; dave requests a rollback from the CLI with a token (no decision of its own);
-    a later pause times out."""
+    erin takes over through the API (the next promotion becomes her pause); a later pause
+    times out. Answers through the API carry the token id as `detail.approval` (run controls)."""
     with frozen_ledger(tmp_path / "ledger.db", monkeypatch) as (book, clock):
         fill_run(
             book,
@@ -58,7 +59,7 @@ def trail_run(tmp_path, monkeypatch):
             decision="approve",
             actor="carol",
             via="api",
-            detail={"approval_jti": claims.jti, "chosen": ["Approve"]},
+            detail={"control": 1, "approval": claims.jti, "chosen": ["Approve"]},
             decided_at=approve_at + timedelta(seconds=2),
         )
         rollback_at = T0 + timedelta(minutes=25)
@@ -74,6 +75,30 @@ def trail_run(tmp_path, monkeypatch):
             actor="dave",
             now=rollback_at,
         )
+        takeover_at = T0 + timedelta(minutes=27)
+        takeover = _token("takeover", "jti-takeover", takeover_at, "erin@example.com")
+        accept_approval(
+            book,
+            takeover,
+            SETTINGS,
+            operation="takeover",
+            plan=PLAN,
+            run_id=RUN_ID,
+            via="api",
+            actor="erin",
+            now=takeover_at,
+        )
+        # under a takeover the DAG's promotion becomes a pause credited to the operator
+        book.record_decision(
+            RUN_ID,
+            batch_index=2,
+            kind="decide",
+            decision="pause",
+            actor="erin",
+            via="api",
+            detail={"takeover": 3, "approval": "jti-takeover", "reason": "manual takeover"},
+            decided_at=takeover_at + timedelta(minutes=1),
+        )
         book.record_decision(
             RUN_ID,
             batch_index=2,
@@ -85,7 +110,7 @@ def trail_run(tmp_path, monkeypatch):
             decided_at=T0 + timedelta(minutes=30),
         )
         report = report_from_ledger(book, RUN_ID)
-    return report, [approve, rollback]
+    return report, [approve, rollback, takeover]
 
 
 def test_the_trail_lists_human_decisions_and_tokens_in_time_order(trail_run):
@@ -98,13 +123,15 @@ def test_the_trail_lists_human_decisions_and_tokens_in_time_order(trail_run):
         ("pause", "resume", "bob", None, "ui", None, 1),
         ("approval", "approve", "carol", "carol@example.com", "api", "jti-approve-2", 2),
         ("rollback", "rollback", "dave", "dave@example.com", "cli", "jti-rollback", None),
+        ("decide", "pause", "erin", "erin@example.com", "api", "jti-takeover", 2),
         ("pause", "rollback", "timeout default", None, "auto", None, 2),
     ]
     approve, rollback = report["approval_trail"][1], report["approval_trail"][2]
     assert approve["at"] == (T0 + timedelta(minutes=20, seconds=2)).isoformat()
     assert approve["mfa"] is True and approve["source"] == "decision"
+    assert approve["token_used_at"] == (T0 + timedelta(minutes=20)).isoformat()
     assert rollback["source"] == "approval_token" and rollback["mfa"] is True
-    assert report["approval_trail"][3]["timed_out"] is True
+    assert report["approval_trail"][4]["timed_out"] is True
     # the policy's own "no approval needed" decisions are not human decisions
     assert all(e["decision"] != "not_required" for e in report["approval_trail"])
 

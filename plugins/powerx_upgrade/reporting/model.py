@@ -646,9 +646,21 @@ def _decision(d: DecisionRecord) -> dict[str, Any]:
 
 
 def _jti_of(d: DecisionRecord) -> str | None:
+    """The id of the approval token behind a decision (the run controls keep it as
+    `detail.approval`), if any."""
     detail = d.detail or {}
-    jti = detail.get("approval_jti") or detail.get("jti")
-    return jti if isinstance(jti, str) and jti else None
+    for key in ("approval_jti", "approval", "jti"):
+        jti = detail.get(key)
+        if isinstance(jti, str) and jti:
+            return jti
+    return None
+
+
+def _human(d: DecisionRecord) -> bool:
+    # a DAG decision credited to an operator (a requested rollback, a takeover's pause) counts
+    if d.decision == "not_required":
+        return False
+    return d.kind in HUMAN_DECISION_KINDS or d.via not in (None, "auto")
 
 
 def _approval_trail(
@@ -661,7 +673,7 @@ def _approval_trail(
     shown: set[str] = set()
     trail: list[tuple[datetime, dict[str, Any]]] = []
     for d in decisions:
-        if d.kind not in HUMAN_DECISION_KINDS or d.decision == "not_required":
+        if not _human(d):
             continue
         jti = _jti_of(d)
         token = tokens.get(jti) if jti else None
@@ -678,6 +690,7 @@ def _approval_trail(
             "via": "auto" if timed_out else d.via,
             "jti": jti,
             "mfa": token.mfa if token else None,
+            "token_used_at": iso(token.used_at) if token else None,
             "timed_out": timed_out,
             "source": "decision",
         }
@@ -696,6 +709,7 @@ def _approval_trail(
             "via": a.via,
             "jti": a.jti,
             "mfa": a.mfa,
+            "token_used_at": iso(a.used_at),
             "timed_out": False,
             "source": "approval_token",
         }

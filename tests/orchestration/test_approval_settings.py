@@ -105,11 +105,13 @@ def test_no_connection_gives_none_and_every_token_is_refused_as_not_configured(m
 )
 def test_a_broken_connection_is_not_configured_and_names_the_field(monkeypatch, extra, fragment):
     set_conn(monkeypatch, password=SECRET, extra=extra)
+    settings = approval_settings()
+    assert not settings.configured and fragment in settings.problem
     with pytest.raises(ApprovalRefused) as caught:
-        approval_settings()
+        check(issue_approval(SECRET, subject="a", action="rollback", plan_id="p"), settings)
     assert caught.value.code == "not_configured"
     assert fragment in caught.value.message
-    assert SECRET not in caught.value.message
+    assert SECRET not in caught.value.message and SECRET not in repr(settings)
 
 
 def test_the_secret_is_masked_in_logs_once_read(monkeypatch, caplog):

@@ -196,3 +196,23 @@ def test_a_plan_id_alone_gets_the_strictest_defaults(ledger):
         accept(ledger, "crm-sync-standard", token(mfa=False))
     assert caught.value.code == "mfa_required"
     assert accept(ledger, "crm-sync-standard", token(jti="p")).plan_id == "crm-sync-standard"
+
+
+def test_a_broken_connection_refuses_every_token_with_its_problem_and_audits_it(ledger, plan):
+    broken = ApprovalSettings(problem="connection 'powerx_approval': unknown extra key 'secret'")
+    with pytest.raises(ApprovalRefused) as caught:
+        accept_approval(
+            ledger,
+            token(),
+            broken,
+            operation="rollback",
+            plan=plan,
+            run_id=RUN,
+            via="api",
+            actor="ops-admin",
+            now=NOW,
+        )
+    assert caught.value.code == "not_configured" and "unknown extra key" in caught.value.message
+    [record] = ledger.audit_records()
+    assert record.payload["details"]["message"] == caught.value.message
+    assert ledger.approvals() == []

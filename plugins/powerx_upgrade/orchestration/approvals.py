@@ -23,9 +23,10 @@ def approval_settings(conn_id: str = APPROVAL_CONN_ID) -> ApprovalSettings | Non
     """The verification settings of the connection `conn_id`, or None when it does not exist
     (then `rollout.approvals.accept_approval` refuses every token as `not_configured`).
 
-    A connection that exists but cannot be used (an unknown extra key, a bad leeway) raises
-    `ApprovalRefused("not_configured", ...)` naming the field. The shared secret is registered
-    with Airflow's secrets masker, so it never shows in a log.
+    A connection that exists but cannot be used (an unknown extra key, a bad leeway) gives
+    settings whose `problem` names the field: every token is then refused (and audited) as
+    `not_configured` with that message. The shared secret is registered with Airflow's secrets
+    masker, so it never shows in a log.
     """
     conn = _connection(conn_id)
     if conn is None:
@@ -34,14 +35,18 @@ def approval_settings(conn_id: str = APPROVAL_CONN_ID) -> ApprovalSettings | Non
     secret = conn.password or None
     if secret:
         _mask(secret)
-    extra = _extra(conn, conn_id)
-    return ApprovalSettings(
-        secret=secret,
-        public_key=_text(extra, "public_key", conn_id),
-        audience=_text(extra, "audience", conn_id) or DEFAULT_AUDIENCE,
-        issuer=_text(extra, "issuer", conn_id),
-        leeway_seconds=_leeway(extra.get("leeway_seconds", 30), conn_id),
-    )
+    try:
+        extra = _extra(conn, conn_id)
+        return ApprovalSettings(
+            secret=secret,
+            public_key=_text(extra, "public_key", conn_id),
+            audience=_text(extra, "audience", conn_id) or DEFAULT_AUDIENCE,
+            issuer=_text(extra, "issuer", conn_id),
+            leeway_seconds=_leeway(extra.get("leeway_seconds", 30), conn_id),
+        )
+    except ApprovalRefused as broken:
+        log.warning("approval tokens cannot be verified: %s", broken.message)
+        return ApprovalSettings(problem=broken.message)
 
 
 def _connection(conn_id: str) -> Any:

@@ -79,6 +79,8 @@ class ApprovalSettings:
     :param audience: the `aud` a token must carry.
     :param issuer: the `iss` a token must carry; not checked when None.
     :param leeway_seconds: clock skew tolerated on `exp`, `nbf` and `iat`.
+    :param problem: why the configuration cannot be used (a broken connection); every token
+        is then refused as `not_configured` with this message.
     """
 
     secret: str | None = field(default=None, repr=False)
@@ -86,10 +88,11 @@ class ApprovalSettings:
     audience: str = DEFAULT_AUDIENCE
     issuer: str | None = None
     leeway_seconds: int = 30
+    problem: str | None = None
 
     @property
     def configured(self) -> bool:
-        return bool(self.secret) or bool(self.public_key)
+        return self.problem is None and (bool(self.secret) or bool(self.public_key))
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ def verify_approval(
     action = action_for(operation)
     now = _aware_now(now)
     token = _strip(token)
+    if settings is not None and settings.problem is not None:
+        raise ApprovalRefused("not_configured", settings.problem)
     if settings is None or not settings.configured:
         raise ApprovalRefused(
             "not_configured",

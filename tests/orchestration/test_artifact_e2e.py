@@ -84,6 +84,8 @@ def test_a_signature_for_another_version_stops_the_run_before_any_tenant_is_touc
     folder = reports / PLAN / safe_segment(run.run_id)
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     assert report["outcome"] == "failed"
+    assert report["run"]["error"].startswith("preflight refused the artifact (mismatch)")
+    assert "does not verify" in report["run"]["outcome_detail"]["artifact_refused"]
     assert [(a["rule"], a["severity"]) for a in report["alerts"]] == [
         ("artifact_unverified", "critical")
     ]

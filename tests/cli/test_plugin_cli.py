@@ -408,7 +408,7 @@ def test_without_the_control_plane_the_status_comes_from_task_states_and_xcoms()
         {**run, "state": "failed"}, tis, record={"outcome": "rolled_back"}
     )
     assert ended.ended and ended.outcome == "rolled_back"
-    assert [b.name for b in ended.batches] == ["batch 1", "batch 2"]  # no plan XCom: by number
+    assert [(b.index, b.name) for b in ended.batches] == [(1, ""), (2, "")]  # no plan XCom
 
 
 def test_waiting_prompts_name_the_task_subject_and_options():
@@ -518,3 +518,34 @@ def test_a_login_token_is_fetched_once_and_renewed_once_on_401():
     )
     assert api.get("/api/v2/dags") == {"dags": []}
     assert seen == ["Bearer first", "Bearer second"]
+
+
+class _FlakyReader:
+    """Answers like RunReader: first an outage, then a running run, then the end."""
+
+    run_id = "r1"
+
+    def __init__(self, answers: list[Any]):
+        self.answers = answers
+
+    def read(self) -> plugin.RunStatus:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_following_a_run_rides_out_an_api_server_outage():
+    outage = http.Unreachable("GET", "http://airflow/x", None, "connection refused")
+    running = plugin.RunStatus("r1", "d", state="running")
+    ended = plugin.RunStatus("r1", "d", state="success", outcome="promoted")
+    shown: list[str | None] = []
+    reader = _FlakyReader([outage, running, outage, ended])
+    status = plugin._poll(reader, float("inf"), 0, lambda _: None, lambda s: shown.append(s.state))
+    assert status is ended and shown == ["running", "success"]
+
+
+def test_following_a_run_gives_up_at_the_deadline_naming_the_last_error():
+    outage = http.Unreachable("GET", "http://airflow/x", None, "connection refused")
+    with pytest.raises(TimeoutError, match=r"state unknown.*connection refused"):
+        plugin._poll(_FlakyReader([outage]), 0, 0, lambda _: None, lambda _: None)

@@ -559,7 +559,7 @@ def _airflow_row(
     tasks: Mapping[str, list[str | None]],
     gate: Mapping[str, Any] | None,
 ) -> BatchRow:
-    row = BatchRow(index=index, name=str((planned or {}).get("name") or f"batch {index}"))
+    row = BatchRow(index=index, name=str((planned or {}).get("name") or ""))
     if planned and planned.get("size") is not None:
         row.tenants = str(planned["size"])
     shards = tasks.get("deploy") or []
@@ -611,7 +611,7 @@ def render_status(status: RunStatus) -> RenderableType:
         table.add_column(column, overflow="fold")
     for row in status.batches:
         table.add_row(
-            f"{row.index} {row.name}",
+            f"{row.index} {row.name}".strip(),
             row.tenants,
             row.deployed,
             row.failed,
@@ -771,13 +771,23 @@ def _poll(
     sleep: Callable[[float], None],
     show: Callable[[RunStatus], None],
 ) -> RunStatus:
+    state, trouble = "unknown", None
     while True:
-        status = reader.read()
-        show(status)
-        if status.ended:
-            return status
+        try:
+            status = reader.read()
+        except (http.Unreachable, http.ServerError) as exc:
+            # A long rollout outlives an api-server restart: keep looking until the deadline.
+            if trouble is None:
+                err_console.print(f"[yellow]cannot read the run, retrying:[/] {escape(str(exc))}")
+            trouble = exc
+        else:
+            trouble, state = None, str(status.state)
+            show(status)
+            if status.ended:
+                return status
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"run {reader.run_id} did not end in time (state {status.state})")
+            last = f"; last error: {trouble}" if trouble else ""
+            raise TimeoutError(f"run {reader.run_id} did not end in time (state {state}){last}")
         sleep(poll)
 
 
@@ -785,7 +795,8 @@ def _print_changes(status: RunStatus, seen: dict[str, str]) -> None:
     lines = {"run": f"run {status.run_id}: {status.state}"}
     for row in status.batches:
         lines[f"batch {row.index}"] = (
-            f"batch {row.index} {row.name}: verdict {row.verdict}, decision {row.decision}"
+            f"batch {row.index} {row.name}".strip()
+            + f": verdict {row.verdict}, decision {row.decision}"
             + (f" ({row.reason[:90]})" if row.reason else "")
         )
     for line in status.waiting:
@@ -829,6 +840,9 @@ def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except TimeoutError as exc:
             err_console.print(f"[red]timeout:[/] {escape(str(exc))}")
             return EXIT_NOT_PROMOTED
+        except KeyboardInterrupt:
+            err_console.print("interrupted (the run goes on in Airflow)")
+            return 130
 
     run.__name__ = command.__name__
     run.__doc__ = command.__doc__

@@ -1,0 +1,216 @@
+"""Run controls on whole DAG runs (`airflow dags test` against the sandbox over HTTP, ledger in
+SQLite): an operator's rollback request rolls an active run back at its gate's next poke, and
+the `plugin_upgrade_rollback` DAG rolls back a run that has already promoted.
+
+(Takeover turning promotions into pauses is tested at service level against a real ledger in
+tests/rollout/test_controls.py: in `dags test` a pause would wait for a human. Adjusted limits
+changing the verdict at the next poke: tests/orchestration/test_gate_trigger.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.sandbox.testing import running_sandbox
+from tests.airflow_harness import dags_test
+from tests.conftest import CONFIG_DIR
+
+pytestmark = pytest.mark.e2e
+
+E2E_DAG = "plugin_upgrade__crm-sync-e2e"
+ROLLBACK_DAG = "plugin_upgrade_rollback"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[httpx.Client]:
+    with (
+        running_sandbox(CONFIG_DIR / "scenarios" / "happy.yaml") as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        yield client
+
+
+def versions(client: httpx.Client) -> dict[str, dict]:
+    tenants = client.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
+    return {t["id"]: t for t in tenants}
+
+
+def run_dag(airflow_home: Path, client: httpx.Client, tmp_path: Path, dag_id: str, **conf):
+    return dags_test(
+        airflow_home,
+        dag_id,
+        sandbox_url=str(client.base_url).rstrip("/"),
+        ledger_file=tmp_path / "ledger.db",
+        conf=conf,
+        extra_env={"POWERX_UPGRADE_REPORTS": str(tmp_path / "reports")},
+    )
+
+
+class WhenDeployed(threading.Thread):
+    """Watches the ledger from beside the DAG run; once batch `batch` has deployed and `delay`
+    more seconds passed (the gate is polling by then), calls `act(ledger, run_id)` once."""
+
+    def __init__(
+        self, ledger_file: Path, batch: int, delay: float, act: Callable[[Ledger, str], object]
+    ) -> None:
+        super().__init__(daemon=True)
+        self.ledger_file, self.batch, self.delay, self.act = ledger_file, batch, delay, act
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 180
+        try:
+            while time.monotonic() < deadline:
+                if self._deployed():
+                    time.sleep(self.delay)
+                    book = Ledger(f"sqlite:///{self.ledger_file}")
+                    self.result = self.act(book, book.runs()[0].run_id)
+                    return
+                time.sleep(0.25)
+            self.error = TimeoutError(f"batch {self.batch} never deployed")
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _deployed(self) -> bool:
+        if not self.ledger_file.exists():
+            return False
+        book = Ledger(f"sqlite:///{self.ledger_file}")
+        runs = book.runs()
+        if not runs or not runs[0].batches:
+            return False
+        planned = next(b for b in runs[0].batches if b["index"] == self.batch)["tenants"]
+        done = [
+            a
+            for a in book.actions(runs[0].run_id, kind="upgrade", batch_index=self.batch)
+            if a.finished
+        ]
+        return len(done) == len(planned)
+
+
+def test_a_rollback_request_during_the_bake_rolls_the_run_back_within_one_poke(
+    airflow_home, sandbox, tmp_path
+):
+    before = versions(sandbox)
+
+    def ask(book: Ledger, run_id: str):
+        return book.request_control(
+            run_id,
+            "rollback",
+            actor="oncall@example.com",
+            via="api",
+            approval_jti="jti-rollback-1",
+            payload={"reason": "pager: checkout errors"},
+        )
+
+    # batch 1 bakes 8 s with a poke every 2 s; the request comes 3 s into the bake
+    watcher = WhenDeployed(tmp_path / "ledger.db", batch=1, delay=3, act=ask)
+    watcher.start()
+    result = run_dag(airflow_home, sandbox, tmp_path, E2E_DAG, reason="controls e2e")
+    watcher.join(timeout=5)
+    assert watcher.error is None, watcher.error
+    asked = watcher.result
+    book = Ledger(result.ledger_url)
+    run = book.get_run(asked.run_id)
+    assert run.outcome == "rolled_back", result.tail()
+    assert result.returncode != 0  # a rolled-back run fails, for CI
+
+    # the gate of batch 1 ended on the request, within one poke (2 s) of it
+    [gate] = book.gate_evaluations(run.run_id, final_only=True)
+    assert (gate.batch_index, gate.phase) == (1, "rollback_requested")
+    assert "oncall@example.com via api" in gate.reason
+    assert (gate.evaluated_at - asked.requested_at).total_seconds() < 2 + 3
+    settled = book.get_control(asked.id)
+    assert settled.outcome == "applied" and "batch 1" in settled.note
+
+    # the decision is the operator's, with the path and token it came through
+    [decided] = [d for d in book.decisions(run.run_id) if d.kind == "decide"]
+    assert (decided.decision, decided.actor, decided.via) == (
+        "rollback",
+        "oncall@example.com",
+        "api",
+    )
+    assert decided.detail["control"] == asked.id
+    assert decided.detail["approval"] == "jti-rollback-1"
+
+    # every upgraded tenant is back on its old version and config; batch 2 never started
+    after = versions(sandbox)
+    upgraded = {a.tenant_id for a in book.actions(run.run_id, kind="upgrade")}
+    assert upgraded == set(run.batches[0]["tenants"])
+    for tenant in upgraded:
+        assert after[tenant]["version"] == before[tenant]["version"] == "2.3.1"
+        assert after[tenant]["config_version"] == before[tenant]["config_version"]
+    rolled = {a.tenant_id for a in book.actions(run.run_id, kind="rollback", state="succeeded")}
+    assert rolled == upgraded
+    assert all(not after[t]["operations"] for t in run.batches[1]["tenants"])
+    events = {r.event for r in book.audit_records(run.run_id)}
+    assert {"control.rollback.applied", "batch.rollback", "run.rolled_back"} <= events
+
+
+def test_the_rollback_dag_rolls_back_a_promoted_run_and_rerenders_its_report(
+    airflow_home, sandbox, tmp_path
+):
+    before = versions(sandbox)
+    promoted = run_dag(airflow_home, sandbox, tmp_path, E2E_DAG, reason="to be rolled back")
+    book = Ledger(promoted.ledger_url)
+    run = book.runs()[0]
+    assert run.outcome == "promoted", promoted.tail()
+    selected = [t for b in run.batches for t in b["tenants"]]
+    assert all(versions(sandbox)[t]["version"] == "2.4.0" for t in selected)
+    report_json = tmp_path / "reports" / run.plan_id
+    # the control-plane API records the request it hands to the rollback DAG
+    asked = book.request_control(
+        run.run_id,
+        "rollback",
+        actor="release-manager@example.com",
+        via="cli",
+        approval_jti="jti-late-1",
+        payload={"reason": "customer reports"},
+    )
+
+    result = run_dag(
+        airflow_home,
+        sandbox,
+        tmp_path,
+        ROLLBACK_DAG,
+        run_id=run.run_id,
+        scope="all_upgraded",
+        reason="customer reports",
+        request_id=asked.id,
+    )
+    assert result.returncode == 0, result.tail()
+    after = versions(sandbox)
+    for tenant in selected:  # every tenant back on its version and config before the run
+        assert after[tenant]["version"] == before[tenant]["version"] == "2.3.1"
+        assert after[tenant]["config_version"] == before[tenant]["config_version"]
+
+    run = book.get_run(run.run_id)
+    assert run.outcome == "rolled_back"
+    assert run.detail["outcome_before_rollback"] == "promoted"
+    assert run.detail["rollback_verification"]["broken"] == []
+    assert len(run.detail["rollback_verification"]["verified"]) == len(selected)
+    [decided] = [d for d in book.decisions(run.run_id) if d.kind == "rollback"]
+    assert (decided.actor, decided.via) == ("release-manager@example.com", "cli")
+    assert decided.detail["approval"] == "jti-late-1"
+    assert book.get_control(asked.id).outcome == "applied"
+    # the rollback's keys never collide with a rollback of the run itself
+    keys = [a.idempotency_key for a in book.actions(run.run_id, kind="rollback")]
+    assert len(keys) == len(selected) and all(":rollback@" in k for k in keys)
+    assert "run.rolled_back.late" in {r.event for r in book.audit_records(run.run_id)}
+
+    # the run's own report, re-rendered: outcome and the rollback with its trigger
+    [folder] = list(report_json.iterdir())
+    document = json.loads((folder / "report.json").read_text())
+    assert document["outcome"] == "rolled_back"
+    rollback = document["rollback"]
+    assert rollback["counts"]["succeeded"] == rollback["counts"]["verified"] == len(selected)
+    assert rollback["trigger"]["actor"] == "release-manager@example.com"
+    assert "rolled_back" in (folder / "report.md").read_text()

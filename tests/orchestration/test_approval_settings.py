@@ -22,7 +22,6 @@ pytestmark = pytest.mark.dags
 
 SECRET = "conn-shared-secret-0123456789abcdefXYZ"
 ENV = "AIRFLOW_CONN_POWERX_APPROVAL"
-NOW = datetime.now(UTC)
 
 
 def set_conn(monkeypatch, **fields) -> None:
@@ -30,7 +29,9 @@ def set_conn(monkeypatch, **fields) -> None:
 
 
 def check(tok, settings):
-    return verify_approval(tok, settings, operation="rollback", plan_id="p", run_id=None, now=NOW)
+    return verify_approval(
+        tok, settings, operation="rollback", plan_id="p", run_id=None, now=datetime.now(UTC)
+    )
 
 
 def test_a_shared_secret_connection_verifies_tokens_signed_with_it(monkeypatch):

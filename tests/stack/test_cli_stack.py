@@ -1,0 +1,215 @@
+"""`powerx plugin ...` as a CI pipeline runs it: a real subprocess against the live stack.
+`upgrade --wait` of a healthy version promotes and exits 0; of the bad version (case B: 2.5.0
+fails the bronze batch's gate) it exits 1; `status` shows the batches, `report show` prints
+the report. Two DAG runs in all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from powerx_upgrade.devstack import AirflowStack
+from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.security.approval import issue_approval
+from tests.stack.conftest import (
+    APPROVAL_SECRET,
+    AUTO_DAG,
+    FIGURES,
+    RUN_TIMEOUT,
+    artifact_for,
+    explain,
+    versions,
+)
+
+pytestmark = pytest.mark.stack
+
+PLAN = AUTO_DAG.removeprefix("plugin_upgrade__")
+
+
+@dataclass
+class Cli:
+    """One `powerx plugin` process: its exit code and output."""
+
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout ---\n{self.out}\n--- stderr ---\n{self.err}"
+
+
+Powerx = Callable[..., Cli]
+
+
+@pytest.fixture(scope="module")
+def powerx(stack: AirflowStack) -> Powerx:
+    """Run `python -m powerx_upgrade.cli.main plugin ...` with the connection in the
+    environment, the way a CI job configures it."""
+    username, password = stack.login
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "POWERX_"))},
+        "POWERX_AIRFLOW_URL": stack.base_url,
+        "POWERX_AIRFLOW_USERNAME": username,
+        "POWERX_AIRFLOW_PASSWORD": password,
+        "COLUMNS": "200",
+    }
+
+    def run(*args: str, timeout: float = 60) -> Cli:
+        done = subprocess.run(
+            [sys.executable, "-m", "powerx_upgrade.cli.main", "plugin", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Cli(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+def upgrade(powerx: Powerx, version: str, run_id: str) -> Cli:
+    artifact = artifact_for(version)  # signed with the TEST-ONLY key the stack trusts
+    return powerx(
+        "upgrade",
+        "--plan",
+        PLAN,
+        "--strategy",
+        "policy",
+        "--version",
+        version,
+        "--artifact",
+        artifact["artifact_uri"],
+        "--sha256",
+        artifact["artifact_sha256"],
+        "--signature",
+        artifact["artifact_signature"],
+        "--reason",
+        f"CI: roll out {version}",
+        "--run-id",
+        run_id,
+        "--wait",
+        "--timeout",
+        f"{RUN_TIMEOUT}s",
+        "--poll",
+        "1",
+        timeout=RUN_TIMEOUT + 60,
+    )
+
+
+@pytest.fixture(scope="module")
+def promoted(powerx: Powerx, stack: AirflowStack, sandbox_url: str) -> tuple[str, Cli]:
+    """`upgrade --wait` of 2.4.0 (healthy) on the stack plan, once for the module."""
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/sandbox/reset").raise_for_status()
+    run_id = f"cli-a-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    result = upgrade(powerx, "2.4.0", run_id)
+    FIGURES["cli case A: upgrade --wait (s)"] = time.monotonic() - started
+    print(result)  # what a CI log shows (pytest -rP)
+    return run_id, result
+
+
+def test_upgrade_wait_of_a_healthy_version_promotes_and_exits_0(
+    promoted: tuple[str, Cli], stack: AirflowStack, ledger: Ledger, sandbox_url: str
+):
+    run_id, result = promoted
+    assert result.code == 0, f"{result}\n{explain(stack, AUTO_DAG, run_id)}"
+    assert f"triggered {AUTO_DAG} run {run_id} -> 2.4.0" in result.out
+    assert "outcome promoted" in result.out, result
+    # The CLI's word is the run's: Airflow and the ledger agree.
+    assert stack.run_state(AUTO_DAG, run_id) == "success"
+    record = ledger.get_run(run_id)
+    assert record is not None and record.outcome == "promoted"
+    assert record.reason == "CI: roll out 2.4.0"
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        fleet = versions(client)
+    selected = [t for batch in record.batches for t in batch["tenants"]]
+    assert selected and all(fleet[t]["version"] == "2.4.0" for t in selected)
+    # Followed to the end: the final table names both batches with their verdicts.
+    assert "1 " in result.out and "2 " in result.out and "pass" in result.out
+
+
+def test_status_shows_the_runs_batches_and_verdicts(
+    promoted: tuple[str, Cli], powerx: Powerx, ledger: Ledger
+):
+    run_id, _ = promoted
+    shown = powerx("status", run_id, "--format", "json")
+    assert shown.code == 0, shown
+    status = json.loads(shown.out)
+    assert status["run_id"] == run_id and status["dag_id"] == AUTO_DAG
+    assert status["state"] == "success" and status["outcome"] == "promoted"
+    record = ledger.get_run(run_id)
+    assert record is not None
+    assert [(b["index"], b["name"]) for b in status["batches"]] == [
+        (b["index"], b["name"]) for b in record.batches
+    ]
+    assert [b["verdict"] for b in status["batches"]] == ["pass", "pass"]
+    table = powerx("status", "--plan", PLAN)  # the plan's latest run, as a table
+    assert table.code == 0, table
+    assert run_id in table.out and "promoted" in table.out
+    for batch in record.batches:
+        assert f"{batch['index']} {batch['name']}" in table.out, table
+
+
+def test_report_show_prints_the_runs_report(promoted: tuple[str, Cli], powerx: Powerx):
+    run_id, _ = promoted
+    markdown = powerx("report", "show", run_id)
+    assert markdown.code == 0, markdown
+    assert run_id in markdown.out and "promoted" in markdown.out
+    as_json = powerx("report", "show", run_id, "--format", "json", "--plan", PLAN)
+    assert as_json.code == 0, as_json
+    report = json.loads(as_json.out)
+    assert report["outcome"] == "promoted"
+
+
+def test_a_refused_approval_token_exits_1_and_names_the_reason(
+    promoted: tuple[str, Cli], powerx: Powerx, ledger: Ledger
+):
+    run_id, _ = promoted
+    forged = issue_approval(
+        "not-the-approval-secret-of-this-stack-0123456789",
+        subject="mallory",
+        action="rollback",
+        plan_id=PLAN,
+    )
+    refused = powerx(
+        "rollback", "--run", run_id, "--reason", "CLI test", "--approval-token", forged
+    )
+    assert refused.code == 1, refused
+    assert "refused [forged]" in refused.err and "/internal/version/upgrade/rollback" in refused.err
+    assert "Traceback" not in refused.err and forged not in refused.err
+    record = ledger.get_run(run_id)
+    assert record is not None and record.outcome == "promoted"  # nothing changed
+    assert ledger.controls(run_id) == []
+    # A valid token for an operation the finished run cannot take is a refusal too.
+    token = issue_approval(APPROVAL_SECRET, subject="alice", action="takeover", plan_id=PLAN)
+    late = powerx("takeover", run_id, "--reason", "too late", "--approval-token", token)
+    assert late.code == 1 and "refused" in late.err, late
+
+
+def test_upgrade_wait_of_the_bad_version_exits_1_after_the_rollback(
+    powerx: Powerx, stack: AirflowStack, ledger: Ledger, sandbox: httpx.Client
+):
+    """Case B: 2.5.0 fails bronze's gate; every upgraded tenant goes back; CI sees exit 1."""
+    run_id = f"cli-b-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    result = upgrade(powerx, "2.5.0", run_id)
+    FIGURES["cli case B: upgrade --wait (s)"] = time.monotonic() - started
+    print(result)
+    assert result.code == 1, f"{result}\n{explain(stack, AUTO_DAG, run_id)}"
+    assert "outcome rolled_back" in result.out, result
+    assert "fail" in result.out  # the failed gate's verdict was shown
+    assert stack.run_state(AUTO_DAG, run_id) == "failed"
+    record = ledger.get_run(run_id)
+    assert record is not None and record.outcome == "rolled_back"
+    assert all(t["version"] == "2.3.1" for t in versions(sandbox).values())

@@ -4,7 +4,8 @@ approval tokens, path traversal, oversized bodies) change nothing and are audite
 rollback rolls an active run back through its own rollback group; POST /plan makes a new DAG;
 the report lists the approvals; no token or secret reaches a log or a report.
 
-One DAG run: the stack plan, rolled back while batch 1's gate bakes."""
+Two DAG runs: the stack plan, rolled back while batch 1's gate bakes; the pause plan, rolled
+back while its failed gate's pause waits for a human (the API answers it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.stack.conftest import (
     APPROVAL_SECRET,
     AUTO_DAG,
     FIGURES,
+    PAUSE_DAG,
     RUN_TIMEOUT,
     VIEWER,
     artifact_for,
@@ -290,6 +292,55 @@ def test_the_report_lists_the_approvals_and_the_run_view_its_controls(
     assert [c["kind"] for c in view["controls"]] == ["rollback"]
     assert [a["jti"] for a in view["approvals"]] == [jti]
     assert view["batches"][0]["deployed"] >= 1
+
+
+def test_a_rollback_of_a_run_waiting_at_a_pause_answers_the_pause_as_the_caller(
+    stack: AirflowStack, ledger: Ledger, sandbox_url: str
+):
+    with httpx.Client(base_url=sandbox_url, timeout=10) as sandbox:
+        sandbox.post("/sandbox/reset").raise_for_status()
+        run_id = stack.trigger(PAUSE_DAG, {"target_version": "2.5.0", **artifact_for("2.5.0")})
+        stack.wait_for_hitl(PAUSE_DAG, run_id, "batch_1.pause", timeout=RUN_TIMEOUT)
+        admin = stack.token()
+        # a pause waits, not an approval: 'approve' has nothing to answer, its token stays unused
+        token = approval("approve", plan="crm-sync-stack-pause", run=run_id)
+        nothing = call(
+            stack,
+            "POST",
+            f"/runs/{run_id}/decisions",
+            token=admin,
+            approval_token=token,
+            json={"decision": "approve", "reason": "wrong question"},
+        )
+        assert nothing.status_code == 409 and _code(nothing) == "nothing_waiting", nothing.text
+        assert ledger.approvals(run_id=run_id) == []
+
+        started = time.monotonic()
+        answer = call(
+            stack,
+            "POST",
+            "/rollback",
+            token=admin,
+            approval_token=approval("rollback", plan="crm-sync-stack-pause", run=run_id),
+            json={"plan_id": "crm-sync-stack-pause", "reason": "bronze errors"},
+        )
+        assert answer.status_code == 202, answer.text
+        done = answer.json()
+        assert done["run_id"] == run_id and done["mode"] == "active_run"
+        assert done["answered"]["task_id"] == "batch_1.pause"
+        assert done["answered"]["chosen"] == ["Roll back"]
+        assert stack.wait_for_run(PAUSE_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
+            stack, PAUSE_DAG, run_id
+        )
+        FIGURES["control plane: rollback at a pause, call to run end (s)"] = (
+            time.monotonic() - started
+        )
+        assert all(v["version"] == "2.3.1" for v in versions(sandbox).values())
+    assert ledger.get_run(run_id).outcome == "rolled_back"
+    (pause,) = [d for d in ledger.decisions(run_id) if d.kind == "pause"]
+    assert (pause.decision, pause.actor, pause.via) == ("rollback", "admin", "api")
+    assert pause.detail["approval"] == done["approval_jti"]
+    assert stack.hitl_detail(PAUSE_DAG, run_id, "batch_1.pause")["chosen_options"] == ["Roll back"]
 
 
 def test_post_plan_creates_a_plan_whose_dag_appears(stack: AirflowStack, stack_config):

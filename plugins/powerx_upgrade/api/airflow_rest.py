@@ -81,7 +81,7 @@ class AirflowRest:
             f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/hitlDetails",
             params={"response_received": "false", "limit": 100},
         )
-        return list((found or {}).get("hitl_details") or [])
+        return [_flat(item) for item in (found or {}).get("hitl_details") or []]
 
     def answer(
         self,
@@ -126,6 +126,18 @@ class AirflowRest:
         run = dict(self._call("POST", f"/dags/{_q(dag_id)}/dagRuns", json=body) or {})
         run["unpaused"] = paused
         return run
+
+
+def _flat(item: dict[str, Any]) -> dict[str, Any]:
+    """A HITL request with its task's id and map index at the top (Airflow nests them in
+    `task_instance`)."""
+    task = item.get("task_instance") or {}
+    map_index = item.get("map_index", task.get("map_index"))
+    return {
+        **item,
+        "task_id": item.get("task_id") or task.get("task_id"),
+        "map_index": -1 if map_index is None else int(map_index),
+    }
 
 
 def _detail(response: httpx.Response) -> str:

@@ -4,8 +4,8 @@ approval tokens, path traversal, oversized bodies) change nothing and are audite
 rollback rolls an active run back through its own rollback group; POST /plan makes a new DAG;
 the report lists the approvals; no token or secret reaches a log or a report.
 
-Two DAG runs: the stack plan, rolled back while batch 1's gate bakes; the pause plan, rolled
-back while its failed gate's pause waits for a human (the API answers it)."""
+Two DAG runs: the stack plan, rolled back while batch 1's gate bakes; the pause plan, whose
+pause the API answers "Stop", then rolled back after its end by `plugin_upgrade_rollback`."""
 
 from __future__ import annotations
 
@@ -294,53 +294,69 @@ def test_the_report_lists_the_approvals_and_the_run_view_its_controls(
     assert view["batches"][0]["deployed"] >= 1
 
 
-def test_a_rollback_of_a_run_waiting_at_a_pause_answers_the_pause_as_the_caller(
+def test_a_pause_answered_stop_through_the_api_then_the_finished_run_rolled_back_by_the_dag(
     stack: AirflowStack, ledger: Ledger, sandbox_url: str
 ):
+    pause_plan = "crm-sync-stack-pause"
     with httpx.Client(base_url=sandbox_url, timeout=10) as sandbox:
         sandbox.post("/sandbox/reset").raise_for_status()
         run_id = stack.trigger(PAUSE_DAG, {"target_version": "2.5.0", **artifact_for("2.5.0")})
         stack.wait_for_hitl(PAUSE_DAG, run_id, "batch_1.pause", timeout=RUN_TIMEOUT)
         admin = stack.token()
+
+        def decide(decision: str, action: str) -> httpx.Response:
+            return call(
+                stack,
+                "POST",
+                f"/runs/{run_id}/decisions",
+                token=admin,
+                approval_token=approval(action, plan=pause_plan, run=run_id),
+                json={"decision": decision, "batch": 1, "reason": "stack test"},
+            )
+
         # a pause waits, not an approval: 'approve' has nothing to answer, its token stays unused
-        token = approval("approve", plan="crm-sync-stack-pause", run=run_id)
-        nothing = call(
-            stack,
-            "POST",
-            f"/runs/{run_id}/decisions",
-            token=admin,
-            approval_token=token,
-            json={"decision": "approve", "reason": "wrong question"},
-        )
+        nothing = decide("approve", "approve")
         assert nothing.status_code == 409 and _code(nothing) == "nothing_waiting", nothing.text
         assert ledger.approvals(run_id=run_id) == []
 
+        stopped = decide("stop", "resume")
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["task_id"] == "batch_1.pause"
+        assert stopped.json()["chosen"] == ["Stop"]
+        assert stack.wait_for_run(PAUSE_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
+            stack, PAUSE_DAG, run_id
+        )
+        assert ledger.get_run(run_id).outcome == "stopped"
+        left = sorted(t for t, v in versions(sandbox).items() if v["version"] == "2.5.0")
+        assert left, "the stopped run left no tenant upgraded"
+
+        # the finished run: one call, rolled back by plugin_upgrade_rollback
         started = time.monotonic()
         answer = call(
             stack,
             "POST",
             "/rollback",
             token=admin,
-            approval_token=approval("rollback", plan="crm-sync-stack-pause", run=run_id),
-            json={"plan_id": "crm-sync-stack-pause", "reason": "bronze errors"},
+            approval_token=approval("rollback", plan=pause_plan, run=run_id),
+            json={"run_id": run_id, "reason": "bronze errors after all"},
         )
         assert answer.status_code == 202, answer.text
         done = answer.json()
-        assert done["run_id"] == run_id and done["mode"] == "active_run"
-        assert done["answered"]["task_id"] == "batch_1.pause"
-        assert done["answered"]["chosen"] == ["Roll back"]
-        assert stack.wait_for_run(PAUSE_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
-            stack, PAUSE_DAG, run_id
-        )
-        FIGURES["control plane: rollback at a pause, call to run end (s)"] = (
+        assert done["mode"] == "rollback_dag" and done["dag_id"] == "plugin_upgrade_rollback"
+        state = stack.wait_for_run("plugin_upgrade_rollback", done["dag_run_id"], RUN_TIMEOUT)
+        assert state == "success", explain(stack, "plugin_upgrade_rollback", done["dag_run_id"])
+        FIGURES["control plane: finished run, rollback call to rollback DAG done (s)"] = (
             time.monotonic() - started
         )
-        assert all(v["version"] == "2.3.1" for v in versions(sandbox).values())
+        after = versions(sandbox)
+    assert all(after[t]["version"] == "2.3.1" for t in left)
     assert ledger.get_run(run_id).outcome == "rolled_back"
     (pause,) = [d for d in ledger.decisions(run_id) if d.kind == "pause"]
-    assert (pause.decision, pause.actor, pause.via) == ("rollback", "admin", "api")
-    assert pause.detail["approval"] == done["approval_jti"]
-    assert stack.hitl_detail(PAUSE_DAG, run_id, "batch_1.pause")["chosen_options"] == ["Roll back"]
+    assert (pause.decision, pause.actor, pause.via) == ("stop", "admin", "api")
+    assert pause.detail["approval"] == stopped.json()["approval_jti"]
+    (request,) = [c for c in ledger.controls(run_id) if c.kind == "rollback"]
+    assert request.id == done["control_id"] and request.outcome == "applied", request
+    assert {a.action for a in ledger.approvals(run_id=run_id)} == {"resume", "rollback"}
 
 
 def test_post_plan_creates_a_plan_whose_dag_appears(stack: AirflowStack, stack_config):

@@ -402,7 +402,7 @@ def _trigger_rollback(
         "plan_id": run.plan_id,
         "scope": scope or "all_upgraded",
         "reason": reason,
-        "request_id": None if control_id is None else str(control_id),
+        "request_id": control_id,
     }
     note = f"rollback of {run.run_id}: {reason}"[:1000]
     started = rest.trigger(ROLLBACK_DAG, conf, note=note, paused=paused)

@@ -549,3 +549,21 @@ def test_following_a_run_gives_up_at_the_deadline_naming_the_last_error():
     outage = http.Unreachable("GET", "http://airflow/x", None, "connection refused")
     with pytest.raises(TimeoutError, match=r"state unknown.*connection refused"):
         plugin._poll(_FlakyReader([outage]), 0, 0, lambda _: None, lambda _: None)
+
+
+def test_a_ci_log_gets_one_line_per_change_and_nothing_for_untouched_batches(capsys):
+    seen: dict[str, str] = {}
+    running = plugin.RunStatus(
+        "r1",
+        "d",
+        state="running",
+        batches=[plugin.BatchRow(1, "canary"), plugin.BatchRow(2, "rest")],
+    )
+    plugin._print_changes(running, seen)
+    plugin._print_changes(running, seen)  # no change: no line
+    running.batches[0].verdict, running.batches[0].reason = "pass", "held"
+    plugin._print_changes(running, seen)
+    assert capsys.readouterr().out.splitlines() == [
+        "run r1: running",
+        "batch 1 canary: verdict pass, decision - (held)",
+    ]

@@ -794,6 +794,8 @@ def _poll(
 def _print_changes(status: RunStatus, seen: dict[str, str]) -> None:
     lines = {"run": f"run {status.run_id}: {status.state}"}
     for row in status.batches:
+        if row.verdict == "-" and row.decision == "-":
+            continue  # nothing to say about this batch yet
         lines[f"batch {row.index}"] = (
             f"batch {row.index} {row.name}".strip()
             + f": verdict {row.verdict}, decision {row.decision}"

@@ -93,9 +93,10 @@ def test_a_dry_run_needs_no_artifact_and_says_so_in_the_conf():
         ),
         ([*upgrade_args()[:7], "--sha256", "xyz", "--signature", "s"], "'xyz' is not 64 hex"),
         (upgrade_args("--wait", "--timeout", "soon"), "--timeout 'soon'"),
+        (["status", "r1", "--watch", "--format", "json"], "--watch shows a live table"),
     ],
 )
-def test_upgrade_usage_errors_exit_2_with_a_clear_message(argv, message, capsys):
+def test_usage_errors_exit_2_with_a_clear_message(argv, message, capsys):
     assert main(["plugin", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

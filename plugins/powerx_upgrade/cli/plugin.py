@@ -878,6 +878,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 @guarded
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch and args.format == "json":
+        raise UsageError("--watch shows a live table; --format json gives one look without it")
     with connect(args) as api:
         run_id, dag_id = args.run_id, dag_id_of(args.plan) if args.plan else None
         if run_id is None:

@@ -28,6 +28,7 @@ from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.api.plans import PlanStore, check_plan_id, problem_json
 from powerx_upgrade.api.settings import ApiSettings
 from powerx_upgrade.ledger import Ledger, RunRecord
+from powerx_upgrade.orchestration.description import dag_id_for
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ HITL_DECISIONS = {
     "rollback": (".pause", "Roll back"),
     "stop": (".pause", "Stop"),
 }
-CONTROL_DECISIONS = ("pause", "takeover", "release")
 
 
 class _Body(BaseModel):
@@ -190,8 +190,6 @@ def _post_plan(
 ) -> JSONResponse:
     plan_id = check_plan_id(body.plan_id)
     store = PlanStore(settings.config_dir())
-    from powerx_upgrade.orchestration.description import dag_id_for
-
     require(settings.auth, caller, method="PUT", dag_id=dag_id_for(plan_id), entity=None)
     written = store.write(plan_id, body.plan, if_match)
     event = "created" if written.created else "updated"
@@ -219,8 +217,6 @@ def _post_plan(
 
 def _get_plan(settings: ApiSettings, caller: Caller, plan_id: str) -> JSONResponse:
     import yaml
-
-    from powerx_upgrade.orchestration.description import dag_id_for
 
     check_plan_id(plan_id)
     require(settings.auth, caller, method="GET", dag_id=dag_id_for(plan_id), entity=None)

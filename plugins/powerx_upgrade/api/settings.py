@@ -110,7 +110,3 @@ def airflow_api_url() -> str:
         conf.getint("api", "port", fallback=8080),
         ssl=ssl,
     )
-
-
-def config_path(settings: ApiSettings) -> Path:
-    return Path(settings.config_dir())

@@ -189,7 +189,7 @@ def _post_plan(
     settings: ApiSettings, request: Request, caller: Caller, body: PlanBody, if_match: str | None
 ) -> JSONResponse:
     plan_id = check_plan_id(body.plan_id)
-    store = PlanStore(settings.config_dir())
+    store = PlanStore(_config_dir(settings))
     require(settings.auth, caller, method="PUT", dag_id=dag_id_for(plan_id), entity=None)
     written = store.write(plan_id, body.plan, if_match)
     event = "created" if written.created else "updated"
@@ -220,7 +220,7 @@ def _get_plan(settings: ApiSettings, caller: Caller, plan_id: str) -> JSONRespon
 
     check_plan_id(plan_id)
     require(settings.auth, caller, method="GET", dag_id=dag_id_for(plan_id), entity=None)
-    store = PlanStore(settings.config_dir())
+    store = PlanStore(_config_dir(settings))
     found = store.read(plan_id)
     if found is None:
         raise Refused(
@@ -631,6 +631,15 @@ def _request_control(book: Ledger, run_id: str, kind: str, **fields: Any) -> Any
         raise Refused(409, "run_finished", str(exc), run_id=run_id) from None
 
 
+def _config_dir(settings: ApiSettings) -> Any:
+    from powerx_upgrade.config import ConfigNotFound
+
+    try:
+        return settings.config_dir()
+    except ConfigNotFound as exc:
+        raise Refused(409, "no_config", f"the api-server has no plan config: {exc}") from None
+
+
 def _run_or_404(book: Ledger, run_id: str) -> RunRecord:
     run = book.get_run(run_id)
     if run is None:
@@ -641,7 +650,7 @@ def _run_or_404(book: Ledger, run_id: str) -> RunRecord:
 def _plan_of(settings: ApiSettings, run: RunRecord) -> Any:
     from powerx_upgrade.config import load_config
 
-    config = load_config([settings.config_dir()])
+    config = load_config([_config_dir(settings)])
     plan = config.plans.get(run.plan_id)
     if plan is None:
         raise Refused(

@@ -159,10 +159,30 @@ def test_the_rollback_dag_rolls_back_a_promoted_run_and_rerenders_its_report(
     airflow_home, sandbox, tmp_path
 ):
     before = versions(sandbox)
+
+    def adjust(book: Ledger, run_id: str):
+        return book.request_control(
+            run_id,
+            "adjust",
+            actor="carol",
+            via="api",
+            payload={"batches": {"2": {"bake": "4s"}}, "deploy_concurrency": 3},
+        )
+
+    # on the way: batch 2's bake and the deploy concurrency adjusted while batch 1 bakes
+    watcher = WhenDeployed(tmp_path / "ledger.db", batch=1, delay=1, act=adjust)
+    watcher.start()
     promoted = run_dag(airflow_home, sandbox, tmp_path, E2E_DAG, reason="to be rolled back")
+    watcher.join(timeout=5)
+    assert watcher.error is None, watcher.error
     book = Ledger(promoted.ledger_url)
     run = book.runs()[0]
     assert run.outcome == "promoted", promoted.tail()
+    adjusted = book.get_control(watcher.result.id)
+    assert adjusted.outcome == "applied" and "batch 2: bake 4s" in adjusted.note
+    assert run.batches[1]["bake_seconds"] == 4  # re-cut at batch 2's start, audited
+    replanned = [r for r in book.audit_records(run.run_id) if r.event == "run.replanned"]
+    assert [r.payload["details"]["after"][0]["bake_seconds"] for r in replanned] == [4]
     selected = [t for b in run.batches for t in b["tenants"]]
     assert all(versions(sandbox)[t]["version"] == "2.4.0" for t in selected)
     report_json = tmp_path / "reports" / run.plan_id

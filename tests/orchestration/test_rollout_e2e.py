@@ -76,10 +76,11 @@ def run(
 def test_case_a_every_batch_promotes_and_no_audit_record_is_lost_in_an_outage(
     airflow_home, sandbox, tmp_path
 ):
-    # The audit service is down for the first 20 s of the run: records wait in the outbox.
+    # The audit service is down for 25 s from now: records wait in the outbox. The run's first
+    # flush (preflight.verify_artifact) comes 8-20 s later, its last (finalize) 35 s or more.
     sandbox.post(
         "/sandbox/faults",
-        json={"faults": [{"type": "audit_outage", "after": "0s", "duration": "20s"}]},
+        json={"faults": [{"type": "audit_outage", "after": "0s", "duration": "25s"}]},
     ).raise_for_status()
     before = versions(sandbox)
     code, book, run_id = run(

@@ -5,6 +5,7 @@ the report. Two DAG runs in all."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from powerx_upgrade.cli import plugin
+from powerx_upgrade.cli.client import AirflowClient, ControlPlaneMissing
 from powerx_upgrade.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.security.approval import issue_approval
@@ -170,6 +173,40 @@ def test_report_show_prints_the_runs_report(promoted: tuple[str, Cli], powerx: P
     assert as_json.code == 0, as_json
     report = json.loads(as_json.out)
     assert report["outcome"] == "promoted"
+
+
+def test_without_the_control_plane_the_same_view_comes_from_airflows_rest_api(
+    promoted: tuple[str, Cli], stack: AirflowStack
+):
+    """The fallback `--wait`/`status` use where the control plane is not installed, read from
+    the live run's real task instances and XComs, agrees with the control plane's view."""
+    run_id, _ = promoted
+    username, password = stack.login
+    with AirflowClient(stack.base_url, username=username, password=password) as api:
+        full = plugin.RunReader(api, run_id).read()
+        reader = plugin.RunReader(api, run_id, AUTO_DAG)
+        reader.control_plane = False
+        alone = reader.read()
+        assert reader.outcome(alone) == "promoted"
+        report = plugin._report_from_xcom(
+            api,
+            argparse.Namespace(run_id=run_id, plan=None, format="json"),
+            ControlPlaneMissing("GET", "u", 404, "not installed"),
+        )
+    assert full.source == "control-plane" and alone.source == "airflow"
+    assert (alone.dag_id, alone.plan_id, alone.state, alone.outcome) == (
+        AUTO_DAG,
+        PLAN,
+        "success",
+        "promoted",
+    )
+    assert alone.target_version == full.target_version == "2.4.0"
+    assert [(b.index, b.name, b.tenants, b.verdict) for b in alone.batches] == [
+        (b.index, b.name, b.tenants, b.verdict) for b in full.batches
+    ]
+    assert [b.decision for b in alone.batches] == ["promote", "promote"]
+    assert [b.deployed.endswith("shards") for b in alone.batches] == [True, True]
+    assert json.loads(report)["outcome"] == "promoted"
 
 
 def test_a_refused_approval_token_exits_1_and_names_the_reason(

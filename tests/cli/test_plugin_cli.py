@@ -444,6 +444,7 @@ RUN_PATH = "/api/v2/dags/plugin_upgrade__p/dagRuns/r1"
 AIRFLOW_ROUTES = {
     RUN_PATH: (200, {"dag_run_id": "r1", "dag_id": "plugin_upgrade__p", "state": "success", "conf": {}}),
     f"{RUN_PATH}/hitlDetails": (200, {"hitl_details": []}),
+    f"{RUN_PATH}/taskInstances/preflight.validate": (200, _ti("preflight.validate", "success")),
     f"{RUN_PATH}/taskInstances": (200, {"task_instances": [_ti("finalize.record", "success")], "total_entries": 1}),
     f"{RUN_PATH}/taskInstances/finalize.record/xcomEntries/return_value": (200, {"value": {"outcome": "promoted"}}),
 }  # fmt: skip
@@ -568,3 +569,16 @@ def test_a_ci_log_gets_one_line_per_change_and_nothing_for_untouched_batches(cap
         "run r1: running",
         "batch 1 canary: verdict pass, decision - (held)",
     ]
+
+
+def test_the_control_plane_is_not_asked_before_the_run_is_in_the_ledger():
+    """Until preflight.validate has put the run in the ledger the API could only answer 404
+    (audited as a refusal each time): the reader reads Airflow alone meanwhile."""
+    seen: list[str] = []
+    routes = {
+        **AIRFLOW_ROUTES,
+        f"{RUN_PATH}/taskInstances/preflight.validate": (200, _ti("preflight.validate", "running")),
+    }
+    reader = plugin.RunReader(_airflow(routes, seen), "r1", "plugin_upgrade__p")
+    assert reader.read().source == "airflow"
+    assert "/internal/version/upgrade/runs/r1" not in seen

@@ -696,16 +696,30 @@ class RunReader:
         self.control_plane = True
         self._plan: Mapping[str, Any] | None = None
         self._gates: dict[int, Mapping[str, Any]] = {}
+        self._in_ledger_seen = False
 
     def read(self) -> RunStatus:
-        payload = self._from_control_plane()
         if self.dag_id is None:
+            payload = self._from_control_plane()
             self.dag_id = (payload or {}).get("dag_id") or self.api.find_run(self.run_id)["dag_id"]
+        else:
+            payload = self._from_control_plane() if self._in_ledger() else None
         run = self.api.run(self.dag_id, self.run_id)
         waiting = waiting_prompts(self.api.hitl_details(self.dag_id, self.run_id, pending=True))
         if payload is not None:
             return status_from_api(payload, state=run.get("state"), waiting=waiting)
         return self._from_airflow(run, waiting)
+
+    def _in_ledger(self) -> bool:
+        """Whether the run is in the ledger yet (`preflight.validate` starts it there): until
+        then the control plane would only answer 404, and audit each one as a refusal."""
+        if not self._in_ledger_seen and self.control_plane:
+            try:
+                ti = self.api.task_instance(str(self.dag_id), self.run_id, "preflight.validate")
+            except http.NotFound:  # a DAG without that task: ask the control plane directly
+                ti = {"state": "success"}
+            self._in_ledger_seen = ti.get("state") == "success"
+        return self._in_ledger_seen
 
     def _from_control_plane(self) -> dict[str, Any] | None:
         if not self.control_plane:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -280,12 +281,13 @@ def test_the_report_lists_the_approvals_and_the_run_view_its_controls(
     document = report.json()
     trail = document.get("approval_trail") or document["approvals"]
     assert any(entry.get("jti") == jti for entry in trail), trail
-    # the report link works from a logged-in browser (the UI's cookie)
-    html = httpx.get(
-        f"{stack.base_url}{API}/runs/{run_id}/report",
-        cookies={"_token": admin},
-        timeout=30,
-    )
+    # the task's "Run report" link is this view, and opens from a logged-in browser (the cookie)
+    written = stack.get(
+        f"/api/v2/dags/{AUTO_DAG}/dagRuns/{run_id}/taskInstances/finalize.report"
+        "/xcomEntries/return_value"
+    )["value"]
+    assert written["link"] == f"{stack.base_url}{API}/runs/{quote(run_id, safe='')}/report"
+    html = httpx.get(written["link"], cookies={"_token": admin}, timeout=30)
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     view = call(stack, "GET", f"/runs/{run_id}", token=admin).json()
     assert view["outcome"] == "rolled_back"

@@ -138,6 +138,10 @@ def test_upgrade_wait_of_a_healthy_version_promotes_and_exits_0(
         fleet = versions(client)
     selected = [t for batch in record.batches for t in batch["tenants"]]
     assert selected and all(fleet[t]["version"] == "2.4.0" for t in selected)
+    # Followed without a single refused request to the control plane (none before the run was
+    # in the ledger either): the audit trail holds no noise from the CLI.
+    refused = [r for r in ledger.audit_records() if r.event == "api.refused"]
+    assert [r.payload for r in refused if run_id in json.dumps(r.payload)] == []
     # Followed to the end: the final table names both batches with their verdicts.
     assert "1 " in result.out and "2 " in result.out and "pass" in result.out
 

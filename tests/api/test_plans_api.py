@@ -32,6 +32,7 @@ def test_a_new_plan_is_written_validated_and_loads_as_a_dag_of_the_config(api: A
     body = answer.json()
     path = api.config / "plans" / "crm-sync-gold.yaml"
     assert body["dag_id"] == "plugin_upgrade__crm-sync-gold"
+    assert body["reparse_requested"] is False  # no Airflow here: the DAG shows at the next parse
     assert body["path"] == str(path)
     assert body["etag"] == answer.headers["ETag"]
     assert body["etag"] == f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"'

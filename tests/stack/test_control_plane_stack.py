@@ -376,6 +376,7 @@ def test_post_plan_creates_a_plan_whose_dag_appears(stack: AirflowStack, stack_c
     )
     assert answer.status_code == 201, answer.text
     assert answer.json()["dag_id"] == "plugin_upgrade__crm-sync-api"
+    assert answer.json()["reparse_requested"] is True  # a priority parse of the loader file
     assert (stack_config / "plans" / "crm-sync-api.yaml").is_file()
     stack.wait_for_dags(["plugin_upgrade__crm-sync-api"], timeout=150)
     FIGURES["control plane: POST /plan to DAG visible (s)"] = time.monotonic() - started

@@ -105,6 +105,15 @@ class AirflowRest:
         body = {"chosen_options": list(chosen), "params_input": {}}
         return dict(self._call("PATCH", path, json=body) or {})
 
+    def reparse_file_of(self, dag_id: str) -> None:
+        """Ask the dag-processor to parse the file that defines `dag_id` now (a priority parsing
+        request, `PUT /parseDagFile/{file_token}`) instead of at its next scheduled pass."""
+        dag = self._call("GET", f"/dags/{_q(dag_id)}")
+        token = (dag or {}).get("file_token")
+        if not token:
+            raise Refused(502, "airflow_refused", f"Airflow gave no file token for {dag_id}")
+        self._call("PUT", f"/parseDagFile/{_q(token)}")
+
     # -- DAG runs ----------------------------------------------------------------------------
 
     def dag_paused(self, dag_id: str) -> bool:

@@ -193,6 +193,7 @@ def _post_plan(
     require(settings.auth, caller, method="PUT", dag_id=dag_id_for(plan_id), entity=None)
     written = store.write(plan_id, body.plan, if_match)
     event = "created" if written.created else "updated"
+    reparse = _request_reparse(settings, caller)
     _accepted(
         settings,
         request,
@@ -209,10 +210,22 @@ def _post_plan(
         "created": written.created,
         "plan": body.plan,
         "warnings": [problem_json(p, plan_id) for p in written.warnings],
+        "reparse_requested": reparse,
     }
     return JSONResponse(
         answer, status_code=201 if written.created else 200, headers={"ETag": written.etag}
     )
+
+
+def _request_reparse(settings: ApiSettings, caller: Caller) -> bool:
+    """Best effort: the plans' loader file (the one that also defines the rollback DAG) is
+    parsed now, so the new DAG shows in seconds; else at the dag-processor's next pass."""
+    try:
+        AirflowRest(settings.airflow_url(), caller.token, timeout=10).reparse_file_of(ROLLBACK_DAG)
+    except Refused as exc:
+        log.info("no priority parse of the plans' DAG file: %s", exc.message)
+        return False
+    return True
 
 
 def _get_plan(settings: ApiSettings, caller: Caller, plan_id: str) -> JSONResponse:

@@ -273,6 +273,8 @@ def test_a_valid_rollback_rolls_the_active_run_back_within_one_gate_poke(
 def test_the_report_lists_the_approvals_and_the_run_view_its_controls(
     stack: AirflowStack, active_run: dict[str, Any]
 ):
+    if "approval_jti" not in active_run:
+        pytest.skip("reads the run the rollback test rolled back (run the module in order)")
     run_id, jti = active_run["run_id"], active_run["approval_jti"]
     admin = stack.token()
     report = call(stack, "GET", f"/runs/{run_id}/report", token=admin, params={"format": "json"})

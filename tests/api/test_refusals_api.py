@@ -202,3 +202,18 @@ def test_rollback_by_plan_picks_the_plans_active_run(api: Api):
     assert answer.json()["run_id"] == active
     wrong = api.client.post("/rollback", json={"plan_id": "../x", "reason": "x"}, headers=ADMIN)
     assert wrong.status_code == 422
+
+
+def test_the_ui_cookie_reads_but_never_changes_anything(api: Api):
+    run_id = api.start_run()
+    before = state(api, run_id)
+    cookie = {"Cookie": "_token=admin-token"}
+    assert api.client.get(f"/runs/{run_id}", headers=cookie).status_code == 200
+    answer = api.client.post(
+        "/rollback",
+        json={"run_id": run_id, "reason": "x"},
+        headers={**cookie, "X-Approval-Token": api.token("rollback")},
+    )
+    assert answer.status_code == 401
+    assert "reading only" in answer.json()["detail"]["message"]
+    assert state(api, run_id) == before

@@ -36,6 +36,7 @@ URL_PREFIX = "/internal/version/upgrade"
 APPROVAL_HEADER = "X-Approval-Token"
 CLIENT_HEADER = "X-PowerX-Client"
 """`cli` when the request comes from `powerx plugin ...`: recorded as via cli instead of api."""
+SAFE_METHODS = ("GET", "HEAD")
 RollbackScope = Literal["all_upgraded", "batch", "failed_tenants"]
 HITL_DECISIONS = {
     # decision -> (the waiting task's suffix, the option to choose)
@@ -103,6 +104,16 @@ def settings_of(request: Request) -> ApiSettings:
 
 
 async def current_caller(request: Request) -> Caller:
+    _, source = presented_token(request)
+    if source == "cookie" and request.method not in SAFE_METHODS:
+        # a browser sends the cookie with any cross-site request: it only ever reads
+        raise Refused(
+            401,
+            "not_authenticated",
+            "the Airflow UI's cookie is accepted for reading only: send "
+            "'Authorization: Bearer <token>' to change anything",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     caller = await settings_of(request).auth.authenticate(request)
     if request.headers.get(CLIENT_HEADER, "").strip().lower() == "cli":
         caller = dataclasses.replace(caller, via="cli")

@@ -2,14 +2,17 @@
 SQLite): an operator's rollback request rolls an active run back at its gate's next poke, and
 the `plugin_upgrade_rollback` DAG rolls back a run that has already promoted.
 
-(Takeover turning promotions into pauses is tested at service level against a real ledger in
-tests/rollout/test_controls.py: in `dags test` a pause would wait for a human. Adjusted limits
-changing the verdict at the next poke: tests/orchestration/test_gate_trigger.py.)
+A takeover turns batch 1's passing gate into a pause: the run is stopped once its pause task
+waits for a human (in `dags test` nobody answers). Adjusted limits changing the verdict at the
+next poke: tests/orchestration/test_gate_trigger.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +23,7 @@ import pytest
 
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.sandbox.testing import running_sandbox
-from tests.airflow_harness import dags_test
+from tests.airflow_harness import airflow_bin, base_env, dags_test
 from tests.conftest import CONFIG_DIR
 
 pytestmark = pytest.mark.e2e
@@ -234,3 +237,66 @@ def test_the_rollback_dag_rolls_back_a_promoted_run_and_rerenders_its_report(
     assert rollback["counts"]["succeeded"] == rollback["counts"]["verified"] == len(selected)
     assert rollback["trigger"]["actor"] == "release-manager@example.com"
     assert "rolled_back" in (folder / "report.md").read_text()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a `dags test` we started, with its process group (a waiting HITL task ignores
+    SIGTERM for a while: SIGKILL after a short grace)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def test_under_a_takeover_a_passing_gate_pauses_the_run_for_a_human(
+    airflow_home, sandbox, tmp_path
+):
+    ledger_file = tmp_path / "ledger.db"
+    env = base_env(airflow_home)
+    for name in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT"):
+        env[f"AIRFLOW_CONN_POWERX_{name}"] = str(sandbox.base_url).rstrip("/")
+    env["AIRFLOW_CONN_POWERX_LEDGER"] = json.dumps(
+        {"conn_type": "generic", "extra": {"url": f"sqlite:///{ledger_file}"}}
+    )
+    env["POWERX_UPGRADE_REPORTS"] = str(tmp_path / "reports")
+
+    def take_over(book: Ledger, run_id: str):
+        return book.request_control(
+            run_id, "takeover", actor="dave", via="api", approval_jti="jti-takeover"
+        )
+
+    watcher = WhenDeployed(ledger_file, batch=1, delay=0, act=take_over)
+    watcher.start()
+    log = (tmp_path / "dags-test-takeover.log").open("w")
+    # its own session: the whole `dags test` process group is stopped once the pause waits
+    running = subprocess.Popen(
+        [airflow_bin(), "dags", "test", E2E_DAG, "-c", json.dumps({"reason": "takeover"})],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        watcher.join(timeout=180)
+        assert watcher.error is None, watcher.error
+        taken = watcher.result
+        book = Ledger(f"sqlite:///{ledger_file}")
+        deadline = time.monotonic() + 120
+        while book.get_run(taken.run_id).status != "paused":  # the pause task has started
+            assert running.poll() is None, "the run ended instead of pausing"
+            assert time.monotonic() < deadline, "the run never paused"
+            time.sleep(0.5)
+    finally:
+        stop(running)
+        log.close()
+
+    [gate] = book.gate_evaluations(taken.run_id, final_only=True)
+    assert (gate.batch_index, gate.phase) == (1, "pass")
+    [decided] = [d for d in book.decisions(taken.run_id) if d.kind == "decide"]
+    assert (decided.decision, decided.actor, decided.via) == ("pause", "dave", "api")
+    assert decided.detail["reason"] == "manual takeover by dave"
+    assert decided.detail["approval"] == "jti-takeover"
+    assert book.get_control(taken.id).outcome == "applied"
+    assert book.actions(taken.run_id, kind="upgrade", batch_index=2) == []

@@ -283,7 +283,8 @@ def _post_rollback(
     rest = AirflowRest(settings.airflow_url(), caller.token)
     # Read what Airflow says before the approval token is used up: a refusal changes nothing.
     waiting = _waiting_or_none(rest, run) if run.active else None
-    paused = None if run.active else rest.dag_paused(ROLLBACK_DAG)
+    needs_dag = not run.active or any(_is(w, ".approve") for w in waiting or [])
+    paused = rest.dag_paused(ROLLBACK_DAG) if needs_dag else False
     claims = _approve(settings, caller, token, operation="rollback", run=run)
     scope = body.scope or "all_upgraded"
     control = _request_control(
@@ -304,11 +305,13 @@ def _post_rollback(
     }
     if run.active:
         answer.update(
-            _roll_back_active(settings, book, rest, run, caller, claims, body, control, waiting)
+            _roll_back_active(
+                settings, book, rest, run, caller, claims, body, control, waiting, paused
+            )
         )
     else:
         answer["mode"] = "rollback_dag"
-        answer.update(_trigger_rollback(rest, run, scope, body.reason, control.id, bool(paused)))
+        answer.update(_trigger_rollback(rest, run, scope, body.reason, control.id, paused))
     _accepted(settings, request, caller, "rollback", run_id=run.run_id, detail=answer)
     return JSONResponse(answer, status_code=202)
 
@@ -390,23 +393,28 @@ def _roll_back_active(
     body: RollbackBody,
     control: Any,
     waiting: list[dict[str, Any]] | None,
+    paused: bool,
 ) -> dict[str, Any]:
     """An active run rolls back through its own rollback group: the gate sees the control at
     its next poke; a waiting pause is answered "Roll back"; a waiting approval is rejected
     and the rollback DAG takes over once the run has ended."""
     if waiting is None:
         return {"mode": "active_run", "warning": "Airflow did not say whether a decision waits"}
-    pause = next((w for w in waiting if str(w.get("task_id", "")).endswith(".pause")), None)
-    approval = next((w for w in waiting if str(w.get("task_id", "")).endswith(".approve")), None)
+    pause = next((w for w in waiting if _is(w, ".pause")), None)
+    approval = next((w for w in waiting if _is(w, ".approve")), None)
     if pause is not None:
         answered = _answer(settings, book, rest, run, caller, claims, pause, "rollback")
         return {"mode": "active_run", "answered": answered}
     if approval is not None:
         answered = _answer(settings, book, rest, run, caller, claims, approval, "reject")
-        paused = rest.dag_paused(ROLLBACK_DAG)
         started = _trigger_rollback(rest, run, body.scope, body.reason, control.id, paused)
         return {"mode": "rollback_dag", "answered": answered, **started}
     return {"mode": "active_run"}
+
+
+def _is(waiting: dict[str, Any], suffix: str) -> bool:
+    """Whether a waiting HITL request is a pause (`.pause`) or an approval (`.approve`)."""
+    return str(waiting.get("task_id") or "").endswith(suffix)
 
 
 def _trigger_rollback(

@@ -54,6 +54,10 @@ def test_a_signature_for_another_version_stops_the_run_before_any_tenant_is_touc
     note = run.detail["outcome_detail"]["note"]
     assert note.startswith("preflight refused the artifact (mismatch)"), run.detail
     assert not run.batches  # preflight.plan never ran: the fleet was not even listed
+    # Nothing was deployed, so the gate was skipped: no "no data" verdict, no decision, no
+    # pause waiting for a human (on a live stack that pause would hold the run for hours).
+    assert book.gate_evaluations(run.run_id) == [], result.tail()
+    assert [d for d in book.decisions(run.run_id) if d.kind in ("decide", "pause")] == []
 
     # Nobody touched: every tenant on its old version, no operation on the platform.
     tenants = sandbox.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
 from powerx_upgrade.config import monitoring_names
 from powerx_upgrade.domain.alerts import Alert, error_rate_alert
@@ -23,6 +24,7 @@ from powerx_upgrade.rollout.gating import (
     deploy_failure_evaluation,
     gate_watch,
 )
+from powerx_upgrade.rollout.preflight import planned_batches
 
 
 class BatchGateSensor(BaseSensorOperator):
@@ -75,8 +77,7 @@ class BatchGateSensor(BaseSensorOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
-        ctx = runtime.run_context(ti)
-        book = runtime.ledger()
+        ctx, book = self._live_run(ti)
         # an operator's request made during the deploy ends the gate before its first poke
         request = controls.gate_request(book, ctx.run_id)
         if request is not None:
@@ -119,6 +120,25 @@ class BatchGateSensor(BaseSensorOperator):
             self._raise(ctx, alert)
         self.log.info("batch %s gate: %s; deferring to the triggerer", self.batch, result.reason)
         self._defer(ctx, watch, poller.state())
+
+    def _live_run(self, ti: Any) -> tuple[RunContext, Any]:
+        """The run and its ledger, when preflight planned this batch; else skip the gate.
+
+        The gate runs after a failed deploy (its trigger rule is none_skipped) so that failed
+        deploys are judged; but when preflight itself stopped the run (conf refused, artifact
+        refused, planning failed) nothing was deployed and there is nothing to judge: without
+        this skip the empty gate would read "no data" and park the run at a pause.
+        """
+        if not ti.xcom_pull(task_ids="preflight.validate"):
+            raise AirflowSkipException("preflight refused the run: no batch was deployed")
+        ctx = runtime.run_context(ti)
+        book = runtime.ledger()
+        if not any(b["index"] == self.batch for b in planned_batches(book, ctx.run_id)):
+            raise AirflowSkipException(
+                f"batch {self.batch} was never planned (preflight stopped the run before "
+                "planning, or the fleet is too small for it): nothing to judge"
+            )
+        return ctx, book
 
     def _defer(self, ctx: RunContext, watch: dict[str, Any], state: dict[str, Any]) -> None:
         self.defer(

@@ -147,3 +147,24 @@ def test_a_single_file_config_is_refused_with_what_to_do(api: Api, tmp_path):
     answer = post(api, "crm-sync-gold", NEW_PLAN)
     assert answer.status_code == 409
     assert "POWERX_UPGRADE_CONFIG" in answer.json()["detail"]["message"]
+
+
+def test_two_updates_from_the_same_etag_cannot_both_win(api: Api, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from powerx_upgrade.api.errors import Refused
+    from powerx_upgrade.api.plans import PlanStore
+
+    etag = post(api, "crm-sync-gold", NEW_PLAN).json()["etag"]
+    store = PlanStore(api.config)
+
+    def update(version: str) -> str:
+        try:
+            store.write("crm-sync-gold", {**NEW_PLAN, "target_version": version}, etag)
+        except Refused as exc:
+            return exc.code
+        return "written"
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(update, ["2.5.0", "2.6.0", "2.7.0", "2.8.0"]))
+    assert sorted(results) == ["stale_plan", "stale_plan", "stale_plan", "written"]

@@ -72,10 +72,16 @@ class Api:
         )
 
     def refusals(self) -> list[dict[str, Any]]:
-        return [r.payload for r in self.ledger.audit_records() if r.event == "api.refused"]
+        """The details of every `api.refused` record (the record itself is in the audit
+        service's shape: see test_audit_records_fit_the_audit_service)."""
+        return [
+            r.payload["details"] for r in self.ledger.audit_records() if r.event == "api.refused"
+        ]
 
     def accepted(self) -> list[dict[str, Any]]:
-        return [r.payload for r in self.ledger.audit_records() if r.event == "api.accepted"]
+        return [
+            r.payload["details"] for r in self.ledger.audit_records() if r.event == "api.accepted"
+        ]
 
     def start_run(self, run_id: str = "manual__r1", plan: str = PLAN, **kw: Any) -> str:
         self.ledger.start_run(

@@ -70,7 +70,9 @@ def call(
 
 
 def refusals(ledger: Ledger, since: int) -> list[dict[str, Any]]:
-    return [r.payload for r in ledger.audit_records()[since:] if r.event == "api.refused"]
+    return [
+        r.payload["details"] for r in ledger.audit_records()[since:] if r.event == "api.refused"
+    ]
 
 
 def login(stack: AirflowStack, username: str, password: str) -> str:

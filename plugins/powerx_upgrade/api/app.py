@@ -29,6 +29,7 @@ from powerx_upgrade.api.plans import PlanStore, check_plan_id, problem_json
 from powerx_upgrade.api.settings import ApiSettings
 from powerx_upgrade.ledger import Ledger, RunRecord
 from powerx_upgrade.orchestration.description import dag_id_for
+from powerx_upgrade.rollout.record import audit_payload
 
 log = logging.getLogger(__name__)
 
@@ -752,14 +753,19 @@ def _accepted(
     settings.ledger().enqueue_audit(
         run_id=run_id,
         event="api.accepted",
-        payload={
-            "operation": operation,
-            "method": request.method,
-            "path": request.url.path,
-            "user": caller.name,
-            "auth": caller.source,
-            **{k: v for k, v in detail.items() if k != "operation"},
-        },
+        payload=audit_payload(
+            "api.accepted",
+            actor=caller.name,
+            run_id=run_id,
+            details={
+                "operation": operation,
+                "method": request.method,
+                "path": request.url.path,
+                "user": caller.name,
+                "auth": caller.source,
+                **{k: v for k, v in detail.items() if k != "operation"},
+            },
+        ),
     )
 
 
@@ -770,14 +776,20 @@ def audit_refusal(
     cannot be written is logged and does not change the answer."""
     if settings is None:
         return
-    payload = {
-        "reason": refused.code,
-        "status": refused.status,
-        "method": request.method,
-        "path": request.url.path,
-        "user": user,
-        "message": refused.message,
-    }
+    payload = audit_payload(
+        "api.refused",
+        actor=user or "anonymous",
+        run_id=refused.run_id,
+        reason=refused.code,
+        details={
+            "reason": refused.code,
+            "status": refused.status,
+            "method": request.method,
+            "path": request.url.path,
+            "user": user,
+            "message": refused.message,
+        },
+    )
     try:
         settings.ledger().enqueue_audit(run_id=refused.run_id, event="api.refused", payload=payload)
     except Exception:  # the refusal still answers; the log keeps the reason

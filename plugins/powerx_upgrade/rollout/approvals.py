@@ -10,7 +10,7 @@ from typing import Any
 
 from powerx_upgrade.domain.models import ControlSpec, Plan
 from powerx_upgrade.ledger import ApprovalReplayed, AuditEntry
-from powerx_upgrade.rollout.record import AuditClient, Recorder, stable_id
+from powerx_upgrade.rollout.record import AuditClient, Recorder, audit_payload, stable_id
 from powerx_upgrade.security.approval import (
     ApprovalClaims,
     ApprovalRefused,
@@ -147,18 +147,16 @@ def _payload(
     *,
     reason: str | None,
 ) -> dict[str, Any]:
-    # the shape of the rollout's own audit records (rollout.record.Recorder.audit)
-    return {
-        "actor": actor,
-        "action": event,
-        "at": now.isoformat(),
-        "plugin": plugin,
-        "plan_id": details["plan_id"],
-        "run_id": details["run_id"],
-        "tenants": [],
-        "reason": reason,
-        "details": details,
-    }
+    # the audit service's record shape; the plan (no field of its own there) is in details
+    return audit_payload(
+        event,
+        actor=actor,
+        plugin=plugin,
+        run_id=details["run_id"],
+        reason=reason,
+        details=details,
+        at=now,
+    )
 
 
 def _audit_refusal(

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from powerx_upgrade.ledger.records import AuditEntry
 from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.errors import PowerXRejected
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,34 @@ def stable_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def audit_payload(
+    action: str,
+    *,
+    actor: str | None,
+    plugin: str | None = None,
+    version: str | None = None,
+    run_id: str | None = None,
+    tenants: Iterable[str] = (),
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """One audit record in the audit service's shape (`POST /internal/audit/version`: exactly
+    these fields; anything else goes under `details`). Every audit writer builds its records
+    here: a record the service refuses would stay in the outbox for ever."""
+    return {
+        "actor": actor or SYSTEM_ACTOR,
+        "action": action,
+        "at": (at or datetime.now(UTC)).isoformat(),
+        "plugin": plugin,
+        "version": version,
+        "run_id": run_id,
+        "tenants": list(tenants),
+        "reason": reason,
+        "details": details or {},
+    }
+
+
 def audit_entry(
     ctx: RunContext,
     action: str,
@@ -44,17 +73,16 @@ def audit_entry(
 ) -> AuditEntry:
     """One audit record of the run, for a ledger write that enqueues it in its own transaction
     (`Recorder.audit` queues it alone)."""
-    payload = {
-        "actor": actor or ctx.triggered_by or SYSTEM_ACTOR,
-        "action": action,
-        "at": datetime.now(UTC).isoformat(),
-        "plugin": ctx.plugin,
-        "version": ctx.target_version,
-        "run_id": ctx.run_id,
-        "tenants": list(tenants),
-        "reason": reason or ctx.reason,
-        "details": details or {},
-    }
+    payload = audit_payload(
+        action,
+        actor=actor or ctx.triggered_by,
+        plugin=ctx.plugin,
+        version=ctx.target_version,
+        run_id=ctx.run_id,
+        tenants=tenants,
+        reason=reason or ctx.reason,
+        details=details,
+    )
     return AuditEntry(action, payload, stable_id(audit_id) if audit_id else None)
 
 
@@ -101,15 +129,22 @@ class Recorder:
 
     def flush(self, limit: int = 1000) -> tuple[int, int]:
         """Deliver queued audit records, oldest first; stop at the first failure (the service
-        is down: the rest waits). Returns (delivered, still pending)."""
+        is down: the rest waits). A record the service refuses as invalid (a 4xx other than
+        404/409/429) stays queued with its error, for reconcile to report, and does not hold
+        up the records behind it. Returns (delivered, still pending)."""
         if self.audit_client is None:
             return 0, len(self.ledger.pending_audit(limit))
-        delivered = 0
+        delivered = refused = 0
         pending = self.ledger.pending_audit(limit)
         for record in pending:
             try:
                 self.audit_client.record({**record.payload, "id": record.audit_id})
-            except Exception as exc:  # any failure: keep it queued, try again later
+            except PowerXRejected as exc:  # this record is wrong, not the service down
+                self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
+                log.error("audit service refused record %s: %s", record.audit_id, exc)
+                refused += 1
+                continue
+            except Exception as exc:  # any other failure: keep it queued, try again later
                 self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
                 log.warning(
                     "audit service unavailable, %d record(s) wait in the outbox: %s",
@@ -119,7 +154,7 @@ class Recorder:
                 return delivered, len(pending) - delivered
             self.ledger.mark_audit_delivered(record.audit_id)
             delivered += 1
-        return delivered, 0
+        return delivered, refused
 
     def notify(
         self,

@@ -1,6 +1,9 @@
 """Run controls on whole DAG runs (`airflow dags test` against the sandbox over HTTP, ledger in
-SQLite): an operator's rollback request rolls an active run back at its gate's next poke, and
-the `plugin_upgrade_rollback` DAG rolls back a run that has already promoted.
+SQLite): the `plugin_upgrade_rollback` DAG rolls back a run that has already promoted.
+
+An operator's rollback request ending an active run's gate at its next poke is proven where it
+lives, on the live stack with the gate deferred in the triggerer
+(tests/stack/test_control_plane_stack.py); the trigger alone: tests/orchestration/test_gate_trigger.py.
 
 A takeover turns batch 1's passing gate into a pause: the run is stopped once its pause task
 waits for a human (in `dags test` nobody answers). Adjusted limits changing the verdict at the
@@ -97,65 +100,6 @@ class WhenDeployed(threading.Thread):
             if a.finished
         ]
         return len(done) == len(planned)
-
-
-def test_a_rollback_request_during_the_bake_rolls_the_run_back_within_one_poke(
-    airflow_home, sandbox, tmp_path
-):
-    before = versions(sandbox)
-
-    def ask(book: Ledger, run_id: str):
-        return book.request_control(
-            run_id,
-            "rollback",
-            actor="oncall@example.com",
-            via="api",
-            approval_jti="jti-rollback-1",
-            payload={"reason": "pager: checkout errors"},
-        )
-
-    # batch 1 bakes 8 s with a poke every 2 s; the request comes 3 s into the bake
-    watcher = WhenDeployed(tmp_path / "ledger.db", batch=1, delay=3, act=ask)
-    watcher.start()
-    result = run_dag(airflow_home, sandbox, tmp_path, E2E_DAG, reason="controls e2e")
-    watcher.join(timeout=5)
-    assert watcher.error is None, watcher.error
-    asked = watcher.result
-    book = Ledger(result.ledger_url)
-    run = book.get_run(asked.run_id)
-    assert run.outcome == "rolled_back", result.tail()
-    assert result.returncode != 0  # a rolled-back run fails, for CI
-
-    # the gate of batch 1 ended on the request, within one poke (2 s) of it
-    [gate] = book.gate_evaluations(run.run_id, final_only=True)
-    assert (gate.batch_index, gate.phase) == (1, "rollback_requested")
-    assert "oncall@example.com via api" in gate.reason
-    assert (gate.evaluated_at - asked.requested_at).total_seconds() < 2 + 3
-    settled = book.get_control(asked.id)
-    assert settled.outcome == "applied" and "batch 1" in settled.note
-
-    # the decision is the operator's, with the path and token it came through
-    [decided] = [d for d in book.decisions(run.run_id) if d.kind == "decide"]
-    assert (decided.decision, decided.actor, decided.via) == (
-        "rollback",
-        "oncall@example.com",
-        "api",
-    )
-    assert decided.detail["control"] == asked.id
-    assert decided.detail["approval"] == "jti-rollback-1"
-
-    # every upgraded tenant is back on its old version and config; batch 2 never started
-    after = versions(sandbox)
-    upgraded = {a.tenant_id for a in book.actions(run.run_id, kind="upgrade")}
-    assert upgraded == set(run.batches[0]["tenants"])
-    for tenant in upgraded:
-        assert after[tenant]["version"] == before[tenant]["version"] == "2.3.1"
-        assert after[tenant]["config_version"] == before[tenant]["config_version"]
-    rolled = {a.tenant_id for a in book.actions(run.run_id, kind="rollback", state="succeeded")}
-    assert rolled == upgraded
-    assert all(not after[t]["operations"] for t in run.batches[1]["tenants"])
-    events = {r.event for r in book.audit_records(run.run_id)}
-    assert {"control.rollback.applied", "batch.rollback", "run.rolled_back"} <= events
 
 
 def test_the_rollback_dag_rolls_back_a_promoted_run_and_rerenders_its_report(

@@ -172,3 +172,54 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("-", "live stack figures")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value:.1f}")
+
+
+@pytest.fixture(scope="session")
+def powerx(stack: AirflowStack) -> Any:
+    """Run `powerx plugin ...` as a real subprocess with the connection in the environment."""
+    import subprocess
+
+    from tests.stack.runs import Cli, cli_command, cli_env
+
+    env = cli_env(stack)
+
+    def run(*args: str, timeout: float = 60) -> Cli:
+        done = subprocess.run(
+            cli_command(*args), env=env, capture_output=True, text=True, timeout=timeout
+        )
+        return Cli(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def case_a(stack: AirflowStack, sandbox_url: str) -> Any:
+    """Case A once for the session, as CI runs it: `powerx plugin upgrade --wait` of 2.4.0
+    (healthy on every selected tenant), followed through the REST API."""
+    import uuid
+
+    from tests.stack.runs import follow_upgrade
+
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/sandbox/reset").raise_for_status()
+        run = follow_upgrade(stack, client, "2.4.0", f"cli-a-{uuid.uuid4().hex[:8]}")
+    FIGURES["case A (powerx plugin upgrade --wait): start to run end (s)"] = run.seconds
+    first_deploy = run.timeline.first("batch_1.deploy", "running")
+    if first_deploy is not None:
+        FIGURES["case A: CLI start to first batch deploy running (s)"] = first_deploy
+    return run
+
+
+@pytest.fixture(scope="session")
+def case_b(stack: AirflowStack, sandbox_url: str) -> Any:
+    """Case B once for the session: `powerx plugin upgrade --wait` of 2.5.0, whose bronze
+    batch fails its gate (9 % errors): every upgraded tenant rolls back, the CLI exits 1."""
+    import uuid
+
+    from tests.stack.runs import follow_upgrade
+
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/sandbox/reset").raise_for_status()
+        run = follow_upgrade(stack, client, "2.5.0", f"cli-b-{uuid.uuid4().hex[:8]}")
+    FIGURES["case B (powerx plugin upgrade --wait): start to run end (s)"] = run.seconds
+    return run

@@ -1,21 +1,14 @@
 """`powerx plugin ...` as a CI pipeline runs it: a real subprocess against the live stack.
 `upgrade --wait` of a healthy version promotes and exits 0; of the bad version (case B: 2.5.0
 fails the bronze batch's gate) it exits 1; `status` shows the batches, `report show` prints
-the report. Two DAG runs in all."""
+the report. The upgrades are the session's case A and case B (tests/stack/runs.py), which
+tests/stack/test_rollout_stack.py also asserts: no DAG run of its own."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from powerx_upgrade.cli import plugin
@@ -23,109 +16,22 @@ from powerx_upgrade.cli.client import AirflowClient, ControlPlaneMissing
 from powerx_upgrade.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.security.approval import issue_approval
-from tests.stack.conftest import (
-    APPROVAL_SECRET,
-    AUTO_DAG,
-    FIGURES,
-    RUN_TIMEOUT,
-    artifact_for,
-    explain,
-    versions,
-)
+from tests.stack.conftest import APPROVAL_SECRET, AUTO_DAG, explain
+from tests.stack.runs import PLAN, Cli, FollowedRun, Powerx
 
 pytestmark = pytest.mark.stack
 
-PLAN = AUTO_DAG.removeprefix("plugin_upgrade__")
-
-
-@dataclass
-class Cli:
-    """One `powerx plugin` process: its exit code and output."""
-
-    code: int
-    out: str
-    err: str
-
-    def __str__(self) -> str:
-        return f"exit {self.code}\n--- stdout ---\n{self.out}\n--- stderr ---\n{self.err}"
-
-
-Powerx = Callable[..., Cli]
-
 
 @pytest.fixture(scope="module")
-def powerx(stack: AirflowStack) -> Powerx:
-    """Run `python -m powerx_upgrade.cli.main plugin ...` with the connection in the
-    environment, the way a CI job configures it."""
-    username, password = stack.login
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "POWERX_"))},
-        "POWERX_AIRFLOW_URL": stack.base_url,
-        "POWERX_AIRFLOW_USERNAME": username,
-        "POWERX_AIRFLOW_PASSWORD": password,
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str, timeout: float = 60) -> Cli:
-        done = subprocess.run(
-            [sys.executable, "-m", "powerx_upgrade.cli.main", "plugin", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        return Cli(done.returncode, done.stdout, done.stderr)
-
-    return run
-
-
-def upgrade(powerx: Powerx, version: str, run_id: str) -> Cli:
-    artifact = artifact_for(version)  # signed with the TEST-ONLY key the stack trusts
-    return powerx(
-        "upgrade",
-        "--plan",
-        PLAN,
-        "--strategy",
-        "policy",
-        "--version",
-        version,
-        "--artifact",
-        artifact["artifact_uri"],
-        "--sha256",
-        artifact["artifact_sha256"],
-        "--signature",
-        artifact["artifact_signature"],
-        "--reason",
-        f"CI: roll out {version}",
-        "--run-id",
-        run_id,
-        "--wait",
-        "--timeout",
-        f"{RUN_TIMEOUT}s",
-        "--poll",
-        "1",
-        timeout=RUN_TIMEOUT + 60,
-    )
-
-
-@pytest.fixture(scope="module")
-def promoted(powerx: Powerx, stack: AirflowStack, sandbox_url: str) -> tuple[str, Cli]:
-    """`upgrade --wait` of 2.4.0 (healthy) on the stack plan, once for the module."""
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/sandbox/reset").raise_for_status()
-    run_id = f"cli-a-{uuid.uuid4().hex[:8]}"
-    started = time.monotonic()
-    result = upgrade(powerx, "2.4.0", run_id)
-    FIGURES["cli case A: upgrade --wait (s)"] = time.monotonic() - started
-    print(result)  # what a CI log shows (pytest -rP)
-    return run_id, result
+def promoted(case_a: FollowedRun) -> tuple[str, Cli]:
+    """`upgrade --wait` of 2.4.0 (healthy): the session's case A."""
+    return case_a.run_id, case_a.cli
 
 
 def test_upgrade_wait_of_a_healthy_version_promotes_and_exits_0(
-    promoted: tuple[str, Cli], stack: AirflowStack, ledger: Ledger, sandbox_url: str
+    case_a: FollowedRun, powerx: Powerx, stack: AirflowStack, ledger: Ledger
 ):
-    run_id, result = promoted
+    run_id, result = case_a.run_id, case_a.cli
     assert result.code == 0, f"{result}\n{explain(stack, AUTO_DAG, run_id)}"
     assert f"triggered {AUTO_DAG} run {run_id} -> 2.4.0" in result.out
     assert "outcome promoted" in result.out, result
@@ -134,8 +40,7 @@ def test_upgrade_wait_of_a_healthy_version_promotes_and_exits_0(
     record = ledger.get_run(run_id)
     assert record is not None and record.outcome == "promoted"
     assert record.reason == "CI: roll out 2.4.0"
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        fleet = versions(client)
+    fleet = case_a.after  # the sandbox's fleet when the run ended
     selected = [t for batch in record.batches for t in batch["tenants"]]
     assert selected and all(fleet[t]["version"] == "2.4.0" for t in selected)
     # Followed without a single refused request to the control plane (none before the run was
@@ -239,18 +144,14 @@ def test_a_refused_approval_token_exits_1_and_names_the_reason(
 
 
 def test_upgrade_wait_of_the_bad_version_exits_1_after_the_rollback(
-    powerx: Powerx, stack: AirflowStack, ledger: Ledger, sandbox: httpx.Client
+    case_b: FollowedRun, stack: AirflowStack, ledger: Ledger
 ):
     """Case B: 2.5.0 fails bronze's gate; every upgraded tenant goes back; CI sees exit 1."""
-    run_id = f"cli-b-{uuid.uuid4().hex[:8]}"
-    started = time.monotonic()
-    result = upgrade(powerx, "2.5.0", run_id)
-    FIGURES["cli case B: upgrade --wait (s)"] = time.monotonic() - started
-    print(result)
+    run_id, result = case_b.run_id, case_b.cli
     assert result.code == 1, f"{result}\n{explain(stack, AUTO_DAG, run_id)}"
     assert "outcome rolled_back" in result.out, result
     assert "fail" in result.out  # the failed gate's verdict was shown
     assert stack.run_state(AUTO_DAG, run_id) == "failed"
     record = ledger.get_run(run_id)
     assert record is not None and record.outcome == "rolled_back"
-    assert all(t["version"] == "2.3.1" for t in versions(sandbox).values())
+    assert all(t["version"] == "2.3.1" for t in case_b.after.values())

@@ -1,101 +1,19 @@
-"""Rollouts on a live Airflow stack, triggered through the REST API the way a CI pipeline does:
-case A promotes every batch and the run succeeds; case B fails the bad tier's gate, rolls every
-upgraded tenant back and the run fails; the gate waits in the triggerer (deferred), not in a
-worker slot."""
+"""Rollouts on a live Airflow stack, started by `powerx plugin upgrade --wait` the way a CI
+pipeline does (tests/stack/runs.py): case A promotes every batch and the run succeeds; case B
+fails the bad tier's gate, rolls every upgraded tenant back and the run fails; the gate waits in
+the triggerer (deferred), not in a worker slot. The CLI's side of the same runs (exit codes,
+status, report) is tests/stack/test_cli_stack.py."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any
-
-import httpx
 import pytest
 
 from powerx_upgrade.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
-from tests.stack.conftest import (
-    AUTO_DAG,
-    FIGURES,
-    RUN_TIMEOUT,
-    Timeline,
-    artifact_for,
-    explain,
-    versions,
-)
+from tests.stack.conftest import AUTO_DAG, explain
+from tests.stack.runs import FollowedRun
 
 pytestmark = pytest.mark.stack
-
-
-@dataclass
-class FollowedRun:
-    run_id: str
-    state: str
-    before: dict[str, dict[str, Any]]
-    after: dict[str, dict[str, Any]]
-    timeline: Timeline
-    deferred_gates: list[dict[str, Any]]
-    """The gate's task instance (REST) each time a batch's gate was first seen deferred."""
-    pools: list[dict[str, Any]]
-    """`default_pool` at those moments."""
-    triggerers: list[list[int]]
-    """The ids of the running triggerer jobs at those moments."""
-
-
-def follow(
-    stack: AirflowStack, sandbox: httpx.Client, dag_id: str, conf: dict[str, Any]
-) -> FollowedRun:
-    """Trigger a run and watch it to its end, keeping evidence of every deferred gate."""
-    before = versions(sandbox)
-    run_id = stack.trigger(dag_id, conf)
-    timeline = Timeline()
-    gates: list[dict[str, Any]] = []
-    pools: list[dict[str, Any]] = []
-    triggerers: list[list[int]] = []
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while True:
-        stack.check_alive()
-        for task, state in timeline.observe(stack.task_states(dag_id, run_id)):
-            if task.endswith(".gate") and state == "deferred":
-                gates.append(_picked_up(stack, dag_id, run_id, task))
-                pools.append(stack.pool())
-                triggerers.append(_running_triggerers(stack))
-        state = stack.run_state(dag_id, run_id)
-        if state in ("success", "failed"):
-            break
-        assert time.monotonic() < deadline, explain(stack, dag_id, run_id)
-        time.sleep(0.5)
-    return FollowedRun(run_id, state, before, versions(sandbox), timeline, gates, pools, triggerers)
-
-
-def _picked_up(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-    """The deferred gate's task instance once a triggerer has taken its trigger (a second or
-    so after the deferral), or as it is when it stops being deferred first."""
-    for _ in range(20):
-        ti = stack.task_instance(dag_id, run_id, task_id)
-        if ti["state"] != "deferred" or ti.get("triggerer_job"):
-            return ti
-        time.sleep(0.25)
-    return ti
-
-
-def _running_triggerers(stack: AirflowStack) -> list[int]:
-    jobs = stack.get("/api/v2/jobs", job_type="TriggererJob", job_state="running")["jobs"]
-    return [j["id"] for j in jobs]
-
-
-@pytest.fixture(scope="module")
-def case_a(stack: AirflowStack, sandbox_url: str) -> FollowedRun:
-    """Case A once for the module: 2.4.0 (healthy) on every selected tenant."""
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/sandbox/reset").raise_for_status()
-        started = time.monotonic()
-        run = follow(stack, client, AUTO_DAG, {"target_version": "2.4.0", **artifact_for("2.4.0")})
-    FIGURES["case A: trigger to run end (s)"] = time.monotonic() - started
-    first_deploy = run.timeline.first("batch_1.deploy", "running")
-    if first_deploy is not None:
-        FIGURES["case A: trigger to first batch deploy running (s)"] = first_deploy
-    return run
 
 
 def test_case_a_every_batch_promotes_and_the_run_succeeds(
@@ -156,11 +74,9 @@ def test_the_gate_defers_to_the_triggerer_while_the_batch_bakes(
 
 
 def test_case_b_bad_tier_fails_its_gate_every_upgraded_tenant_rolls_back_run_fails(
-    stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
+    case_b: FollowedRun, stack: AirflowStack, ledger: Ledger
 ):
-    started = time.monotonic()
-    run = follow(stack, sandbox, AUTO_DAG, {"target_version": "2.5.0", **artifact_for("2.5.0")})
-    FIGURES["case B: trigger to run end (s)"] = time.monotonic() - started
+    run = case_b
     assert run.state == "failed", explain(stack, AUTO_DAG, run.run_id)
     states = stack.task_states(AUTO_DAG, run.run_id)
     assert states["batch_1.promote"] == "success"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -86,6 +87,22 @@ class DemoSettings:
     def signing_keys(self) -> Path:
         """The stack's trusted keys directory ($POWERX_UPGRADE_SIGNING_KEYS): the demo key."""
         return self.home / "signing_keys"
+
+    @property
+    def approval_secret_file(self) -> Path:
+        """The shared secret of the demo's `powerx_approval` connection (approval tokens)."""
+        return self.home / "approval.secret"
+
+
+def demo_approval_secret(settings: DemoSettings) -> str:
+    """The demo's approval-token secret: made on the first start (0600), kept for the next."""
+    path = settings.approval_secret_file
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -193,6 +210,9 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
                 "POWERX_UPGRADE_CONFIG": str(settings.config),
                 "POWERX_UPGRADE_REPORTS": str(settings.reports),
                 "POWERX_UPGRADE_SIGNING_KEYS": str(settings.signing_keys),
+                "AIRFLOW_CONN_POWERX_APPROVAL": json.dumps(
+                    {"conn_type": "generic", "password": demo_approval_secret(settings)}
+                ),
             }
         )
         airflow = stack.enter_context(

@@ -69,5 +69,12 @@ def test_demo_once_runs_the_plan_to_the_expected_outcome_and_stops_everything(tm
     assert [r.payload["details"]["key_id"] for r in verified] == ["powerx-demo"]
     private = home / "signing" / "powerx-demo.private.pem"
     assert private.stat().st_mode & 0o077 == 0
+    # The stack had an approval connection; the summary says how to steer the run from the CLI
+    # (the secret is only named by its file, never printed).
+    secret = home / "approval.secret"
+    assert secret.stat().st_mode & 0o077 == 0
+    assert f"powerx plugin rollback --run {run.run_id}" in output
+    assert f"POWERX_APPROVAL_SECRET=$(cat {secret})" in output
+    assert secret.read_text().strip() not in output
     leftovers = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", f"orphan processes: {leftovers.stdout}"

@@ -208,4 +208,17 @@ def summary(
         console.print(f"[yellow]no report found under {settings.reports}[/]")
     console.print(f"ledger: {settings.home / 'powerx_ledger.db'}")
     console.print(f"run in the UI: {airflow.base_url}/dags/{demo.DAG_ID}/runs/{run_id}")
+    user, password = airflow.login
+    secret = settings.approval_secret_file
+    console.print(
+        "control plane (docs/control-plane.md), from another terminal while the stack is up:\n"
+        f"  export POWERX_AIRFLOW_URL={airflow.base_url} POWERX_AIRFLOW_USERNAME={user} "
+        f"POWERX_AIRFLOW_PASSWORD={password} POWERX_APPROVAL_SECRET=$(cat {secret})\n"
+        f"  uv run powerx plugin status {run_id}\n"
+        f"  uv run powerx plugin report show {run_id}\n"
+        f"  uv run powerx plugin rollback --run {run_id} --reason 'demo' --approval-token "
+        f'"$(uv run powerx approval issue --action rollback --plan {demo.PLAN_ID} '
+        '--subject you@example.com)"',
+        markup=False,
+    )
     sys.stdout.flush()

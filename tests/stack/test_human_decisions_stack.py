@@ -1,7 +1,9 @@
-"""Human decisions on a live Airflow stack, answered through the REST API
-(`PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails`), as a
-release manager's UI or a chat-ops bot would: a paused gate resumed and then rolled back, a batch
-approved and the next one rejected; each answer has its effect on the run and the tenants."""
+"""Human decisions on a live Airflow stack: a paused gate resumed and then rolled back, a batch
+approved and the next one rejected; each answer has its effect on the run and the tenants.
+Some answers go through Airflow's HITL endpoint as the UI does
+(`PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails`), the
+others through the control plane (`POST /internal/version/upgrade/runs/{run_id}/decisions`
+with an approval token, as the CLI does): the ledger says which path each took, and who."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from powerx_upgrade.orchestration.operators.human import (
     ROLL_BACK,
     STOP,
 )
+from powerx_upgrade.security.approval import issue_approval
 from tests.stack.conftest import (
     APPROVAL_DAG,
+    APPROVAL_SECRET,
     FIGURES,
     PAUSE_DAG,
     RUN_TIMEOUT,
@@ -40,12 +44,38 @@ def planned(ledger: Ledger, run_id: str) -> list[list[str]]:
     return [list(b["tenants"]) for b in record.batches]
 
 
-def human_decisions(ledger: Ledger, run_id: str) -> list[tuple[int | None, str, str, str | None]]:
+def human_decisions(
+    ledger: Ledger, run_id: str
+) -> list[tuple[int | None, str, str, str | None, str | None]]:
     return [
-        (d.batch_index, d.kind, d.decision, d.actor)
+        (d.batch_index, d.kind, d.decision, d.actor, d.via)
         for d in ledger.decisions(run_id)
-        if d.via == "ui"
+        if d.via in ("ui", "api", "cli")
     ]
+
+
+def decide_via_api(
+    stack: AirflowStack, dag_id: str, run_id: str, decision: str, action: str, batch: int
+) -> str:
+    """Answer the waiting decision through the control plane; returns the token's id."""
+    plan = dag_id.removeprefix("plugin_upgrade__")
+    answer = httpx.post(
+        f"{stack.base_url}/internal/version/upgrade/runs/{run_id}/decisions",
+        headers={
+            "Authorization": f"Bearer {stack.token()}",
+            "X-Approval-Token": issue_approval(
+                APPROVAL_SECRET,
+                subject="release-approver",
+                action=action,
+                plan_id=plan,
+                run_id=run_id,
+            ),
+        },
+        json={"decision": decision, "batch": batch, "reason": "stack test"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["approval_jti"])
 
 
 def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_everyone(
@@ -67,8 +97,8 @@ def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_
     assert all(paused[t]["version"] == "2.3.1" for t in rest)
     assert ledger.get_run(run_id).status == "paused"
 
-    answer = stack.answer_hitl(PAUSE_DAG, run_id, "batch_1.pause", RESUME)
-    assert answer["chosen_options"] == [RESUME]
+    resumed_by = decide_via_api(stack, PAUSE_DAG, run_id, "resume", "resume", 1)
+    assert stack.hitl_detail(PAUSE_DAG, run_id, "batch_1.pause")["chosen_options"] == [RESUME]
 
     # Resume: the next batch deploys (and, still on the bad version, pauses again).
     stack.wait_for_hitl(PAUSE_DAG, run_id, "batch_2.pause", timeout=RUN_TIMEOUT)
@@ -97,9 +127,11 @@ def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_
     record = ledger.get_run(run_id)
     assert record.outcome == "rolled_back", record
     assert human_decisions(ledger, run_id) == [
-        (1, "pause", "resume", stack.login[0]),
-        (2, "pause", "rollback", stack.login[0]),
+        (1, "pause", "resume", stack.login[0], "api"),
+        (2, "pause", "rollback", stack.login[0], "ui"),
     ]
+    (resume,) = [d for d in ledger.decisions(run_id) if d.via == "api"]
+    assert resumed_by in str(resume.detail), resume.detail  # the token id, in the ledger
 
 
 def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
@@ -120,7 +152,7 @@ def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
     assert all(waiting[t]["version"] == "2.3.1" for t in second + third)
     assert stack.task_states(APPROVAL_DAG, run_id)["batch_2.shards"] is None
 
-    stack.answer_hitl(APPROVAL_DAG, run_id, "batch_2.approve", APPROVE)
+    approved_by = decide_via_api(stack, APPROVAL_DAG, run_id, "approve", "approve", 2)
 
     # Approve: batch 2 deploys, passes its gate; batch 3 asks again.
     stack.wait_for_hitl(APPROVAL_DAG, run_id, "batch_3.approve", timeout=RUN_TIMEOUT)
@@ -150,9 +182,11 @@ def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
     assert all(after[t]["version"] == "2.4.0" for t in first + second)
     assert ledger.get_run(run_id).outcome == "stopped"
     assert human_decisions(ledger, run_id) == [
-        (2, "approval", "approve", stack.login[0]),
-        (3, "approval", "reject", stack.login[0]),
+        (2, "approval", "approve", stack.login[0], "api"),
+        (3, "approval", "reject", stack.login[0], "ui"),
     ]
+    (used,) = ledger.approvals(run_id=run_id)
+    assert (used.jti, used.action, used.subject) == (approved_by, "approve", "release-approver")
 
 
 def test_an_unanswered_pause_takes_its_safe_default_and_rolls_back(

@@ -1,5 +1,7 @@
-"""Human decisions on a live Airflow stack: a paused gate resumed and then rolled back, a batch
-approved and the next one rejected; each answer has its effect on the run and the tenants.
+"""Human decisions on a live Airflow stack: a paused gate resumed and then rolled back; a batch
+approved, then a rollback asked for while the next batch waits for its approval (the control
+plane rejects that approval and the rollback DAG takes everyone back); an unanswered pause takes
+its safe default. Each answer has its effect on the run and the tenants.
 Some answers go through Airflow's HITL endpoint as the UI does
 (`PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails`), the
 others through the control plane (`POST /internal/version/upgrade/runs/{run_id}/decisions`
@@ -134,7 +136,7 @@ def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_
     assert resumed_by in str(resume.detail), resume.detail  # the token id, in the ledger
 
 
-def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
+def test_an_api_approval_deploys_its_batch_and_an_api_rollback_at_the_next_approval_rejects_it_and_rolls_back(
     stack: AirflowStack, sandbox: httpx.Client, ledger: Ledger
 ):
     before = versions(sandbox)
@@ -163,9 +165,29 @@ def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
     assert all(approved[t]["version"] == "2.4.0" for t in first + second)
     assert all(approved[t]["version"] == "2.3.1" for t in third)
 
-    stack.answer_hitl(APPROVAL_DAG, run_id, "batch_3.approve", REJECT)
+    # Batch 3 waits for its approval when on-call asks the control plane for a rollback: the
+    # API answers the approval Reject (nothing more deploys, the run stops) and hands the
+    # upgraded tenants to plugin_upgrade_rollback, which waits for the run to end.
+    plan = APPROVAL_DAG.removeprefix("plugin_upgrade__")
+    asked = httpx.post(
+        f"{stack.base_url}/internal/version/upgrade/rollback",
+        headers={
+            "Authorization": f"Bearer {stack.token()}",
+            "X-Approval-Token": issue_approval(
+                APPROVAL_SECRET,
+                subject="on-call",
+                action="rollback",
+                plan_id=plan,
+                run_id=run_id,
+            ),
+        },
+        json={"run_id": run_id, "reason": "stack test: roll back at an approval"},
+        timeout=60,
+    )
+    assert asked.status_code == 202, asked.text
+    done = asked.json()
+    assert done["mode"] == "rollback_dag" and done["dag_id"] == "plugin_upgrade_rollback", done
 
-    # Reject: nothing more is deployed; the run ends failed with outcome stopped.
     assert stack.wait_for_run(APPROVAL_DAG, run_id, timeout=RUN_TIMEOUT) == "failed", explain(
         stack, APPROVAL_DAG, run_id
     )
@@ -175,18 +197,29 @@ def test_an_approval_deploys_its_batch_and_a_rejection_stops_the_run(
     assert states["batch_3.shards"] == "skipped"
     assert states["finalize.record"] == "success"
     assert states["finalize.result"] == "failed"
+    rollback_state = stack.wait_for_run(
+        "plugin_upgrade_rollback", done["dag_run_id"], timeout=RUN_TIMEOUT
+    )
+    assert rollback_state == "success", explain(
+        stack, "plugin_upgrade_rollback", done["dag_run_id"]
+    )
+    FIGURES["approval: trigger to rollback DAG done (s)"] = time.monotonic() - started
     after = versions(sandbox)
-    for tenant in third:
+    for tenant in third:  # never deployed
         assert after[tenant]["version"] == before[tenant]["version"]
         assert not after[tenant]["operations"], after[tenant]
-    assert all(after[t]["version"] == "2.4.0" for t in first + second)
-    assert ledger.get_run(run_id).outcome == "stopped"
-    assert human_decisions(ledger, run_id) == [
+    for tenant in first + second:  # upgraded, then rolled back with their old config
+        assert after[tenant]["version"] == before[tenant]["version"] == "2.3.1"
+        assert after[tenant]["config_version"] == before[tenant]["config_version"]
+    record = ledger.get_run(run_id)
+    assert record.outcome == "rolled_back", record
+    assert record.detail.get("outcome_before_rollback") == "stopped", record.detail
+    assert human_decisions(ledger, run_id)[:2] == [
         (2, "approval", "approve", stack.login[0], "api"),
-        (3, "approval", "reject", stack.login[0], "ui"),
+        (3, "approval", "reject", stack.login[0], "api"),
     ]
-    (used,) = ledger.approvals(run_id=run_id)
-    assert (used.jti, used.action, used.subject) == (approved_by, "approve", "release-approver")
+    used = {a.action: a for a in ledger.approvals(run_id=run_id)}
+    assert used["approve"].jti == approved_by and used["rollback"].subject == "on-call"
 
 
 def test_an_unanswered_pause_takes_its_safe_default_and_rolls_back(

@@ -197,9 +197,12 @@ def test_refusals_answer_clearly_change_nothing_and_are_audited(
     assert users["not_authenticated"] is None
 
 
-def test_a_valid_rollback_rolls_the_active_run_back_within_one_gate_poke(
-    stack: AirflowStack, ledger: Ledger, sandbox_url: str, active_run: dict[str, Any]
-):
+@pytest.fixture(scope="module")
+def api_rollback(
+    stack: AirflowStack, sandbox_url: str, active_run: dict[str, Any]
+) -> dict[str, Any]:
+    """One valid `POST /rollback` of the active run (after the refusals test, which needs the
+    run still active), followed until every tenant is back and the run has ended."""
     run_id = active_run["run_id"]
     admin = stack.token()
     with httpx.Client(base_url=sandbox_url, timeout=10) as sandbox:
@@ -214,10 +217,8 @@ def test_a_valid_rollback_rolls_the_active_run_back_within_one_gate_poke(
         answer = call(stack, "POST", "/rollback", token=admin, approval_token=token, json=body)
         assert answer.status_code == 202, answer.text
         done = answer.json()
-        assert done["mode"] == "active_run" and done["run_id"] == run_id
-        # the same token again, while the run rolls back: single use
+        # the same token again, while the run rolls back
         replay = call(stack, "POST", "/rollback", token=admin, approval_token=token, json=body)
-        assert replay.status_code == 403 and _code(replay) == "replayed", replay.text
         # every tenant back on 2.3.1, as the sandbox (the platform) sees it
         while True:
             now = versions(sandbox)
@@ -230,6 +231,29 @@ def test_a_valid_rollback_rolls_the_active_run_back_within_one_gate_poke(
             stack, AUTO_DAG, run_id
         )
         after = versions(sandbox)
+    return {
+        "run_id": run_id,
+        "admin": admin,
+        "upgraded": upgraded,
+        "gate": gate,
+        "done": done,
+        "replay": replay,
+        "called_at": called_at,
+        "restored": restored,
+        "after": after,
+    }
+
+
+def test_a_valid_rollback_rolls_the_active_run_back_within_one_gate_poke(
+    stack: AirflowStack, ledger: Ledger, active_run: dict[str, Any], api_rollback: dict[str, Any]
+):
+    run_id, admin, done = api_rollback["run_id"], api_rollback["admin"], api_rollback["done"]
+    upgraded, gate, after = api_rollback["upgraded"], api_rollback["gate"], api_rollback["after"]
+    restored, called_at = api_rollback["restored"], api_rollback["called_at"]
+    replay = api_rollback["replay"]
+    assert done["mode"] == "active_run" and done["run_id"] == run_id
+    # the same token again, while the run rolled back: single use
+    assert replay.status_code == 403 and _code(replay) == "replayed", replay.text
     FIGURES["control plane: rollback call to last tenant restored (s)"] = restored
     FIGURES["control plane: tenants rolled back through the API"] = float(len(upgraded))
     rollbacks = [a for a in ledger.actions(run_id) if a.kind == "rollback"]
@@ -269,15 +293,12 @@ def test_a_valid_rollback_rolls_the_active_run_back_within_one_gate_poke(
     )
     assert again.status_code == 409 and _code(again) == "already_rolled_back"
     assert len(ledger.approvals(run_id=run_id)) == 1
-    active_run["approval_jti"] = done["approval_jti"]
 
 
 def test_the_report_lists_the_approvals_and_the_run_view_its_controls(
-    stack: AirflowStack, active_run: dict[str, Any]
+    stack: AirflowStack, api_rollback: dict[str, Any]
 ):
-    if "approval_jti" not in active_run:
-        pytest.skip("reads the run the rollback test rolled back (run the module in order)")
-    run_id, jti = active_run["run_id"], active_run["approval_jti"]
+    run_id, jti = api_rollback["run_id"], api_rollback["done"]["approval_jti"]
     admin = stack.token()
     report = call(stack, "GET", f"/runs/{run_id}/report", token=admin, params={"format": "json"})
     assert report.status_code == 200, report.text

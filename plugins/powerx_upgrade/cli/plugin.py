@@ -275,12 +275,14 @@ def upgrade_conf(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in conf.items() if v is not None}
 
 
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+"""A plain number of seconds (`--timeout 900`)."""
+
+
 def timeout_seconds(text: str) -> float:
     """`--timeout` as seconds: a duration (`90s`, `30m`, `2h`) or plain seconds."""
-    try:
+    if _SECONDS.fullmatch(text.strip()):
         return float(text)
-    except ValueError:
-        pass
     try:
         return parse_duration(text).total_seconds()
     except ValueError as exc:
@@ -728,9 +730,9 @@ class RunReader:
             return self.control.run(self.run_id)
         except ControlPlaneMissing:
             self.control_plane = False
+            return None
         except http.NotFound:  # not in the ledger (yet): the run may not have started
-            pass
-        return None
+            return None
 
     def _from_airflow(self, run: Mapping[str, Any], waiting: Sequence[str]) -> RunStatus:
         dag_id, run_id = str(self.dag_id), self.run_id

@@ -29,7 +29,7 @@ from powerx_upgrade.domain.models import (
     Policy,
     RollbackSpec,
     Strict,
-    parse_share,
+    batch_ratio,
 )
 from powerx_upgrade.domain.problems import Problem
 
@@ -58,17 +58,10 @@ class BatchAdjustment(Strict):
     @field_validator("ratio", mode="before")
     @classmethod
     def _ratio(cls, value: Any) -> Any:
-        return None if value is None else parse_share(value, "ratio")
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value <= 1:
-            raise ValueError(f"ratio {value:g} must be above 0 and at most 1.0 (100%)")
-        return value
+        return batch_ratio(value)
 
     @model_validator(mode="after")
-    def _something(self) -> BatchAdjustment:
+    def _changes_something(self) -> BatchAdjustment:
         if self.ratio is not None and self.count is not None:
             raise ValueError("give a batch either 'ratio' or 'count', not both")
         if self.ratio is None and self.count is None and self.bake is None:

@@ -64,6 +64,17 @@ def parse_share(value: Any, field: str) -> float:
     raise ValueError(f"{field} must be a number like 0.1 or a percentage like '10%'")
 
 
+def batch_ratio(value: Any) -> float | None:
+    """A batch's cumulative ratio (`0.1`, `'10%'`) in (0, 1]; None stays None. Shared by the
+    policy's batches and a run's adjustments, so both accept and refuse the same values."""
+    if value is None:
+        return None
+    share = parse_share(value, "ratio")
+    if not 0 < share <= 1:
+        raise ValueError(f"ratio {share:g} must be above 0 and at most 1.0 (100%)")
+    return share
+
+
 class FailureBudget(Strict):
     """How many of a batch's tenants may fail to deploy: a share (`2%`) or a count (`3`)."""
 
@@ -191,14 +202,7 @@ class BatchSpec(Strict):
     @field_validator("ratio", mode="before")
     @classmethod
     def _ratio(cls, value: Any) -> Any:
-        return None if value is None else parse_share(value, "ratio")
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value <= 1:
-            raise ValueError(f"ratio {value:g} must be above 0 and at most 1.0 (100%)")
-        return value
+        return batch_ratio(value)
 
     @model_validator(mode="after")
     def _ratio_or_count(self) -> BatchSpec:

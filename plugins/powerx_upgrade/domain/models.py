@@ -35,6 +35,8 @@ Baseline = Literal["pre_upgrade", "control"]
 _PERCENT = re.compile(r"^\s*(?P<sign>[+-]?)\s*(?P<num>\d+(\.\d+)?)\s*%\s*$")
 _PERCENT_SCHEMA = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}
 _CHANGE_SCHEMA = {"type": "string", "pattern": r"^\s*[+-]?\s*\d+(\.\d+)?\s*%\s*$"}
+_SHARE_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, _PERCENT_SCHEMA]}
+_SHARE_OR_NULL_SCHEMA = {"anyOf": [*_SHARE_SCHEMA["anyOf"], {"type": "null"}]}
 
 
 class Strict(BaseModel):
@@ -235,6 +237,32 @@ class InconclusiveSpec(Strict):
     action: PauseOrRollback = "pause"
 
 
+class ErrorSpec(Strict):
+    """What a monitoring source that keeps failing (or refuses the query) does to the gate."""
+
+    consecutive: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="failed pokes in a row (5xx, timeouts, no answer) that end the gate with an "
+        "`error` verdict (Argo Rollouts' consecutiveErrorLimit); a 4xx answer (auth, config) "
+        "ends it at once",
+    )
+    action: PauseOrRollback = Field(
+        default="pause", description="what follows an `error` verdict: pause for a human, or roll back"
+    )
+
+
+def coverage_share(value: Any) -> float | None:
+    """`min_coverage`: a share of the batch's deployed tenants (0.9, '90%') in (0, 1]."""
+    if value is None:
+        return None
+    share = parse_share(value, "min_coverage")
+    if not 0 < share <= 1:
+        raise ValueError(f"min_coverage {share:g} must be above 0 and at most 1.0 (100%)")
+    return share
+
+
 class CheckSpec(Strict):
     """One typed gate check: metric, comparison, limit; where relative, against which baseline."""
 
@@ -257,6 +285,13 @@ class CheckSpec(Strict):
         default=0, ge=0, description="per_tenant scope: tenants allowed to breach"
     )
     min_samples: int = Field(default=1, ge=1, description="samples needed before judging")
+    min_coverage: Annotated[float | None, WithJsonSchema(_SHARE_OR_NULL_SCHEMA)] = Field(
+        default=None,
+        description="share of the scope's deployed tenants that must report data for this "
+        "check (default: the gate's min_coverage)",
+    )
+
+    _coverage = field_validator("min_coverage", mode="before")(coverage_share)
 
 
 class GateSpec(Strict):
@@ -271,11 +306,26 @@ class GateSpec(Strict):
     failure_limit: int = Field(
         default=0, ge=0, description="failed evaluations tolerated before the verdict is fail"
     )
+    min_coverage: Annotated[float, WithJsonSchema(_SHARE_SCHEMA)] = Field(
+        default=1.0,
+        description="share of a batch's deployed tenants that must report data before the gate "
+        "may pass (default: all of them); silent tenants are named in a no_data verdict",
+    )
+    error: ErrorSpec = Field(
+        default_factory=ErrorSpec,
+        description="monitoring errors: how many in a row end the gate, and what follows",
+    )
     baseline_window: Duration = Field(
         default=timedelta(minutes=30),
         description="how far back preflight looks for the pre_upgrade baseline",
     )
     checks: list[CheckSpec] = Field(min_length=1)
+
+    _coverage = field_validator("min_coverage", mode="before")(coverage_share)
+
+    def coverage_of(self, check: CheckSpec) -> float:
+        """The share of tenants a check needs data from."""
+        return check.min_coverage if check.min_coverage is not None else self.min_coverage
 
 
 class RollbackSpec(Strict):

@@ -54,6 +54,13 @@ CASES = {
         "promoted",
         "2.4.0 is healthy: every batch passes its gate and the whole fleet ends on 2.4.0",
     ),
+    "silent-crash": DemoCase(
+        "silent-crash",
+        "2.5.0",
+        "rolled_back",
+        "2.5.0 crashes the plugin on silver tenants, which then send no data at all: the gate "
+        "names them, counts their silence as failure and rolls every upgraded tenant back",
+    ),
     "no-data": DemoCase(
         "no-data",
         "2.4.0",

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from powerx_upgrade.domain.decide import Action, decide
 from powerx_upgrade.domain.gate import (
     GateInput,
+    MonitoringError,
     Phase,
     TenantStats,
     evaluate,
@@ -15,7 +17,7 @@ from powerx_upgrade.domain.gate import (
     metric_value,
     worst,
 )
-from powerx_upgrade.domain.models import GateSpec
+from powerx_upgrade.domain.models import GateSpec, Policy
 
 pytestmark = pytest.mark.unit
 
@@ -180,3 +182,155 @@ def test_evaluation_serialises_to_plain_json():
     document = json.loads(json.dumps(result.as_dict()))
     assert document["phase"] == "pass"
     assert document["measurements"][0]["value"] == pytest.approx(0.01)
+
+
+# -- coverage: silence is not health -------------------------------------------------------------
+
+PER_TENANT = {
+    "metric": "latency_p95_ms",
+    "op": "<=",
+    "limit": "+20%",
+    "baseline": "pre_upgrade",
+    "scope": "per_tenant",
+    "max_breaching_tenants": 0,
+}
+
+
+def test_a_tenant_silent_since_its_upgrade_fails_a_per_tenant_check():
+    spec = gate(checks=[PER_TENANT])
+    data = poke(
+        3,
+        {"t-1": stats()},
+        expected=["t-1", "t-2"],
+        reporting=frozenset({"t-1"}),
+        pre_upgrade={"t-1": stats(), "t-2": stats(samples=6)},
+    )
+    result = evaluate(spec, data)
+    assert result.phase is Phase.FAIL
+    silent = next(m for m in result.measurements if m.tenant == "t-2")
+    assert silent.phase is Phase.FAIL and silent.value is None
+    assert silent.detail == "silent since its upgrade (6 samples before it)"
+
+
+def test_a_silent_tenant_without_history_is_not_blamed_but_blocks_the_pass():
+    spec = gate(checks=[PER_TENANT])
+    data = poke(
+        11,
+        {"t-1": stats()},
+        expected=["t-1", "t-2"],
+        reporting=frozenset({"t-1"}),
+        pre_upgrade={"t-1": stats()},
+        last_data_at=T0 + timedelta(minutes=9),
+    )
+    result = evaluate(spec, data)
+    assert result.phase is Phase.NO_DATA
+    assert result.reason == "the bake ended with no data from 1 of 2 tenants (t-2; 2 must report)"
+    assert next(m for m in result.measurements if m.tenant == "t-2").phase is Phase.INCONCLUSIVE
+
+
+def test_silence_right_after_the_bake_starts_is_not_yet_judged():
+    spec = gate(checks=[PER_TENANT])
+    data = GateInput(
+        now=T0 + timedelta(seconds=65),  # horizon 5 s into the bake: within the silence grace
+        bake_started=T0,
+        bake=BAKE,
+        batch={},
+        expected=["t-1"],
+        reporting=frozenset(),
+        pre_upgrade={"t-1": stats()},
+    )
+    result = evaluate(spec, data)
+    assert result.phase is Phase.RUNNING
+    assert result.measurements[0].phase is Phase.INCONCLUSIVE
+
+
+def test_the_gate_never_passes_while_required_tenants_are_silent():
+    healthy = {f"t-{i}": stats() for i in range(1, 10)}
+    expected = [f"t-{i}" for i in range(1, 11)]  # t-10 sends nothing
+    reporting = frozenset(healthy)
+    result = evaluate(gate(), poke(11, healthy, expected=expected, reporting=reporting))
+    assert result.phase is Phase.NO_DATA and "t-10" in result.reason
+    assert result.coverage[0].silent == ("t-10",) and result.coverage[0].required == 10
+    row = next(m for m in result.measurements if m.metric == "coverage")
+    assert (row.value, row.threshold, row.samples) == (9.0, 10.0, 10)
+    lowered = evaluate(
+        gate(min_coverage="90%"), poke(11, healthy, expected=expected, reporting=reporting)
+    )
+    assert lowered.phase is Phase.PASS
+
+
+def test_a_check_may_ask_for_less_coverage_than_the_gate():
+    check = {"metric": "error_rate", "op": "<=", "limit": 0.05, "min_coverage": 0.5}
+    healthy = {"t-1": stats()}
+    data = poke(11, healthy, expected=["t-1", "t-2"], reporting=frozenset(healthy))
+    assert evaluate(gate(checks=[check]), data).phase is Phase.PASS
+
+
+def test_a_coverage_shortfall_lasting_missing_data_after_is_no_data_before_the_bake_ends():
+    healthy = {"t-1": stats()}
+    data = poke(
+        7, healthy, expected=["t-1", "t-2"], reporting=frozenset(healthy), last_data_at=None
+    )
+    result = evaluate(gate(), data)  # horizon 6 min into the bake, short since its start
+    assert result.phase is Phase.NO_DATA
+    assert result.reason == (
+        "no data from 1 of 2 tenants (t-2; 2 must report) for 6m00s (missing_data.after 5m00s)"
+    )
+
+
+# -- monitoring errors ----------------------------------------------------------------------------
+
+
+def failing(kind: str, consecutive: int) -> MonitoringError:
+    return MonitoringError(kind, "HTTP 401 unauthorized", consecutive, consecutive)
+
+
+def test_a_refused_query_is_an_error_verdict_at_once():
+    result = evaluate(gate(), poke(3, {}, monitoring_error=failing("refused", 1)))
+    assert result.phase is Phase.ERROR and "refused" in result.reason
+    assert result.as_dict()["errors"]["kind"] == "refused"
+
+
+def test_transient_errors_are_retried_until_the_streak_reaches_the_limit():
+    spec = gate(error={"consecutive": 3, "action": "rollback"})
+    below = evaluate(spec, poke(3, {}, monitoring_error=failing("unavailable", 2)))
+    assert below.phase is Phase.RUNNING and "2 of 3" in below.reason
+    at = evaluate(spec, poke(3, {}, monitoring_error=failing("unavailable", 3)))
+    assert at.phase is Phase.ERROR and "3 poke(s) in a row" in at.reason
+
+
+def test_an_error_verdict_follows_the_error_action():
+    spec = gate(error={"action": "rollback"})
+    policy = Policy.model_validate(
+        {"batches": [{"ratio": 1.0, "bake": "1m"}], "gate": spec.model_dump(mode="json")}
+    )
+    assert decide(Phase.ERROR, policy).action is Action.ROLLBACK
+    assert decide("error", policy.model_copy(update={"gate": gate()})).action is Action.PAUSE
+
+
+# -- control baseline at the last batch -----------------------------------------------------------
+
+
+def test_a_control_check_falls_back_to_the_pre_upgrade_baseline_without_a_control_group():
+    check = {
+        "metric": "error_rate",
+        "op": "<=",
+        "limit": "+50%",
+        "baseline": "control",
+        "scope": "cumulative",
+    }
+    upgraded = {"t-1": stats(errors=12)}
+    data = poke(
+        11,
+        upgraded,
+        cumulative=upgraded,
+        pre_upgrade={"t-1": stats(errors=10)},
+        has_control=False,
+    )
+    result = evaluate(gate(checks=[check]), data)
+    measured = result.measurements[0]
+    assert measured.threshold == pytest.approx(0.015) and measured.phase is Phase.PASS
+    assert "pre_upgrade baseline instead" in measured.detail
+    assert result.phase is Phase.PASS
+    with_group = evaluate(gate(checks=[check]), poke(11, upgraded, cumulative=upgraded))
+    assert with_group.measurements[0].phase is Phase.INCONCLUSIVE  # a silent control group

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from powerx_upgrade.domain.models import GateSpec
@@ -101,11 +102,33 @@ def test_run_alerts_on_batch_runtime_and_ends_there(sandbox_url, monkeypatch):
 
 
 @pytest.mark.e2e
-def test_unreachable_monitoring_counts_as_missing_data_never_as_a_pass(monkeypatch):
+def test_unreachable_monitoring_is_an_error_streak_never_a_pass_nor_no_data(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", "http://127.0.0.1:9")
-    started = datetime.now(UTC)
+    started = datetime.now(UTC) - timedelta(seconds=5)
     found = events(BatchGateTrigger(gate=GATE, watch=watch(2, started), state={}))
-    assert len(found) == 1 and found[0]["evaluation"]["phase"] == "no_data"
+    assert len(found) == 1 and found[0]["evaluation"]["phase"] == "error"
+    assert "4 poke(s) in a row" in found[0]["evaluation"]["reason"]
+    state = found[0]["state"]
+    assert state["errors_in_row"] == 4 and state["errors_total"] == 4
+    assert [e["kind"] for e in state["error_log"]] == ["unavailable"] * 4
+    assert "no answer" in state["error_log"][0]["message"]
+
+
+@pytest.mark.e2e
+def test_a_refused_monitoring_query_ends_the_gate_at_the_first_poke(sandbox_url, monkeypatch):
+    with running_sandbox(CONFIG_DIR / "scenarios" / "happy.yaml") as url:
+        httpx.post(
+            f"{url}/sandbox/faults",
+            json={
+                "faults": [{"type": "http_error", "endpoint": "monitoring_query", "status": 401}]
+            },
+        ).raise_for_status()
+        monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", url)
+        started = datetime.now(UTC) - timedelta(seconds=5)
+        found = events(BatchGateTrigger(gate=GATE, watch=watch(30, started), state={}))
+    evaluation = found[0]["evaluation"]
+    assert evaluation["phase"] == "error" and "HTTP 401" in evaluation["reason"]
+    assert evaluation["errors"]["kind"] == "refused" and found[0]["pokes"] == 1
 
 
 @pytest.mark.unit

@@ -24,6 +24,7 @@ VERDICT_STYLE = {
     "pass": "green",
     "fail": "bold red",
     "no_data": "yellow",
+    "error": "bold red",
     "inconclusive": "yellow",
     "running": "cyan",
 }

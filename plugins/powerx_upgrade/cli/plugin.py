@@ -70,6 +70,7 @@ VERDICT_STYLE = {
     "pass": "green",
     "fail": "bold red",
     "no_data": "yellow",
+    "error": "bold red",
     "inconclusive": "yellow",
     "rollback_requested": "bold yellow",
     "pause_requested": "yellow",

@@ -15,12 +15,14 @@ ROLLBACK_FAILURE = "rollback_failure"
 MONITORING_DATA_MISSING = "monitoring_data_missing"
 BATCH_RUNTIME = "batch_runtime"
 ARTIFACT_UNVERIFIED = "artifact_unverified"
+MONITORING_ERROR = "monitoring_error"
 RULES = (
     GREY_ERROR_RATE,
     ROLLBACK_FAILURE,
     MONITORING_DATA_MISSING,
     BATCH_RUNTIME,
     ARTIFACT_UNVERIFIED,
+    MONITORING_ERROR,
 )
 EVENT = "plugin.version.gray.alert"
 
@@ -83,6 +85,24 @@ def missing_data_alert(batch: int, silent_for: timedelta, limit: timedelta) -> A
         {
             "silent_seconds": int(silent_for.total_seconds()),
             "limit_seconds": int(limit.total_seconds()),
+        },
+    )
+
+
+def monitoring_error_alert(batch: int, reason: str, errors: Mapping[str, Any]) -> Alert:
+    """The gate could not read its monitoring source: a refused query (auth, config) or too many
+    failures in a row. Critical: the batch is not judged, and a wrong token must never look
+    like a quiet night."""
+    return Alert(
+        MONITORING_ERROR,
+        "critical",
+        batch,
+        f"batch {batch}: the gate could not read monitoring: {reason}",
+        {
+            "kind": errors.get("kind"),
+            "consecutive": errors.get("consecutive"),
+            "total": errors.get("total"),
+            "last": errors.get("message"),
         },
     )
 

@@ -41,6 +41,9 @@ def decide(phase: Phase | str, policy: Policy, *, why: str = "") -> Decision:
     if phase is Phase.NO_DATA:
         action = Action(policy.gate.missing_data.action)
         return Decision(action, f"no monitoring data (missing_data.action {action}){suffix}")
+    if phase is Phase.ERROR:
+        action = Action(policy.gate.error.action)
+        return Decision(action, f"monitoring error (error.action {action}){suffix}")
     if phase is Phase.INCONCLUSIVE:
         action = Action(policy.gate.inconclusive.action)
         return Decision(action, f"gate inconclusive (inconclusive.action {action}){suffix}")

@@ -554,8 +554,8 @@ def _silence(shortfalls: Sequence[Coverage], has_data: bool) -> str:
     worst_gap = max(shortfalls, key=lambda c: len(c.silent))
     shown = ", ".join(worst_gap.silent[:10]) + (" ..." if len(worst_gap.silent) > 10 else "")
     return (
-        f"no data from {len(worst_gap.silent)} of {worst_gap.expected} tenants ({shown}); "
-        f"{worst_gap.required} must report"
+        f"no data from {len(worst_gap.silent)} of {worst_gap.expected} tenants ({shown}; "
+        f"{worst_gap.required} must report)"
     )
 
 

@@ -35,7 +35,9 @@ Baseline = Literal["pre_upgrade", "control"]
 _PERCENT = re.compile(r"^\s*(?P<sign>[+-]?)\s*(?P<num>\d+(\.\d+)?)\s*%\s*$")
 _PERCENT_SCHEMA = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}
 _CHANGE_SCHEMA = {"type": "string", "pattern": r"^\s*[+-]?\s*\d+(\.\d+)?\s*%\s*$"}
-_SHARE_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, _PERCENT_SCHEMA]}
+_SHARE_SCHEMA = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, _PERCENT_SCHEMA]
+}
 _SHARE_OR_NULL_SCHEMA = {"anyOf": [*_SHARE_SCHEMA["anyOf"], {"type": "null"}]}
 
 
@@ -249,7 +251,8 @@ class ErrorSpec(Strict):
         "ends it at once",
     )
     action: PauseOrRollback = Field(
-        default="pause", description="what follows an `error` verdict: pause for a human, or roll back"
+        default="pause",
+        description="what follows an `error` verdict: pause for a human, or roll back",
     )
 
 

@@ -16,6 +16,7 @@ PHASE_CLASS = {
     "pass": "pass",
     "fail": "fail",
     "no_data": "warn",
+    "error": "fail",
     "inconclusive": "warn",
     "running": "muted",
     "pause_requested": "warn",

@@ -295,7 +295,15 @@ def _follow_up_for(
     if what == "gate":
         metrics = sorted({m["metric"] for m in t.get("measurements", [])})
         if t["phase"] == "no_data":
-            return [f"Check monitoring coverage of batch {t['batch']}: the gate had no fresh data."]
+            return [
+                f"Check monitoring coverage of batch {t['batch']} ({t['reason']}): a tenant "
+                "silent since its upgrade may have crashed."
+            ]
+        if t["phase"] == "error":
+            return [
+                f"Fix the monitoring source the gate of batch {t['batch']} could not read "
+                f"({t['reason']}): check the connection, its credentials and the queries."
+            ]
         return [
             f"Find the cause of the {', '.join(metrics) or t['phase']} breach in batch "
             f"{t['batch']} on {versions['to']} ({t['reason']})."

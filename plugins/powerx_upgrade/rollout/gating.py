@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from powerx_upgrade.domain.alerts import monitoring_error_alert
 from powerx_upgrade.domain.gate import (
     GateEvaluation,
     GateInput,
     Measurement,
+    MonitoringError,
     Phase,
     TenantStats,
     evaluate,
 )
 from powerx_upgrade.domain.models import GateSpec, Plan
+from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.errors import PowerXError, PowerXUnavailable
 from powerx_upgrade.rollout.preflight import planned_batches
+from powerx_upgrade.rollout.record import Recorder
 
 Query = Callable[[list[str], datetime, datetime], Awaitable[dict[str, Any]]]
 
@@ -98,8 +104,20 @@ def gate_watch(
     }
 
 
+ERROR_LOG_SIZE = 50
+"""Monitoring errors kept in a gate's state (the count is kept in full)."""
+
+
+def classify(error: BaseException) -> str:
+    """`refused` for an answer that retrying cannot fix (4xx: auth, a wrong endpoint, a bad
+    query); `unavailable` for no answer, 5xx, 408, 429 or an answer we could not read."""
+    if isinstance(error, PowerXError) and not isinstance(error, PowerXUnavailable):
+        return "refused"
+    return "unavailable"
+
+
 class GatePoller:
-    """One gate's polling state across pokes: failures so far and when data was last fresh."""
+    """One gate's polling state across pokes: failures, freshness and monitoring errors so far."""
 
     def __init__(
         self,
@@ -110,6 +128,10 @@ class GatePoller:
         last_data_at: str | None = None,
         alerted: list[str] | None = None,
         history: list[dict[str, Any]] | None = None,
+        errors_in_row: int = 0,
+        errors_total: int = 0,
+        error_log: list[dict[str, Any]] | None = None,
+        deadline: str | None = None,
     ) -> None:
         self.gate = gate
         self.watch = watch
@@ -118,41 +140,75 @@ class GatePoller:
         self.last_data_at = datetime.fromisoformat(last_data_at) if last_data_at else None
         self.alerted = list(alerted or [])
         self.history = list(history or [])
+        self.errors_in_row = errors_in_row
+        self.errors_total = errors_total
+        self.error_log = list(error_log or [])
+        self.deadline = datetime.fromisoformat(deadline) if deadline else None
         self.pokes = 0
 
     async def poke(self, now: datetime) -> GateEvaluation:
-        """Query monitoring for the bake so far and evaluate; errors count as no data."""
+        """Query monitoring for the bake so far and evaluate. A failed query is never "no
+        data": it is classified, counted and logged, and the gate judges it (`error`)."""
         self.pokes += 1
         watch, gate = self.watch, self.gate
         bake_started = datetime.fromisoformat(watch["bake_started"])
         horizon = now - gate.signal_delay
-        batch_stats: dict[str, TenantStats] = {}
-        cumulative: dict[str, TenantStats] = {}
-        control: dict[str, TenantStats] = {}
+        measured = Measured()
+        failure: MonitoringError | None = None
         if horizon > bake_started:
-            batch_stats, cumulative, control = await self._measure(bake_started, horizon)
-            # Fresh means samples within the last poke (at least one monitoring bucket, 10 s): a
-            # wider window would hide data that has just stopped arriving.
-            recent = max(bake_started, horizon - max(gate.poke_interval, timedelta(seconds=10)))
-            if batch_stats and await self._fresh(recent, horizon):
-                self.last_data_at = horizon
-        result = evaluate(
-            gate,
-            GateInput(
-                now=now,
-                bake_started=bake_started,
-                bake=timedelta(seconds=watch["bake_seconds"]),
-                batch=batch_stats,
-                cumulative=cumulative or batch_stats,
-                pre_upgrade={t: TenantStats.from_json(s) for t, s in watch["pre_upgrade"].items()},
-                control=control,
-                last_data_at=self.last_data_at,
-                failures_so_far=self.failures,
-            ),
-        )
+            try:
+                measured = await self._measure(bake_started, horizon)
+            except Exception as exc:
+                failure = self._failed(now, exc)
+        if failure is None:
+            self.errors_in_row = 0
+        result = evaluate(gate, self._input(now, bake_started, measured, failure))
         self.failures = result.failures
+        if result.covered:
+            self.last_data_at = horizon
         self.history.append(summarise(now, result))
         return result
+
+    def _input(
+        self,
+        now: datetime,
+        bake_started: datetime,
+        measured: Measured,
+        failure: MonitoringError | None,
+    ) -> GateInput:
+        watch = self.watch
+        return GateInput(
+            now=now,
+            bake_started=bake_started,
+            bake=timedelta(seconds=watch["bake_seconds"]),
+            batch=measured.batch,
+            cumulative=measured.cumulative or measured.batch,
+            pre_upgrade={t: TenantStats.from_json(s) for t, s in watch["pre_upgrade"].items()},
+            control=measured.control,
+            last_data_at=self.last_data_at,
+            failures_so_far=self.failures,
+            expected=list(watch["batch_tenants"]),
+            cumulative_expected=list(watch["cumulative_tenants"]) or list(watch["batch_tenants"]),
+            reporting=measured.reporting,
+            has_control=bool(watch["control_tenants"]),
+            silence_grace=self.fresh_window,
+            monitoring_error=failure,
+        )
+
+    @property
+    def fresh_window(self) -> timedelta:
+        """Fresh means samples within the last poke (at least one monitoring bucket, 10 s): a
+        wider window would hide data that has just stopped arriving."""
+        return max(self.gate.poke_interval, timedelta(seconds=10))
+
+    def _failed(self, now: datetime, exc: BaseException) -> MonitoringError:
+        self.errors_in_row += 1
+        self.errors_total += 1
+        kind = classify(exc)
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        self.error_log.append({"at": now.isoformat(), "kind": kind, "message": message})
+        del self.error_log[:-ERROR_LOG_SIZE]
+        return MonitoringError(kind, message, self.errors_in_row, self.errors_total)
 
     def silent_for(self, now: datetime) -> timedelta:
         """How long the batch has had no fresh monitoring data (up to the signal horizon)."""
@@ -165,34 +221,46 @@ class GatePoller:
         started = self.watch.get("batch_started") or self.watch["bake_started"]
         return now - datetime.fromisoformat(started)
 
-    async def _measure(self, start: datetime, end: datetime) -> tuple[dict[str, TenantStats], ...]:
+    def deadline_from(self, now: datetime) -> datetime:
+        """When the gate gives up waiting for a verdict (the deferral's timeout): the bake, the
+        monitoring lag, the longer of the missing-data wait and an error streak, and 10 minutes
+        of slack. Fixed at the first deferral, so re-deferring never moves it later."""
+        if self.deadline is None:
+            gate = self.gate
+            bake_started = datetime.fromisoformat(self.watch["bake_started"])
+            patience = max(gate.missing_data.after, gate.poke_interval * gate.error.consecutive)
+            self.deadline = max(now, bake_started) + (
+                timedelta(seconds=self.watch["bake_seconds"])
+                + gate.signal_delay
+                + patience
+                + timedelta(minutes=10)
+            )
+        return self.deadline
+
+    async def _measure(self, start: datetime, end: datetime) -> Measured:
+        """Two queries: the whole bake so far (what is judged) and the latest poke interval
+        (who is reporting now). Either failing fails the poke."""
         watch = self.watch
         wanted = sorted(
             set(watch["batch_tenants"])
             | set(watch["cumulative_tenants"])
             | set(watch["control_tenants"])
         )
-        try:
-            answer = await self.query(wanted, start, end)
-        except Exception:
-            return {}, {}, {}
-        stats = {t: TenantStats.from_json(m) for t, m in (answer.get("tenants") or {}).items()}
+        answer = await self.query(wanted, start, end)
+        stats = _stats(answer)
+        watched = sorted(set(watch["batch_tenants"]) | set(watch["cumulative_tenants"]))
+        recent = max(start, end - self.fresh_window)
+        now_reporting = frozenset(_stats(await self.query(watched, recent, end)))
 
         def pick(ids: list[str]) -> dict[str, TenantStats]:
-            return {t: stats[t] for t in ids if t in stats and stats[t].samples > 0}
+            return {t: stats[t] for t in ids if t in stats}
 
-        return (
+        return Measured(
             pick(watch["batch_tenants"]),
             pick(watch["cumulative_tenants"]),
             pick(watch["control_tenants"]),
+            now_reporting,
         )
-
-    async def _fresh(self, start: datetime, end: datetime) -> bool:
-        try:
-            answer = await self.query(self.watch["batch_tenants"], start, end)
-        except Exception:
-            return False
-        return any((m.get("samples") or 0) > 0 for m in (answer.get("tenants") or {}).values())
 
     def state(self) -> dict[str, Any]:
         return {
@@ -200,13 +268,38 @@ class GatePoller:
             "last_data_at": self.last_data_at.isoformat() if self.last_data_at else None,
             "alerted": self.alerted,
             "history": self.history[-500:],
+            "errors_in_row": self.errors_in_row,
+            "errors_total": self.errors_total,
+            "error_log": self.error_log,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
         }
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One poke's monitoring answer, split by role; `reporting`: tenants with fresh samples."""
+
+    batch: dict[str, TenantStats] = field(default_factory=dict)
+    cumulative: dict[str, TenantStats] = field(default_factory=dict)
+    control: dict[str, TenantStats] = field(default_factory=dict)
+    reporting: frozenset[str] = frozenset()
+
+
+def _stats(answer: dict[str, Any]) -> dict[str, TenantStats]:
+    """The answer's tenants with samples; an answer that is not the documented shape raises."""
+    tenants = answer.get("tenants")
+    if not isinstance(tenants, dict):
+        raise ValueError(f"monitoring answer has no 'tenants' object: {str(answer)[:200]}")
+    found = {t: TenantStats.from_json(m) for t, m in tenants.items()}
+    return {t: s for t, s in found.items() if s.samples > 0}
 
 
 def summarise(now: datetime, result: GateEvaluation) -> dict[str, Any]:
     """One poke for the charts: per check, the pooled value (per_tenant: the worst tenant)."""
     checks: dict[int, dict[str, Any]] = {}
     for m in result.measurements:
+        if m.check < 0:  # coverage and deploy rows are not metric checks
+            continue
         current = checks.get(m.check)
         worse = current is None or (
             m.value is not None
@@ -233,3 +326,43 @@ def summarise(now: datetime, result: GateEvaluation) -> dict[str, Any]:
 def _worse(op: str, value: float, than: float) -> bool:
     """For `<=`/`<` checks a higher value is worse; for `>=`/`>` a lower one."""
     return value > than if op in ("<=", "<") else value < than
+
+
+MONITORING_ERROR_TOTAL = "version.upgrade.monitoring_error_total"
+"""Counted once per failed monitoring query of a gate, tagged with its kind."""
+
+
+def record_monitoring_errors(
+    recorder: Recorder,
+    ctx: RunContext,
+    batch: int,
+    evaluation: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    channels: list[str],
+    count: Counter | None = None,
+) -> int:
+    """Audit and count every monitoring error the gate met, and raise `monitoring_error` when
+    they ended it. Audit ids are per error (run, batch, number), so a replay adds nothing.
+    Returns how many errors were recorded."""
+    log = list(state.get("error_log") or [])
+    total = int(state.get("errors_total") or len(log))
+    first = total - len(log) + 1  # numbers of the kept errors (older ones are only counted)
+    for number, entry in enumerate(log, start=first):
+        recorder.audit(
+            ctx,
+            "batch.gate.monitoring_error",
+            audit_id=f"{ctx.run_id}:gate:{batch}:monitoring_error:{number}",
+            details={"batch": batch, "number": number, "of": total, **entry},
+        )
+        if count is not None:
+            count(
+                MONITORING_ERROR_TOTAL,
+                {"plan": ctx.plan_id, "plugin": ctx.plugin, "kind": str(entry.get("kind"))},
+            )
+    if evaluation.get("phase") == Phase.ERROR.value:
+        last = log[-1] if log else {}
+        errors = {**last, "consecutive": state.get("errors_in_row"), "total": total}
+        alert = monitoring_error_alert(batch, str(evaluation.get("reason")), errors)
+        raise_alert(recorder, ctx, alert, channels=channels, count=count)
+    return len(log)

@@ -165,14 +165,18 @@ class LatencyFault(_TargetsTenants):
 
 
 class MetricsGapFault(_TargetsTenants):
-    """Monitoring has no data at all for the window (for matching tenants)."""
+    """Monitoring has no data at all for the window (for matching tenants). With `version`, only
+    while a tenant runs that version: a version that crashes the plugin emits nothing."""
 
     type: Literal["metrics_gap"] = "metrics_gap"
+    version: Version | None = Field(
+        default=None, description="only while the tenant runs this version (a crashed version)"
+    )
 
     @model_validator(mode="after")
     def _needs_window(self) -> MetricsGapFault:
-        if not self.windowed:
-            raise ValueError("a metrics_gap needs `after` and/or `duration`")
+        if not self.windowed and self.version is None:
+            raise ValueError("a metrics_gap needs `after` and/or `duration`, or a `version`")
         return self
 
 

@@ -196,9 +196,9 @@ class MetricsEngine:
         ordered = sorted(edges)
         for low, high in itertools.pairwise(ordered):
             middle = (low + high) / 2.0
-            if any(gap.covers(middle) for gap in gaps):
-                continue
             version = tenant.version_at(middle)
+            if any(_silences(gap, middle, version) for gap in gaps):
+                continue
             rate, latency, factor = self.behaviour(version, tenant, middle, shaping)
             first = math.floor(low / size)
             last = math.ceil(high / size)
@@ -227,3 +227,8 @@ class MetricsEngine:
         if count > 0:
             values["error_rate"] = round(values["errors"] / count, 6)
         return values
+
+
+def _silences(gap: WindowedFault, moment: float, version: str) -> bool:
+    """A metrics gap hides the tenant at this moment (a version-bound gap: while it runs it)."""
+    return gap.covers(moment) and (gap.spec.version is None or gap.spec.version == version)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferralTimeout
 
 from powerx_upgrade.config import monitoring_names
 from powerx_upgrade.domain.alerts import Alert, error_rate_alert
@@ -23,6 +23,7 @@ from powerx_upgrade.rollout.gating import (
     deploy_check,
     deploy_failure_evaluation,
     gate_watch,
+    record_monitoring_errors,
 )
 from powerx_upgrade.rollout.preflight import planned_batches
 
@@ -118,6 +119,7 @@ class BatchGateSensor(BaseSensorOperator):
         if alert is not None:
             poller.alerted.append(alert.rule)
             self._raise(ctx, alert)
+        poller.deadline_from(now)
         self.log.info("batch %s gate: %s; deferring to the triggerer", self.batch, result.reason)
         self._defer(ctx, watch, poller.state())
 
@@ -141,7 +143,14 @@ class BatchGateSensor(BaseSensorOperator):
         return ctx, book
 
     def _defer(self, ctx: RunContext, watch: dict[str, Any], state: dict[str, Any]) -> None:
+        """Defer to the trigger until a verdict, at most until the gate's deadline: a trigger
+        that never fires must not hold the run forever (`resume_execution` turns the timeout
+        into a no_data verdict, which follows missing_data.action)."""
+        deadline = datetime.fromisoformat(state["deadline"]) if state.get("deadline") else None
+        now = datetime.now(UTC)
+        timeout = max(deadline - now, timedelta(seconds=1)) if deadline else None
         self.defer(
+            timeout=timeout,
             trigger=BatchGateTrigger(
                 gate=self.plan.policy.gate.model_dump(mode="json"),
                 watch=watch,
@@ -153,6 +162,23 @@ class BatchGateSensor(BaseSensorOperator):
             ),
             method_name="execute_complete",
         )
+
+    def resume_execution(
+        self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any
+    ) -> Any:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except (AirflowSensorTimeout, TaskDeferralTimeout) as exc:
+            self.log.error("batch %s gate: no verdict before its deadline (%s)", self.batch, exc)
+            timed_out = GateEvaluation(
+                Phase.NO_DATA,
+                "the gate reached its deadline without a verdict (the monitoring trigger never "
+                "answered): treated as missing data",
+                (),
+                0,
+                False,
+            )
+            return self._finish(context, timed_out, {})
 
     def _settle_adjustments(self, ctx: RunContext, state: dict[str, Any]) -> None:
         """Settle the adjust requests the trigger put in force, at the poke that did."""
@@ -240,6 +266,15 @@ class BatchGateSensor(BaseSensorOperator):
         if control is not None:  # the gate ended on an operator's request: it is applied
             controls.settle_request(book, ctx, control, batch=self.batch, phase=evaluation["phase"])
         recorder = runtime.recorder(book)
+        record_monitoring_errors(
+            recorder,
+            ctx,
+            self.batch,
+            evaluation,
+            state,
+            channels=self.plan.notify.channels,
+            count=metrics.count,
+        )
         recorder.audit(
             ctx,
             "batch.gate.verdict",

@@ -116,6 +116,15 @@ class BatchGateTrigger(BaseTrigger):
                     poller.gate = found.gate
                     poller.watch = {**poller.watch, "bake_seconds": found.bake_seconds}
                 result = await poller.poke(now)
+                if result.error is not None:
+                    self.log.warning(
+                        "batch %s gate: monitoring error (%s, %s in a row, %s in all): %s",
+                        self.watch.get("batch"),
+                        result.error.kind,
+                        result.error.consecutive,
+                        result.error.total,
+                        result.error.message,
+                    )
                 if result.phase.final:
                     yield TriggerEvent(
                         {

@@ -89,6 +89,26 @@ def test_gaps_remove_data_and_signal_delay_hides_recent_data():
     assert metrics.tenant_values(series(), NOW + 1, NOW + 60, NOW, []) is None
 
 
+def test_a_version_bound_gap_silences_a_tenant_only_while_it_runs_that_version():
+    crash = [WindowedFault(MetricsGapFault(version="2.5.0", where={"tier": "gold"}), -INF, INF)]
+    metrics = engine()
+    crashed = series("t-0001", (T0 + 300, "2.5.0"))
+    assert metrics.tenant_values(crashed, T0 + 300, T0 + 600, NOW, crash) is None
+    before = metrics.tenant_values(crashed, T0, T0 + 300, NOW, crash)
+    assert before == metrics.tenant_values(series("t-0001"), T0, T0 + 300, NOW, [])
+    assert metrics.tenant_values(crashed, T0, T0 + 600, NOW, crash) == before
+    other_version = series("t-0001", (T0 + 300, "2.4.0"))
+    assert metrics.tenant_values(other_version, T0 + 300, T0 + 600, NOW, crash) is not None
+    bronze = series("t-0002", (T0 + 300, "2.5.0"), labels={"tier": "bronze"})
+    assert metrics.tenant_values(bronze, T0 + 300, T0 + 600, NOW, crash) is not None
+
+
+def test_a_metrics_gap_needs_a_window_or_a_version():
+    with pytest.raises(ValueError, match="or a `version`"):
+        MetricsGapFault()
+    assert MetricsGapFault(version="2.5.0").version == "2.5.0"
+
+
 def test_a_query_too_large_is_refused_before_any_work():
     with pytest.raises(QueryTooLarge, match="limit 5000000"):
         engine().check_size(10_000, T0, T0 + 86_400)

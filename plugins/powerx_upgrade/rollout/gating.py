@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -110,6 +111,7 @@ class GatePoller:
         last_data_at: str | None = None,
         alerted: list[str] | None = None,
         history: list[dict[str, Any]] | None = None,
+        per_tenant: dict[str, Any] | None = None,
     ) -> None:
         self.gate = gate
         self.watch = watch
@@ -118,6 +120,9 @@ class GatePoller:
         self.last_data_at = datetime.fromisoformat(last_data_at) if last_data_at else None
         self.alerted = list(alerted or [])
         self.history = list(history or [])
+        self.per_tenant = dict(per_tenant or {})
+        """The last poke's stats of the batch's and the upgraded tenants (for the verdict's
+        segment concentration, rollout/verdicts.py)."""
         self.pokes = 0
 
     async def poke(self, now: datetime) -> GateEvaluation:
@@ -131,6 +136,7 @@ class GatePoller:
         control: dict[str, TenantStats] = {}
         if horizon > bake_started:
             batch_stats, cumulative, control = await self._measure(bake_started, horizon)
+            self.per_tenant = {t: asdict(s) for t, s in {**cumulative, **batch_stats}.items()}
             # Fresh means samples within the last poke (at least one monitoring bucket, 10 s): a
             # wider window would hide data that has just stopped arriving.
             recent = max(bake_started, horizon - max(gate.poke_interval, timedelta(seconds=10)))
@@ -200,6 +206,7 @@ class GatePoller:
             "last_data_at": self.last_data_at.isoformat() if self.last_data_at else None,
             "alerted": self.alerted,
             "history": self.history[-500:],
+            "per_tenant": self.per_tenant,
         }
 
 

@@ -285,15 +285,27 @@ def concentration(
     A segment explains the failure when its pooled value breaks the limit and the others' holds;
     it needs `min_tenants` tenants and `min_samples` samples, so one noisy tenant is no segment,
     and at least one tenant elsewhere. The largest gap wins (ties: the larger segment, then the
-    name). Pairs of labels are tried only when no single label explains the failure.
+    name). A pair of labels (`region=eu, tier=bronze`) is named instead only when no single label
+    explains the failure, or when the pair's gap is at least `PAIR_GAIN` times the best single
+    label's: the simpler explanation wins unless the pair is much sharper.
     """
     measured = {t: s for t, s in stats.items() if s.samples > 0}
-    single = _candidates(measured, labels, 1)
-    best = _best(metric, op, limit, measured, single, min_tenants, min_samples)
-    if best is None:
-        pairs = _candidates(measured, labels, 2)
-        best = _best(metric, op, limit, measured, pairs, min_tenants, min_samples)
-    return best
+    sizes = (min_tenants, min_samples)
+    single = _best(metric, op, limit, measured, _candidates(measured, labels, 1), *sizes)
+    pair = _best(metric, op, limit, measured, _candidates(measured, labels, 2), *sizes)
+    if pair is not None and (single is None or _gap(pair, op) >= PAIR_GAIN * _gap(single, op)):
+        return pair
+    return single
+
+
+PAIR_GAIN = 1.5
+"""How much sharper (gap inside vs elsewhere) a two-label segment must be to be named instead
+of the best single label."""
+
+
+def _gap(segment: Segment, op: str) -> float:
+    """How much worse the segment is than the rest (positive: worse)."""
+    return segment.value - segment.rest if op in ("<=", "<") else segment.rest - segment.value
 
 
 def _candidates(
@@ -335,12 +347,4 @@ def _best(
         )
     if not found:
         return None
-    higher_is_worse = op in ("<=", "<")
-    return min(
-        found,
-        key=lambda s: (
-            -(s.value - s.rest if higher_is_worse else s.rest - s.value),
-            -s.tenants,
-            s.name,
-        ),
-    )
+    return min(found, key=lambda s: (-_gap(s, op), -s.tenants, s.name))

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from powerx_upgrade.ledger import InvalidLedgerValue, UnknownRun
-from tests.ledger.conftest import start
+from powerx_upgrade.ledger import InvalidLedgerValue, Ledger, UnknownRun
+from tests.ledger.conftest import sql, start
 
 pytestmark = pytest.mark.unit
 
@@ -115,3 +115,37 @@ def test_a_decision_without_a_channel_is_allowed(ledger):
     start(ledger)
     decision = ledger.record_decision("run-1", batch_index=None, kind="stop", decision="stop")
     assert (decision.via, decision.actor, decision.batch_index) == (None, None, None)
+
+
+def test_a_final_verdict_keeps_its_sentence_and_segment(ledger):
+    start(ledger)
+    segment = {"segment": "tier=bronze", "value": 0.094, "rest": 0.012}
+    ledger.record_gate("run-1", 1, phase="running", reason="baking", measurements=[], final=False)
+    final = ledger.record_gate(
+        "run-1",
+        1,
+        phase="fail",
+        reason="check(s) 0 failed",
+        measurements=MEASUREMENTS,
+        final=True,
+        summary="error_rate 9.36 % > limit 5.00 % over 30 samples in batch 1 (canary)",
+        segment=segment,
+    )
+    assert final.summary.startswith("error_rate 9.36 %") and final.segment == segment
+    poke, stored = ledger.gate_evaluations("run-1")
+    assert (poke.summary, poke.segment) == (None, None)
+    assert stored == final
+
+
+def test_a_ledger_from_before_verdict_sentences_opens_and_gains_the_table(ledger_url):
+    with Ledger(ledger_url) as old:
+        start(old)
+        old.record_gate("run-1", 1, phase="pass", reason="ok", measurements=[], final=True)
+    sql(ledger_url, "DROP TABLE powerx_ledger_gate_verdicts")  # as a ledger of the last release
+    with Ledger(ledger_url) as reopened:
+        (kept,) = reopened.gate_evaluations("run-1")
+        assert (kept.reason, kept.summary) == ("ok", None)
+        reopened.record_gate(
+            "run-1", 2, phase="pass", reason="ok", measurements=[], final=True, summary="held"
+        )
+        assert [g.summary for g in reopened.gate_evaluations("run-1")] == [None, "held"]

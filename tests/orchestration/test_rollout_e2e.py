@@ -7,6 +7,8 @@ it roll back. Missing data rolling back is in test_alerts_e2e.py (it also checks
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from powerx_upgrade.rollout.preflight import tenants_of
 from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.airflow_harness import E2E_CONFIG, E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
+from tests.reporting.test_reports_e2e import check_case_b_reports
 from tests.signing import signed
 
 pytestmark = pytest.mark.e2e
@@ -108,6 +111,13 @@ def test_case_a_every_batch_promotes_and_no_audit_record_is_lost_in_an_outage(
     assert any(r.attempts > 0 for r in ours), "the outage should have made deliveries wait"
     assert {r.audit_id for r in ours} <= {r["id"] for r in audit}
     assert code == 0
+    # notify.on [batch_promoted, run_end, alert]: each passed batch is announced, the run's
+    # start is not (its audit record is: audit is always complete)
+    sent = Counter(
+        n["event"] for n in sandbox.get("/sandbox/notifications").json()["notifications"]
+    )
+    assert sent["plugin.version.gray.batch_promoted"] == 2
+    assert sent["plugin.version.gray.started"] == 0 and sent["plugin.version.gray.finished"] == 1
 
 
 @pytest.mark.parametrize("sandbox", ["bad-version"], indirect=True)
@@ -145,6 +155,58 @@ def test_case_b_bad_tier_fails_its_gate_and_every_upgraded_tenant_rolls_back(
     verification = record.detail["rollback_verification"]
     assert verification["broken"] == [] and len(verification["verified"]) == len(upgraded)
     assert verification["duration_ms"] < 180_000
+    check_verdict_sentences(book, run_id, failing, sandbox, tmp_path / "reports")
+    check_case_b_reports(book, tmp_path / "reports", sandbox)
+
+
+def check_verdict_sentences(
+    book: Ledger, run_id: str, failing: int, client: httpx.Client, reports: Path
+) -> None:
+    """Case B's verdict in words (metric, value, limit, samples, batch, `tier=bronze`) in the
+    ledger, the CLI table, the report headline and the alert; notify.on honoured (the plan
+    lists batch_promoted, run_end and alert: no run_start, no rollback message)."""
+    final = {g.batch_index: g for g in book.gate_evaluations(run_id, final_only=True)}
+    sentence = final[failing].summary
+    print(f"case B verdict: {sentence}\npassed: {final[1].summary}")  # for the record
+    assert re.fullmatch(
+        rf"error_rate \d+\.\d\d % > limit 5\.00 % over \d+ samples in batch {failing} \(rest\); "
+        r"concentrated in tier=bronze: \d+\.\d % vs \d+\.\d % elsewhere",
+        sentence,
+    ), sentence
+    assert final[failing].segment["labels"] == {"tier": "bronze"}
+    assert final[1].summary.startswith("every check held in batch 1 (gold-silver): error_rate")
+
+    # the CLI table (`powerx plugin status`), from the control plane's view of the run
+    from rich.console import Console
+
+    from powerx_upgrade.api.views import run_view
+    from powerx_upgrade.cli.plugin import render_status, status_from_api
+
+    console = Console(record=True, width=400)
+    console.print(render_status(status_from_api(run_view(book, book.get_run(run_id)))))
+    assert sentence in console.export_text()
+
+    # the report headline and "what went wrong"
+    (folder,) = (reports / "crm-sync-e2e").iterdir()
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    assert report["headline"] == f"Rolled back: {sentence}"
+    assert report["findings"]["tripped"][0]["summary"] == sentence
+    assert f"**Rolled back: {sentence}**" in (folder / "report.md").read_text(encoding="utf-8")
+    assert "concentrated in tier=bronze" in (folder / "report.html").read_text(encoding="utf-8")
+
+    # notifications as notify.on says, the alert carrying the sentence and the segment
+    sent = client.get("/sandbox/notifications").json()["notifications"]
+    events = Counter(n["event"] for n in sent)
+    assert (
+        events["plugin.version.gray.started"] == 0 and events["plugin.version.gray.rollback"] == 0
+    )
+    assert events["plugin.version.gray.finished"] == 1
+    promoted = [n for n in sent if n["event"] == "plugin.version.gray.batch_promoted"]
+    assert [n["context"]["batch"] for n in promoted] == [1]
+    assert promoted[0]["message"] == final[1].summary
+    (alert,) = [n for n in sent if (n.get("context") or {}).get("rule") == "grey_error_rate"]
+    assert sentence in alert["message"] and "tier=bronze" in alert["message"]
+    assert alert["context"]["segment"]["labels"] == {"tier": "bronze"}
 
 
 def test_deploy_failures_within_max_failed_continue(airflow_home, sandbox, tmp_path):

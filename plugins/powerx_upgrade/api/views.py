@@ -60,6 +60,8 @@ def _batch(batch: dict[str, Any]) -> dict[str, Any]:
         "failed": deploy["failed"] + deploy["not_finished"],
         "verdict": batch["gate"]["verdict"],
         "reason": batch["gate"]["reason"],
+        "summary": batch["gate"]["summary"],
+        "segment": batch["gate"]["segment"],
         "started_at": batch["started_at"],
         "ended_at": batch["ended_at"],
     }

@@ -481,7 +481,7 @@ def status_from_api(
                 failed=_count(batch.get("failed")),
                 verdict=str(batch.get("verdict") or "-"),
                 decision=f"{decided['decision']}{_who(decided)}" if decided else "-",
-                reason=str(batch.get("reason") or ""),
+                reason=str(batch.get("summary") or batch.get("reason") or ""),
             )
         )
     return RunStatus(
@@ -570,7 +570,8 @@ def _airflow_row(
         row.deployed = f"{sum(1 for s in shards if s == 'success')}/{len(shards)} shards"
         row.failed = str(sum(1 for s in shards if s == "failed"))
     if gate:
-        row.verdict, row.reason = str(gate.get("phase") or "-"), str(gate.get("reason") or "")
+        row.verdict = str(gate.get("phase") or "-")
+        row.reason = str(gate.get("summary") or gate.get("reason") or "")
     elif (tasks.get("gate") or [None])[0] in ("deferred", "running", "queued"):
         row.verdict = "baking"
     for task, label in _DECISION_TASKS:
@@ -620,7 +621,7 @@ def render_status(status: RunStatus) -> RenderableType:
             row.failed,
             Text(row.verdict, style=VERDICT_STYLE.get(row.verdict, "")),
             row.decision,
-            row.reason[:90],
+            row.reason[:400],
         )
     parts: list[RenderableType] = [header, table]
     if status.takeover:
@@ -816,7 +817,7 @@ def _print_changes(status: RunStatus, seen: dict[str, str]) -> None:
         lines[f"batch {row.index}"] = (
             f"batch {row.index} {row.name}".strip()
             + f": verdict {row.verdict}, decision {row.decision}"
-            + (f" ({row.reason[:90]})" if row.reason else "")
+            + (f" ({row.reason[:400]})" if row.reason else "")
         )
     for line in status.waiting:
         lines[f"waiting {line}"] = f"waiting for a human: {line}"

@@ -46,9 +46,15 @@ class Alert:
 
 
 def error_rate_alert(
-    batch: int, measurements: Iterable[Mapping[str, Any]], limit: float
+    batch: int,
+    measurements: Iterable[Mapping[str, Any]],
+    limit: float,
+    *,
+    summary: str | None = None,
+    segment: Mapping[str, Any] | None = None,
 ) -> Alert | None:
-    """Grey error rate above the limit in any error_rate measurement of the batch."""
+    """Grey error rate above the limit in any error_rate measurement of the batch; `summary`
+    (the verdict in words) and `segment` (where it concentrates) go into the message."""
     worst = None
     for m in measurements:
         value = m.get("value")
@@ -59,16 +65,24 @@ def error_rate_alert(
     if worst is None:
         return None
     where = f" on tenant {worst['tenant']}" if worst.get("tenant") else ""
+    message = f"batch {batch}: grey error rate {worst['value']:.2%}{where} is above {limit:.0%}"
+    if summary:
+        message += f". Verdict: {summary}"
+    if segment and segment.get("text") and segment["text"] not in message:
+        message += f"; {segment['text']}"
     return Alert(
         GREY_ERROR_RATE,
         "critical",
         batch,
-        f"batch {batch}: grey error rate {worst['value']:.2%}{where} is above {limit:.0%}",
+        message,
         {
             "value": worst["value"],
             "limit": limit,
             "scope": worst.get("scope"),
             "tenant": worst.get("tenant"),
+            "samples": worst.get("samples"),
+            "summary": summary,
+            "segment": dict(segment) if segment else None,
         },
     )
 

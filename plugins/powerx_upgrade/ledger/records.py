@@ -147,6 +147,10 @@ class GateRecord(_Record):
     measurements: list[dict[str, Any]]
     final: bool
     evaluated_at: datetime
+    summary: str | None = None
+    """The verdict in words (final verdicts recorded since verdict sentences exist)."""
+    segment: dict[str, Any] | None = None
+    """Where a failure concentrates across tenant labels (`Segment.as_dict()`), if anywhere."""
 
 
 @dataclass(frozen=True)

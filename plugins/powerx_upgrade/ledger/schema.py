@@ -141,6 +141,24 @@ gate_evaluations = Table(
     Index("ix_powerx_ledger_gate_evaluations_run", "run_id", "batch_index"),
 )
 
+gate_verdicts = Table(
+    "powerx_ledger_gate_verdicts",
+    metadata,
+    # the final verdict in words (and where a failure concentrates), one row per gate record
+    # that has one. A table of its own, not new columns: an existing ledger gains a missing
+    # table when it is opened (create_all), while columns would need a migration.
+    Column(
+        "gate_id",
+        Integer,
+        ForeignKey("powerx_ledger_gate_evaluations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("run_id", String(250), _run_fk(), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("segment", _json()),
+    Index("ix_powerx_ledger_gate_verdicts_run", "run_id"),
+)
+
 decisions = Table(
     "powerx_ledger_decisions",
     metadata,

@@ -68,6 +68,7 @@ from powerx_upgrade.ledger.schema import audit_outbox, claims
 from powerx_upgrade.ledger.schema import controls as controls_table
 from powerx_upgrade.ledger.schema import decisions as decisions_table
 from powerx_upgrade.ledger.schema import gate_evaluations as gate_table
+from powerx_upgrade.ledger.schema import gate_verdicts as verdicts_table
 from powerx_upgrade.ledger.schema import runs as runs_table
 
 AUDIT_RETENTION_FLOOR = timedelta(days=365)
@@ -136,6 +137,14 @@ def _to(cls: type[_R], row: Row[Any], **defaults: Any) -> _R:
         if values.get(name) is None:
             values[name] = default
     return cls(**values)
+
+
+def _gate_query() -> Any:
+    """Gate records with their verdict text, when they have one."""
+    joined = gate_table.outerjoin(verdicts_table, verdicts_table.c.gate_id == gate_table.c.id)
+    return select(gate_table, verdicts_table.c.summary, verdicts_table.c.segment).select_from(
+        joined
+    )
 
 
 def _run(row: Row[Any]) -> RunRecord:
@@ -622,8 +631,11 @@ class Ledger:
         final: bool,
         evaluated_at: datetime | None = None,
         audit: AuditEntry | None = None,
+        summary: str | None = None,
+        segment: dict[str, Any] | None = None,
     ) -> GateRecord:
-        """Record one gate evaluation (a poke, or the final verdict when `final`)."""
+        """Record one gate evaluation (a poke, or the final verdict when `final`); `summary` is
+        the verdict in words, `segment` where a failure concentrates."""
         values = {
             "run_id": run_id,
             "batch_index": batch_index,
@@ -636,16 +648,22 @@ class Ledger:
         with write_transaction(self._engine) as conn:
             self._require_run(conn, run_id)
             new_id = conn.execute(gate_table.insert().values(**values)).inserted_primary_key[0]
+            if summary is not None:
+                conn.execute(
+                    verdicts_table.insert().values(
+                        gate_id=new_id, run_id=run_id, summary=summary, segment=segment
+                    )
+                )
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
-            row = conn.execute(select(gate_table).where(gate_table.c.id == new_id)).one()
+            row = conn.execute(_gate_query().where(gate_table.c.id == new_id)).one()
         return _to(GateRecord, row, measurements=[])
 
     def gate_evaluations(
         self, run_id: str, batch_index: int | None = None, *, final_only: bool = False
     ) -> list[GateRecord]:
         """The run's gate evaluations in the order they were recorded."""
-        query = select(gate_table).where(gate_table.c.run_id == run_id)
+        query = _gate_query().where(gate_table.c.run_id == run_id)
         if batch_index is not None:
             query = query.where(gate_table.c.batch_index == batch_index)
         if final_only:

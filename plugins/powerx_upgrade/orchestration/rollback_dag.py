@@ -29,6 +29,7 @@ from powerx_upgrade.rollout import late_rollback, operations
 from powerx_upgrade.rollout.alerts import alerts_of, raise_alert
 from powerx_upgrade.rollout.late_rollback import ROLLBACK_DAG_ID, SCOPES, RollbackRefused
 from powerx_upgrade.rollout.operations import RetryPolicy
+from powerx_upgrade.rollout.verdicts import ALERT, ROLLBACK, should_notify
 
 WAIT_TIMEOUT = timedelta(hours=3)
 """How long the rollback waits for an active run to end (a pause waits 1 h by default)."""
@@ -307,22 +308,30 @@ def record(plans: dict[str, Plan]) -> dict[str, Any]:
     ]
     alert = rollback_failure_alert(failed, verification.get("broken", []))
     if alert is not None:
-        raise_alert(recorder, ctx, alert, channels=channels, count=metrics.count)
+        raise_alert(
+            recorder,
+            ctx,
+            alert,
+            channels=channels,
+            count=metrics.count,
+            notify=should_notify(plan, ALERT),
+        )
     duration = verification.get("duration_ms")
     if duration is not None and chosen["targets"]:
         metrics.timing(
             metrics.ROLLBACK_DURATION, duration, {"plan": ctx.plan_id, "plugin": ctx.plugin}
         )
-    recorder.notify(
-        ctx,
-        "plugin.version.gray.rollback",
-        key=f"late-rollback:{ctx.by_run}",
-        severity="critical" if alert else "warning",
-        title=f"{ctx.plan_id}: run {ctx.run_id} rolled back ({run.outcome}): "
-        f"{len(verification.get('verified', []))} tenant(s) in {(duration or 0) / 1000:.1f}s",
-        message=f"By {ctx.triggered_by} via {data['via']}. Reason: {ctx.reason}",
-        channels=channels,
-    )
+    if should_notify(plan, ROLLBACK):
+        recorder.notify(
+            ctx,
+            "plugin.version.gray.rollback",
+            key=f"late-rollback:{ctx.by_run}",
+            severity="critical" if alert else "warning",
+            title=f"{ctx.plan_id}: run {ctx.run_id} rolled back ({run.outcome}): "
+            f"{len(verification.get('verified', []))} tenant(s) in {(duration or 0) / 1000:.1f}s",
+            message=f"By {ctx.triggered_by} via {data['via']}. Reason: {ctx.reason}",
+            channels=channels,
+        )
     recorder.flush()
     summary = {
         "run_id": ctx.run_id,

@@ -18,6 +18,14 @@ from powerx_upgrade.rollout import controls, finalize, operations, preflight
 from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunConfError, resolve_run
 from powerx_upgrade.rollout.operations import RetryPolicy
+from powerx_upgrade.rollout.verdicts import (
+    ALERT,
+    BATCH_PROMOTED,
+    ROLLBACK,
+    RUN_END,
+    RUN_START,
+    should_notify,
+)
 
 
 def _ti() -> Any:
@@ -64,6 +72,7 @@ def verify_artifact(plan: Plan) -> dict[str, Any]:
             signing_keys,
             channels=plan.notify.channels,
             count=metrics.count,
+            notify=should_notify(plan, ALERT),
         )
     except ArtifactRefused as refused:
         raise AirflowFailException(
@@ -111,7 +120,7 @@ def announce(plan: Plan) -> dict[str, Any]:
             "batches": summary.get("batches"),
         },
     )
-    sent = recorder.notify(
+    sent = should_notify(plan, RUN_START) and recorder.notify(
         ctx,
         "plugin.version.gray.started",
         key="run.started",
@@ -191,6 +200,8 @@ def decide_batch(plan: Plan, batch: int) -> str:
         detail={
             "verdict": phase,
             "reason": decision.reason,
+            "summary": verdict.get("summary"),
+            "segment": verdict.get("segment"),
             "breaching": breaching,
             **decided.detail,
         },
@@ -201,14 +212,41 @@ def decide_batch(plan: Plan, batch: int) -> str:
         f"batch.{decision.action.value}",
         actor=None if decided.via == "auto" else decided.actor,
         audit_id=f"{ctx.run_id}:decide:{batch}",
-        details={"batch": batch, "verdict": phase, "reason": decision.reason, **decided.detail},
+        details={
+            "batch": batch,
+            "verdict": phase,
+            "reason": decision.reason,
+            "summary": verdict.get("summary"),
+            **decided.detail,
+        },
     )
+    if decision.action is Action.PROMOTE and phase == "pass":
+        _notify_promoted(recorder, plan, ctx, batch, verdict)
     recorder.flush()
     if decision.action is Action.ROLLBACK:
         return f"batch_{batch}.rollback"
     if decision.action is Action.PAUSE:
         return f"batch_{batch}.pause"
     return f"batch_{batch}.promote"
+
+
+def _notify_promoted(
+    recorder: Any, plan: Plan, ctx: Any, batch: int, verdict: dict[str, Any]
+) -> None:
+    """`batch_promoted`: the batch's gate passed and the run moves on (with the sentence)."""
+    if not should_notify(plan, BATCH_PROMOTED):
+        return
+    last = batch >= len(plan.policy.batches)
+    recorder.notify(
+        ctx,
+        "plugin.version.gray.batch_promoted",
+        key=f"promoted:{batch}",
+        title=f"{plan.id}: batch {batch} passed its gate"
+        + (" (the last batch)" if last else f", batch {batch + 1} is next"),
+        message=verdict.get("summary") or verdict.get("reason") or "",
+        channels=plan.notify.channels,
+        context={"batch": batch, "verdict": "pass", "summary": verdict.get("summary")},
+    )
 
 
 # -- rollback -------------------------------------------------------------------------------
@@ -277,7 +315,12 @@ def rollback_verify(plan: Plan) -> dict[str, Any]:
     alert = rollback_failure_alert(failed, verification["broken"])
     if alert is not None:
         raise_alert(
-            runtime.recorder(book), ctx, alert, channels=plan.notify.channels, count=metrics.count
+            runtime.recorder(book),
+            ctx,
+            alert,
+            channels=plan.notify.channels,
+            count=metrics.count,
+            notify=should_notify(plan, ALERT),
         )
     metrics.timing(
         metrics.ROLLBACK_DURATION, duration_ms, {"plan": ctx.plan_id, "plugin": ctx.plugin}
@@ -304,15 +347,16 @@ def rollback_announce(plan: Plan) -> dict[str, Any]:
             "duration_ms": result.get("duration_ms"),
         },
     )
-    recorder.notify(
-        ctx,
-        "plugin.version.gray.rollback",
-        key="rollback.done",
-        severity="critical" if result.get("broken") else "warning",
-        title=f"{plan.id}: rolled back {result.get('verified', 0)} tenant(s) in "
-        f"{(result.get('duration_ms') or 0) / 1000:.1f}s",
-        channels=plan.notify.channels,
-    )
+    if should_notify(plan, ROLLBACK):
+        recorder.notify(
+            ctx,
+            "plugin.version.gray.rollback",
+            key="rollback.done",
+            severity="critical" if result.get("broken") else "warning",
+            title=f"{plan.id}: rolled back {result.get('verified', 0)} tenant(s) in "
+            f"{(result.get('duration_ms') or 0) / 1000:.1f}s",
+            channels=plan.notify.channels,
+        )
     recorder.flush()
     return result
 
@@ -337,15 +381,16 @@ def record(plan: Plan) -> dict[str, Any]:
         audit_id=f"{ctx.run_id}:run.finished",
         details={"outcome": outcome, **detail},
     )
-    recorder.notify(
-        ctx,
-        "plugin.version.gray.finished",
-        key="run.finished",
-        severity="info" if outcome in ("promoted", "dry_run") else "warning",
-        title=f"{plan.id}: {ctx.plugin} -> {ctx.target_version}: {outcome}",
-        channels=plan.notify.channels,
-        context=detail,
-    )
+    if should_notify(plan, RUN_END):
+        recorder.notify(
+            ctx,
+            "plugin.version.gray.finished",
+            key="run.finished",
+            severity="info" if outcome in ("promoted", "dry_run") else "warning",
+            title=f"{plan.id}: {ctx.plugin} -> {ctx.target_version}: {outcome}",
+            channels=plan.notify.channels,
+            context=detail,
+        )
     _, pending = recorder.flush()
     rate = finalize.upgrade_success_rate(book, ctx.run_id)
     if rate is not None:

@@ -53,7 +53,8 @@ def timeline(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         failed = deploy["failed"] + deploy["not_finished"]
         add(b["deploy_ended_at"], "deploy", f"batch {k} deployed: {ok} ok, {failed} failed", k)
         gate = b["gate"]
-        add(gate["evaluated_at"], "gate", f"batch {k} gate {gate['verdict']}: {gate['reason']}", k)
+        said = gate["summary"] or gate["reason"]
+        add(gate["evaluated_at"], "gate", f"batch {k} gate {gate['verdict']}: {said}", k)
         if b["decision"]:
             add(
                 b["decision"]["at"],
@@ -107,6 +108,23 @@ def findings(
     }
 
 
+def headline(report: Mapping[str, Any]) -> str:
+    """The report's one line: the outcome and, when something tripped, the first verdict in
+    words (metric, value, limit, samples, batch and the segment it concentrates in)."""
+    outcome = str(report["outcome"]).replace("_", " ")
+    tripped = report["findings"]["tripped"]
+    if tripped:
+        first = tripped[0]
+        return f"{outcome.capitalize()}: {first['summary'] or first['reason'] or first['what']}"
+    tenants = report["tenants"]
+    if report["outcome"] == "promoted":
+        return (
+            f"Promoted: {report['versions']['to']} on {tenants.get('on_target')} of "
+            f"{tenants.get('selected')} tenants; every gate held"
+        )
+    return outcome.capitalize()
+
+
 def _trip(
     what: str,
     batch: int | None,
@@ -115,6 +133,8 @@ def _trip(
     *,
     phase: str | None = None,
     failing: list[dict[str, Any]] | None = None,
+    summary: str | None = None,
+    segment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     failing = failing or []
     return {
@@ -123,6 +143,8 @@ def _trip(
         "at": at,
         "phase": phase,
         "reason": reason,
+        "summary": summary or reason,
+        "segment": segment,
         "measurements": failing[:_LISTED_FAILING_MEASUREMENTS],
         "failing_measurements": len(failing),
     }
@@ -145,6 +167,8 @@ def _tripped(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                     gate["reason"],
                     phase=gate["verdict"],
                     failing=failing,
+                    summary=gate["summary"],
+                    segment=gate["segment"],
                 )
             )
     for d in report["decisions"]:

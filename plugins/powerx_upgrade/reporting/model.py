@@ -24,6 +24,7 @@ from powerx_upgrade.ledger.records import (
 )
 from powerx_upgrade.reporting.findings import (
     findings,
+    headline,
     timeline,
 )
 from powerx_upgrade.reporting.values import (
@@ -172,6 +173,7 @@ def build_report(
     }
     report["timeline"] = timeline(report)
     report["findings"] = findings(report, records.run, facts, now)
+    report["headline"] = headline(report)
     return report
 
 
@@ -369,6 +371,8 @@ def _gate(
     return {
         "verdict": final.phase if final else None,
         "reason": final.reason if final else None,
+        "summary": (final.summary or final.reason) if final else None,
+        "segment": final.segment if final else None,
         "evaluated_at": iso(final.evaluated_at) if final else None,
         "bake_started_at": iso(bake_started),
         "pokes": len(evaluations),

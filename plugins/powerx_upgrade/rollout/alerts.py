@@ -26,8 +26,10 @@ def raise_alert(
     *,
     channels: list[str] | None = None,
     count: Counter | None = None,
+    notify: bool = True,
 ) -> bool:
-    """Send the alert unless this run already raised it for the same rule and batch.
+    """Send the alert unless this run already raised it for the same rule and batch; `notify`
+    False (the plan's `notify.on` leaves out `alert`) audits and counts it without a message.
 
     The audit record (deterministic id) is the memory: it lives in the ledger's outbox, so the
     once-only rule holds across task retries and processes. Returns whether it was new.
@@ -42,16 +44,17 @@ def raise_alert(
         audit_id=key,
         details={**alert.as_dict(), "event": EVENT},
     )
-    recorder.notify(
-        ctx,
-        EVENT,
-        key=f"alert:{alert.rule}:{alert.batch}",
-        severity=alert.severity,
-        title=f"[{alert.severity}] {ctx.plan_id}: {alert.rule.replace('_', ' ')}",
-        message=alert.message,
-        channels=channels or [],
-        context={"rule": alert.rule, "batch": alert.batch, **dict(alert.context)},
-    )
+    if notify:
+        recorder.notify(
+            ctx,
+            EVENT,
+            key=f"alert:{alert.rule}:{alert.batch}",
+            severity=alert.severity,
+            title=f"[{alert.severity}] {ctx.plan_id}: {alert.rule.replace('_', ' ')}",
+            message=alert.message,
+            channels=channels or [],
+            context={"rule": alert.rule, "batch": alert.batch, **dict(alert.context)},
+        )
     if count is not None:
         count(
             "version.upgrade.alert_total",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -341,6 +341,7 @@ def record_monitoring_errors(
     *,
     channels: list[str],
     count: Counter | None = None,
+    notify: bool = True,
 ) -> int:
     """Audit and count every monitoring error the gate met, and raise `monitoring_error` when
     they ended it. Audit ids are per error (run, batch, number), so a replay adds nothing.
@@ -364,5 +365,6 @@ def record_monitoring_errors(
         last = log[-1] if log else {}
         errors = {**last, "consecutive": state.get("errors_in_row"), "total": total}
         alert = monitoring_error_alert(batch, str(evaluation.get("reason")), errors)
-        raise_alert(recorder, ctx, alert, channels=channels, count=count)
+        alert = replace(alert, context={**alert.context, "summary": evaluation.get("summary")})
+        raise_alert(recorder, ctx, alert, channels=channels, count=count, notify=notify)
     return len(log)

@@ -18,6 +18,9 @@ from powerx_upgrade.security.artifacts import ArtifactRefused, SigningKeyError, 
 
 ARTIFACT_VERIFIED = "artifact.verified"
 ARTIFACT_REFUSED = "artifact.refused"
+LABELS_KEY = "tenant_labels"
+"""run.detail key: {tenant: {label: value}} of the run's selected tenants, kept at planning for
+the verdict's segment concentration (rollout/verdicts.py)."""
 
 
 def start_run(ledger: Any, ctx: RunContext, conf: dict[str, Any] | None = None) -> None:
@@ -43,6 +46,7 @@ def verify_run_artifact(
     *,
     channels: Iterable[str] = (),
     count: Counter | None = None,
+    notify: bool = True,
 ) -> dict[str, Any]:
     """Check the Ed25519 signature over (plugin, target version, sha256) of the run's artifact
     against the trusted keys, before any tenant is touched.
@@ -78,7 +82,7 @@ def verify_run_artifact(
                 version=ctx.target_version,
                 sha256=artifact.get("sha256"),
             )
-        _refuse(recorder, ctx, refused, channels=channels, count=count)
+        _refuse(recorder, ctx, refused, channels=channels, count=count, notify=notify)
         raise refused from None
     facts = {
         "key_id": key_id,
@@ -101,13 +105,19 @@ def _refuse(
     *,
     channels: Iterable[str],
     count: Counter | None,
+    notify: bool = True,
 ) -> None:
     details = {**refused.as_dict(), "uri": ctx.artifact.get("uri")}
     recorder.audit(
         ctx, ARTIFACT_REFUSED, audit_id=f"{ctx.run_id}:{ARTIFACT_REFUSED}", details=details
     )
     raise_alert(
-        recorder, ctx, artifact_unverified_alert(details), channels=list(channels), count=count
+        recorder,
+        ctx,
+        artifact_unverified_alert(details),
+        channels=list(channels),
+        count=count,
+        notify=notify,
     )
 
 
@@ -129,7 +139,8 @@ def tenants_of(platform_tenants: list[dict[str, Any]]) -> list[Tenant]:
 def plan_run(platform: Any, ledger: Any, plan: Plan, ctx: RunContext) -> dict[str, Any]:
     """Fetch the plugin's tenants, plan the batches, keep them in the ledger; a summary back."""
     fleet = platform.list_tenants(ctx.plugin)
-    batch_plan = plan_batches(plan, tenants_of(fleet))
+    tenants = tenants_of(fleet)
+    batch_plan = plan_batches(plan, tenants)
     versions = {str(t["id"]): t.get("version") for t in fleet}
     batches = [b.as_dict() for b in batch_plan.batches]
     ledger.update_run(
@@ -139,6 +150,7 @@ def plan_run(platform: Any, ledger: Any, plan: Plan, ctx: RunContext) -> dict[st
             "notes": list(batch_plan.notes),
             "fleet": len(fleet),
             "versions_before": {t: versions.get(t) for t in batch_plan.selected},
+            LABELS_KEY: _labels_of(tenants, batch_plan.selected),
         },
     )
     return {
@@ -150,6 +162,11 @@ def plan_run(platform: Any, ledger: Any, plan: Plan, ctx: RunContext) -> dict[st
         "batches": [{k: v for k, v in b.items() if k != "tenants"} for b in batches],
         "notes": list(batch_plan.notes),
     }
+
+
+def _labels_of(tenants: list[Tenant], selected: Iterable[str]) -> dict[str, dict[str, str]]:
+    wanted = set(selected)
+    return {t.id: dict(t.labels) for t in tenants if t.id in wanted and t.labels}
 
 
 def planned_batches(ledger: Any, run_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import metrics, runtime
 from powerx_upgrade.rollout import controls
 from powerx_upgrade.rollout.preflight import planned_batches
+from powerx_upgrade.rollout.verdicts import PAUSED, previous_verdict, should_notify
 
 APPROVE, REJECT = "Approve", "Reject"
 RESUME, ROLL_BACK, STOP = "Resume", "Roll back", "Stop"
@@ -129,21 +130,25 @@ class BatchApprovalOperator(_Recorded):
                 via="auto",
             )
             return self.do_branch(context, f"batch_{self.batch}.shards")
+        earlier = previous_verdict(book, ctx.run_id, self.batch)
         self.body = (
             f"Plan `{self.plan.id}` will upgrade **{len(planned['tenants'])} tenants** of "
             f"`{ctx.plugin}` to `{ctx.target_version}` (batch {self.batch}, "
-            f"{planned['cumulative_ratio']:.0%} of the rollout). No answer within "
-            f"{format_duration(self.plan.policy.approval_timeout)} counts as Reject."
+            f"{planned['cumulative_ratio']:.0%} of the rollout). "
+            + (f"Last gate: {earlier}.\n\n" if earlier else "")
+            + f"No answer within {format_duration(self.plan.policy.approval_timeout)} "
+            "counts as Reject."
         )
-        runtime.recorder(book).notify(
-            ctx,
-            "plugin.version.gray.approval",
-            key=f"approval:{self.batch}",
-            title=f"{self.plan.id}: batch {self.batch} waits for approval",
-            message=self.body,
-            severity="info",
-            channels=self.plan.notify.channels,
-        )
+        if should_notify(self.plan, PAUSED):  # waiting for a person, like a pause
+            runtime.recorder(book).notify(
+                ctx,
+                "plugin.version.gray.approval",
+                key=f"approval:{self.batch}",
+                title=f"{self.plan.id}: batch {self.batch} waits for approval",
+                message=self.body,
+                severity="info",
+                channels=self.plan.notify.channels,
+            )
         return super().execute(context)
 
 
@@ -188,9 +193,12 @@ class BatchPauseOperator(_Recorded):
             if d.kind == "decide" and d.batch_index == self.batch and d.decision == "pause"
         ]
         why = (asked[-1].detail or {}).get("reason") if asked else None
+        said = verdict.get("summary") or verdict.get("reason", "")
+        self.subject = f"{self.plan.id}: batch {self.batch} paused: {said}"[:250]
         self.body = (
             f"Batch {self.batch} of `{self.plan.id}` ({ctx.plugin} -> {ctx.target_version}): "
-            f"gate verdict **{verdict.get('phase', 'unknown')}**: {verdict.get('reason', '')}.\n\n"
+            f"gate verdict **{verdict.get('phase', 'unknown')}**: {said}.\n\n"
+            + (f"Gate reason: {verdict['reason']}.\n\n" if verdict.get("summary") else "")
             + (f"Paused because: {why}.\n\n" if why else "")
             + "Resume goes on with the next batch; Roll back returns the upgraded tenants to "
             f"their previous version; Stop ends the run as it is. No answer within "
@@ -201,13 +209,15 @@ class BatchPauseOperator(_Recorded):
             metrics.PAUSED_TOTAL,
             {"plan": ctx.plan_id, "plugin": ctx.plugin, "batch": str(self.batch)},
         )
-        runtime.recorder(book).notify(
-            ctx,
-            "plugin.version.gray.paused",
-            key=f"pause:{self.batch}",
-            title=f"{self.plan.id}: batch {self.batch} paused",
-            message=self.body,
-            severity="warning",
-            channels=self.plan.notify.channels,
-        )
+        if should_notify(self.plan, PAUSED):
+            runtime.recorder(book).notify(
+                ctx,
+                "plugin.version.gray.paused",
+                key=f"pause:{self.batch}",
+                title=f"{self.plan.id}: batch {self.batch} paused",
+                message=self.body,
+                severity="warning",
+                channels=self.plan.notify.channels,
+                context={"batch": self.batch, "segment": verdict.get("segment")},
+            )
         return super().execute(context)

@@ -26,6 +26,7 @@ from powerx_upgrade.rollout.gating import (
     record_monitoring_errors,
 )
 from powerx_upgrade.rollout.preflight import planned_batches
+from powerx_upgrade.rollout.verdicts import ALERT, describe_verdict, should_notify
 
 
 class BatchGateSensor(BaseSensorOperator):
@@ -232,7 +233,12 @@ class BatchGateSensor(BaseSensorOperator):
 
     def _raise(self, ctx: RunContext, alert: Alert) -> None:
         raise_alert(
-            runtime.recorder(), ctx, alert, channels=self.plan.notify.channels, count=metrics.count
+            runtime.recorder(),
+            ctx,
+            alert,
+            channels=self.plan.notify.channels,
+            count=metrics.count,
+            notify=should_notify(self.plan, ALERT),
         )
 
     def _record(
@@ -244,6 +250,11 @@ class BatchGateSensor(BaseSensorOperator):
     ) -> dict[str, Any]:
         ctx = runtime.run_context(context["ti"])
         book = runtime.ledger()
+        # the verdict in words (+ where a failure concentrates): ledger, audit, alert, XCom
+        evaluation = {
+            **evaluation,
+            **describe_verdict(book, self.plan, ctx, self.batch, evaluation, state),
+        }
         history = state.get("history") or []
         for poke in history[:-1]:  # earlier pokes, for the report's charts
             book.record_gate(
@@ -262,6 +273,8 @@ class BatchGateSensor(BaseSensorOperator):
             reason=evaluation["reason"],
             measurements=evaluation["measurements"],
             final=True,
+            summary=evaluation["summary"],
+            segment=evaluation["segment"],
         )
         if control is not None:  # the gate ended on an operator's request: it is applied
             controls.settle_request(book, ctx, control, batch=self.batch, phase=evaluation["phase"])
@@ -274,6 +287,7 @@ class BatchGateSensor(BaseSensorOperator):
             state,
             channels=self.plan.notify.channels,
             count=metrics.count,
+            notify=should_notify(self.plan, ALERT),
         )
         recorder.audit(
             ctx,
@@ -283,11 +297,17 @@ class BatchGateSensor(BaseSensorOperator):
                 "batch": self.batch,
                 "verdict": evaluation["phase"],
                 "reason": evaluation["reason"],
+                "summary": evaluation["summary"],
+                "segment": evaluation["segment"],
                 "measurements": evaluation["measurements"][:50],
             },
         )
         alert = error_rate_alert(
-            self.batch, evaluation["measurements"], self.plan.policy.alerts.error_rate
+            self.batch,
+            evaluation["measurements"],
+            self.plan.policy.alerts.error_rate,
+            summary=evaluation["summary"],
+            segment=evaluation["segment"],
         )
         if alert is not None:
             self._raise(ctx, alert)
@@ -305,7 +325,7 @@ class BatchGateSensor(BaseSensorOperator):
                 {"plan": ctx.plan_id, "plugin": ctx.plugin, "batch": str(self.batch)},
             )
         self.log.info(
-            "batch %s verdict: %s (%s)", self.batch, evaluation["phase"], evaluation["reason"]
+            "batch %s verdict: %s (%s)", self.batch, evaluation["phase"], evaluation["summary"]
         )
         result = {"batch": self.batch, "pokes": len(history), **evaluation}
         return {**result, "control": control} if control is not None else result

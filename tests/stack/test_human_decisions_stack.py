@@ -9,6 +9,7 @@ with an approval token, as the CLI does): the ledger says which path each took, 
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -93,6 +94,10 @@ def test_a_pause_answered_resume_deploys_the_next_batch_then_roll_back_restores_
     assert request["options"] == [RESUME, ROLL_BACK, STOP]
     assert request["defaults"] == [ROLL_BACK]
     assert "gate verdict **fail**" in request["body"], request["body"]
+    # the verdict in words, where the approver reads it: metric, value, limit, samples, batch
+    sentence = r"error_rate \d+\.\d+ % > limit 5\.00 % over \d+ samples in batch 1\b"
+    assert re.search(sentence, request["body"]), request["body"]
+    assert re.search(sentence, request["subject"]), request["subject"]
     first, rest = planned(ledger, run_id)
     paused = versions(sandbox)
     assert all(paused[t]["version"] == "2.5.0" for t in first)
@@ -148,6 +153,10 @@ def test_an_api_approval_deploys_its_batch_and_an_api_rollback_at_the_next_appro
     FIGURES["approval: trigger to first approval request (s)"] = time.monotonic() - started
     assert request["options"] == [APPROVE, REJECT]
     assert request["defaults"] == [REJECT]
+    # the approver sees how batch 1 did, in words, without going elsewhere
+    assert re.search(r"Last gate: every check held in batch 1\b.*error_rate", request["body"]), (
+        request["body"]
+    )
     first, second, third = planned(ledger, run_id)
     waiting = versions(sandbox)
     assert all(waiting[t]["version"] == "2.4.0" for t in first)

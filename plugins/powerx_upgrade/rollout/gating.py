@@ -15,6 +15,7 @@ from powerx_upgrade.domain.gate import (
     evaluate,
 )
 from powerx_upgrade.domain.models import GateSpec, Plan
+from powerx_upgrade.domain.monitoring import pools
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import planned_batches
 
@@ -95,6 +96,7 @@ def gate_watch(
         "bake_started": check["deploy_ended_at"],
         "batch_started": check["deploy_started_at"],
         "bake_seconds": planned["bake_seconds"],
+        "pools": pools(plan.monitoring),
     }
 
 
@@ -148,6 +150,7 @@ class GatePoller:
                 control=control,
                 last_data_at=self.last_data_at,
                 failures_so_far=self.failures,
+                pools=watch.get("pools") or {},
             ),
         )
         self.failures = result.failures

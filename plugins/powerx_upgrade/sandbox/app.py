@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +39,7 @@ from powerx_upgrade.sandbox.contract import (
     TenantList,
     UpgradeRequest,
 )
+from powerx_upgrade.sandbox.exposition import CONTENT_TYPE as EXPOSITION_CONTENT_TYPE
 from powerx_upgrade.sandbox.faults import TimeoutFault
 from powerx_upgrade.sandbox.scenario import Scenario
 from powerx_upgrade.sandbox.state import (
@@ -374,6 +375,19 @@ def _monitoring_routes(app: FastAPI) -> None:
                 "no_data": [s.id for s in series if s.id not in found],
             }
         )
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        tags=[MONITORING],
+        summary="Prometheus text exposition: request and error counters and a latency histogram "
+        "per tenant, plugin and version, cumulative since the sandbox started",
+    )
+    async def metrics(request: Request) -> PlainTextResponse:
+        state = _state(request)
+        series, now, faults = state.prepare_scrape()
+        text = await asyncio.to_thread(state.exposition.render, series, now, faults)
+        return PlainTextResponse(text, media_type=EXPOSITION_CONTENT_TYPE)
 
     @app.post(
         "/internal/monitoring/subscribe",

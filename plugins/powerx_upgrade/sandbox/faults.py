@@ -165,9 +165,11 @@ class LatencyFault(_TargetsTenants):
 
 
 class MetricsGapFault(_TargetsTenants):
-    """Monitoring has no data at all for the window (for matching tenants)."""
+    """Monitoring has no data at all for the window (for matching tenants); with `version`, only
+    while they run that version (a crashed version emits nothing)."""
 
     type: Literal["metrics_gap"] = "metrics_gap"
+    version: Version | None = None
 
     @model_validator(mode="after")
     def _needs_window(self) -> MetricsGapFault:

@@ -27,6 +27,7 @@ from powerx_upgrade.sandbox.contract import (
     SubscribeRequest,
     UpgradeRequest,
 )
+from powerx_upgrade.sandbox.exposition import Exposition
 from powerx_upgrade.sandbox.faults import (
     ActiveFault,
     AuditOutageFault,
@@ -222,6 +223,7 @@ class SandboxState:
         self.clock = clock
         self.sleep = sleep
         self.engine = MetricsEngine(scenario)
+        self.exposition = Exposition(self.engine, scenario.plugin, started=self.now_ms() / 1000.0)
         self.tenants: dict[str, TenantRecord] = {}
         self._seeds: list[TenantSeed] = scenario.build_tenants()
         for seed in self._seeds:
@@ -568,6 +570,11 @@ class SandboxState:
         series = [self.tenants[tenant_id].metric_series() for tenant_id in ids]
         metrics = list(query.metrics or CORE_METRICS)
         return series, start, end, self.now_ms() / 1000.0, self.metric_faults(), metrics
+
+    def prepare_scrape(self) -> tuple[list[TenantSeries], float, list[WindowedFault]]:
+        """Snapshot what a `/metrics` render needs (so it can run off the loop)."""
+        series = [record.metric_series() for record in self.tenants.values()]
+        return series, self.now_ms() / 1000.0, self.metric_faults()
 
     # -- notify, audit, subscriptions ----------------------------------------------------------
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.prometheus import ScrapedSandbox
 
 # Tests never touch the developer's Airflow: whatever imports airflow in this process (hooks,
 # DagBag) gets a throwaway home. Subprocess stacks set their own.
@@ -41,3 +46,22 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("airflow-home")
     migrate(home)
     return home
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> Path:
+    """The `prometheus` server binary; installs Debian's package when it is missing (never
+    skips: the Prometheus tests are part of the default suite)."""
+    from powerx_upgrade.prometheus_server import ensure_prometheus
+
+    return ensure_prometheus()
+
+
+@pytest.fixture(scope="module")
+def bad_version_scraped(prometheus_binary: Path) -> Iterator[ScrapedSandbox]:
+    """The bad-version scenario's sandbox scraped every second by a real Prometheus, for one
+    test module (it changes the fleet: upgrades and faults are the module's own)."""
+    from tests.prometheus import scraped_sandbox
+
+    with scraped_sandbox(ROOT / "include" / "config" / "scenarios" / "bad-version.yaml") as scraped:
+        yield scraped

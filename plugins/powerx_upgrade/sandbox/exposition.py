@@ -38,15 +38,51 @@ _Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 _SCALED_BOUNDS = tuple(math.log(bound) / (LATENCY_SIGMA * math.sqrt(2.0)) for bound in BUCKETS)
 _MEAN_OVER_P95 = math.exp(-_Z95 * LATENCY_SIGMA + LATENCY_SIGMA**2 / 2.0)
 
-# One accumulator per (tenant, version): [requests, errors, latency seconds, count <= bound...]
-_REQUESTS, _ERRORS, _SECONDS, _FIRST_BOUND = 0, 1, 2, 3
+_SHIFT = math.log(math.exp(-_Z95 * LATENCY_SIGMA) / 1000.0) / (LATENCY_SIGMA * math.sqrt(2.0))
+_SCALE = 1.0 / (LATENCY_SIGMA * math.sqrt(2.0))
 
 
 def latency_shares(p95_ms: float) -> list[float]:
     """Share of requests answered within each bound of BUCKETS when the p95 is `p95_ms`."""
-    median = p95_ms / 1000.0 * math.exp(-_Z95 * LATENCY_SIGMA)
-    shift = math.log(median) / (LATENCY_SIGMA * math.sqrt(2.0))
-    return [0.5 * (1.0 + math.erf(scaled - shift)) for scaled in _SCALED_BOUNDS]
+    shift = _SHIFT + math.log(p95_ms) * _SCALE  # log(median in seconds), scaled
+    return [0.5 + 0.5 * math.erf(scaled - shift) for scaled in _SCALED_BOUNDS]
+
+
+class _Totals:
+    """What one (tenant, version) series has counted since the sandbox started, unrounded."""
+
+    __slots__ = ("errors", "requests", "seconds", "within")
+
+    def __init__(self) -> None:
+        self.requests = 0.0
+        self.errors = 0.0
+        self.seconds = 0.0  # latency sum
+        self.within = [0.0] * len(BUCKETS)  # requests answered within each bound
+
+    def add(self, amount: float, failed: float, p95_ms: float) -> None:
+        self.requests += amount
+        self.errors += failed
+        self.seconds += amount * p95_ms / 1000.0 * _MEAN_OVER_P95
+        shift = _SHIFT + math.log(p95_ms) * _SCALE
+        half = 0.5 * amount
+        self.within = [
+            count + half + half * math.erf(scaled - shift)
+            for count, scaled in zip(self.within, _SCALED_BOUNDS, strict=True)
+        ]
+
+
+# One str.format per series and family: 25 values per histogram, labels given once as {0}.
+_REQUESTS_LINE = REQUESTS + "{{{0}}} {1}\n"
+_ERRORS_LINE = ERRORS + "{{{0}}} {1}\n"
+_HISTOGRAM_LINES = (
+    "".join(
+        f'{DURATION}_bucket{{{{{{0}},le="{bound:g}"}}}} {{{position}}}\n'
+        for position, bound in enumerate(BUCKETS, start=1)
+    )
+    + f'{DURATION}_bucket{{{{{{0}},le="+Inf"}}}} {{{len(BUCKETS) + 1}}}\n'
+    + f"{DURATION}_sum{{{{{{0}}}}}} {{{len(BUCKETS) + 2}:.3f}}\n"
+    + f"{DURATION}_count{{{{{{0}}}}}} {{{len(BUCKETS) + 1}}}\n"
+)
 
 
 def escape(value: str) -> str:
@@ -72,7 +108,7 @@ class Exposition:
         self.started = started
         self._lock = threading.Lock()  # renders run in worker threads; one at a time
         self._counted_to: dict[str, float] = {}
-        self._totals: dict[str, dict[str, list[float]]] = {}
+        self._totals: dict[str, dict[str, _Totals]] = {}
         self._labels: dict[tuple[str, str], str] = {}
 
     def render(
@@ -89,16 +125,14 @@ class Exposition:
                     continue
                 for version, totals in self._totals.get(tenant.id, {}).items():
                     labels = self._label_text(tenant.id, version)
-                    count = int(totals[_REQUESTS])
-                    requests.append(f"{REQUESTS}{{{labels}}} {count}\n")
-                    errors.append(f"{ERRORS}{{{labels}}} {int(totals[_ERRORS])}\n")
-                    histogram.extend(
-                        f'{DURATION}_bucket{{{labels},le="{bound:g}"}} {int(within)}\n'
-                        for bound, within in zip(BUCKETS, totals[_FIRST_BOUND:], strict=True)
+                    count = int(totals.requests)
+                    requests.append(_REQUESTS_LINE.format(labels, count))
+                    errors.append(_ERRORS_LINE.format(labels, int(totals.errors)))
+                    histogram.append(
+                        _HISTOGRAM_LINES.format(
+                            labels, *map(int, totals.within), count, totals.seconds
+                        )
                     )
-                    histogram.append(f'{DURATION}_bucket{{{labels},le="+Inf"}} {count}\n')
-                    histogram.append(f"{DURATION}_sum{{{labels}}} {totals[_SECONDS]:.3f}\n")
-                    histogram.append(f"{DURATION}_count{{{labels}}} {count}\n")
         return "".join(
             [
                 f"# HELP {REQUESTS} Requests the plugin served since the sandbox started.\n",
@@ -121,12 +155,8 @@ class Exposition:
         for _, version, amount, failed, p95_ms in self.engine.flow(tenant, since, now, faults):
             totals = series.get(version)
             if totals is None:
-                totals = series[version] = [0.0] * (_FIRST_BOUND + len(BUCKETS))
-            totals[_REQUESTS] += amount
-            totals[_ERRORS] += failed
-            totals[_SECONDS] += amount * p95_ms / 1000.0 * _MEAN_OVER_P95
-            for position, share in enumerate(latency_shares(p95_ms), start=_FIRST_BOUND):
-                totals[position] += amount * share
+                totals = series[version] = _Totals()
+            totals.add(amount, failed, p95_ms)
         self._counted_to[tenant.id] = now
 
     def _label_text(self, tenant_id: str, version: str) -> str:

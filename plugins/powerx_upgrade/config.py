@@ -80,7 +80,7 @@ def load_config(locations: Sequence[str | os.PathLike[str]] | None = None) -> Co
             f"no config files in {', '.join(map(str, paths))}: expected {POLICIES_FILE} "
             f"or {PLANS_DIR}/*.yaml"
         )
-    return parse_config(texts)
+    return parse_config(texts, deployment_provider())
 
 
 def _display(path: Path) -> str:
@@ -112,10 +112,22 @@ def metric_mapping(location: Path | None = None) -> MetricMapping:
     return MetricMapping.model_validate(data.get("metric_mapping") or {})
 
 
+def deployment_provider(location: Path | None = None) -> str:
+    """The deployment's monitoring provider: $POWERX_MONITORING_PROVIDER, else the mapping
+    file's default_provider. `prometheus` is the Prometheus provider; any other name is the
+    PowerX monitoring service under that mapping's metric names."""
+    return os.environ.get(PROVIDER_ENV) or metric_mapping(location).default_provider
+
+
 def monitoring_names(location: Path | None = None) -> dict[str, str]:
     """Canonical metric -> the name the configured provider ($POWERX_MONITORING_PROVIDER, else
-    the mapping's default) uses."""
-    return metric_mapping(location).names(os.environ.get(PROVIDER_ENV) or None)
+    the mapping's default) uses. With the Prometheus provider as the deployment's, the PowerX
+    service (when a plan asks for it) keeps the mapping's default names."""
+    mapping = metric_mapping(location)
+    provider = os.environ.get(PROVIDER_ENV) or None
+    if provider == "prometheus" and provider not in mapping.providers:
+        provider = None
+    return mapping.names(provider)
 
 
 SIGNING_KEYS_ENV = "POWERX_UPGRADE_SIGNING_KEYS"

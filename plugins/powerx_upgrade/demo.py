@@ -81,6 +81,9 @@ class DemoSettings:
     api_port: int | None = None
     sandbox_port: int | None = None
     timeout: float = 900
+    metrics: str = "powerx"
+    """Where the gate reads its metrics: `powerx` (the sandbox's monitoring query) or
+    `prometheus` (a Prometheus server scraping the sandbox's /metrics, queried with PromQL)."""
 
     @property
     def ledger_url(self) -> str:
@@ -190,7 +193,8 @@ def scenario_path(name: str) -> Path:
 
 @contextmanager
 def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator[tuple[Any, str]]:
-    """Sandbox + Airflow, healthy; yields (stack, sandbox URL) and stops both at the end."""
+    """Sandbox (+ Prometheus scraping it with `metrics="prometheus"`) + Airflow, healthy;
+    yields (stack, sandbox URL) and stops them all at the end."""
     from powerx_upgrade.devstack import running_airflow
     from powerx_upgrade.sandbox.testing import running_sandbox
 
@@ -201,6 +205,7 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
         sandbox = stack.enter_context(
             running_sandbox(settings.scenario_path, port=settings.sandbox_port)
         )
+        metrics_env = _metrics_environment(settings, sandbox, stack, log)
         log(
             f"sandbox ready at {sandbox}; starting Airflow (migrate, api-server, scheduler, "
             "dag-processor, triggerer)"
@@ -209,6 +214,7 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
             f"AIRFLOW_CONN_POWERX_{name}": sandbox
             for name in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")
         }
+        env.update(metrics_env)
         env.update(
             {
                 "AIRFLOW_CONN_POWERX_LEDGER": (
@@ -232,6 +238,25 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
             )
         )
         yield airflow, sandbox
+
+
+def _metrics_environment(
+    settings: DemoSettings, sandbox: str, stack: ExitStack, log: Callable[[str], None]
+) -> dict[str, str]:
+    """The deployment's monitoring provider for the stack: the demo plan names none, so it
+    follows `POWERX_MONITORING_PROVIDER`. With Prometheus, a server scrapes the sandbox every
+    second and the `powerx_prometheus` connection points at it."""
+    if settings.metrics != "prometheus":
+        return {"POWERX_MONITORING_PROVIDER": "powerx"}
+    from powerx_upgrade.prometheus_server import running_prometheus
+
+    log("starting Prometheus (scraping the sandbox's /metrics every second)")
+    prometheus = stack.enter_context(running_prometheus([sandbox], scrape_interval="1s"))
+    log(f"Prometheus ready at {prometheus}: the gate reads PromQL range queries")
+    return {
+        "POWERX_MONITORING_PROVIDER": "prometheus",
+        "AIRFLOW_CONN_POWERX_PROMETHEUS": prometheus,
+    }
 
 
 def observe(airflow: Any, sandbox: str, run_id: str, ledger: Ledger | None) -> RunView:

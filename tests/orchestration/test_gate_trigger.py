@@ -68,6 +68,7 @@ def test_serialize_gives_the_class_path_and_plain_kwargs():
             "conn_id": "mon",
             "names": {"errors": "errs"},
             "run_id": "manual__1",
+            "source": None,
         },
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from powerx_upgrade.api.errors import Refused
-from powerx_upgrade.config import PLANS_DIR, config_files
+from powerx_upgrade.config import PLANS_DIR, config_files, deployment_provider
 from powerx_upgrade.domain.config import parse_config
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.problems import Problem
@@ -139,7 +139,7 @@ class PlanStore:
             texts.append((self._display(file), file.read_text(encoding="utf-8")))
         name = self._display(target)
         texts.append((name, text))
-        result = parse_config(texts)
+        result = parse_config(texts, deployment_provider(self.config_dir))
         mine = [p for p in result.problems if p.file == name or p.plan_id == plan_id]
         return Validation(
             plan=result.plans.get(plan_id),

@@ -70,6 +70,14 @@ def register(nouns: argparse._SubParsersAction) -> None:
         "--sandbox-port", type=int, default=0, help="sandbox port (0: any free port)"
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
+    parser.add_argument(
+        "--metrics",
+        choices=("powerx", "prometheus"),
+        default="powerx",
+        help="where the gate reads its metrics: powerx (the sandbox's monitoring service) or "
+        "prometheus (a real Prometheus scraping the sandbox, read with PromQL; installed if "
+        "missing)",
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -101,12 +109,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         api_port=args.api_port or None,
         sandbox_port=args.sandbox_port or None,
         timeout=args.timeout,
+        metrics=args.metrics,
     )
     began = time.time()
     # A terminal closing or `kill` ends the demo like Ctrl-C: every process it started stops.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     console.rule("[bold]PowerX grey upgrade: demo")
     console.print(f"scenario [bold]{escape(case.scenario)}[/]: {escape(case.story)}")
+    console.print(f"metrics: the gate reads [bold]{args.metrics}[/]")
     try:
         signing = demo.demo_signing(settings)
         signature = signing.conf(settings.config, case.target_version)

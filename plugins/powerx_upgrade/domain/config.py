@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from powerx_upgrade.domain import models
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import ConfigFile, Plan, PlanSpec, Policy, SourceRef
+from powerx_upgrade.domain.monitoring import check_checks, check_monitoring, resolve_monitoring
 from powerx_upgrade.domain.problems import Path, Problem, errors_of, format_path
 from powerx_upgrade.domain.windows import check_window
 from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
@@ -114,8 +115,15 @@ class _Collector:
         return False
 
 
-def parse_config(files: Iterable[tuple[str, str]]) -> ConfigResult:
-    """Validate config files given as (display name, YAML text) pairs, all problems at once."""
+def parse_config(
+    files: Iterable[tuple[str, str]], default_provider: str | None = None
+) -> ConfigResult:
+    """Validate config files given as (display name, YAML text) pairs, all problems at once.
+
+    `default_provider`: the deployment's monitoring provider (`config.deployment_provider()`),
+    for policies and plans whose `monitoring` block names none; checks are validated against
+    that provider's metric catalogue.
+    """
     collector = _Collector()
     result = ConfigResult()
     entries: dict[str, list[_Entry]] = {"policies": [], "plans": []}
@@ -132,9 +140,9 @@ def parse_config(files: Iterable[tuple[str, str]]) -> ConfigResult:
     policies_raw = _unique(entries["policies"], "policy", collector)
     plans_raw = _unique(entries["plans"], "plan", collector)
 
-    result.policies = _valid_policies(policies_raw, collector)
+    result.policies = _valid_policies(policies_raw, collector, default_provider)
     for plan_id, entry in plans_raw.items():
-        plan = _resolve_plan(entry, policies_raw, result.policies, collector)
+        plan = _resolve_plan(entry, policies_raw, result.policies, collector, default_provider)
         if plan is not None and not collector.has_errors("plans", plan_id):
             result.plans[plan_id] = plan
     for entry in entries["plans"]:
@@ -200,13 +208,15 @@ def _split(source: YamlSource, collector: _Collector) -> list[_Entry]:
     return entries
 
 
-def _valid_policies(policies_raw: Mapping[str, _Entry], collector: _Collector) -> dict[str, Policy]:
+def _valid_policies(
+    policies_raw: Mapping[str, _Entry], collector: _Collector, default_provider: str | None
+) -> dict[str, Policy]:
     valid: dict[str, Policy] = {}
     for policy_id, entry in policies_raw.items():
         policy = _validate(Policy, entry.raw, entry.source, entry.path, collector)
         if policy is None:
             continue
-        for rel, message, severity in check_policy(policy):
+        for rel, message, severity in check_policy(policy, default_provider):
             collector.add(entry.source, (*entry.path, *rel), message, severity)
         if not collector.has_errors("policies", policy_id):
             valid[policy_id] = policy
@@ -253,6 +263,7 @@ def _resolve_plan(
     policies_raw: Mapping[str, _Entry],
     valid_policies: Mapping[str, Policy],
     collector: _Collector,
+    default_provider: str | None = None,
 ) -> Plan | None:
     spec = _validate(PlanSpec, entry.raw, entry.source, entry.path, collector)
     if spec is None:
@@ -286,13 +297,16 @@ def _resolve_plan(
         policy = _validate(Policy, merged, entry.source, overrides_path, collector)
         if policy is None:
             return None
-        base_findings = {(rel, message) for rel, message, _ in check_policy(base)}
-        for rel, message, severity in check_policy(policy):
+        base_findings = {(rel, message) for rel, message, _ in check_policy(base, default_provider)}
+        for rel, message, severity in check_policy(policy, default_provider):
             if (rel, message) in base_findings:
                 continue  # already reported at the policy itself
             collector.add(entry.source, (*overrides_path, *rel), message, severity)
     else:
         policy = base
+    monitoring = _plan_monitoring(entry, spec, policy, base, collector, default_provider)
+    if monitoring is None:
+        return None
     return Plan(
         id=entry.id,
         source=entry.ref,
@@ -306,7 +320,48 @@ def _resolve_plan(
         window=spec.window,
         owners=spec.owners,
         notify=spec.notify,
+        monitoring=monitoring,
     )
+
+
+def _plan_monitoring(
+    entry: _Entry,
+    spec: PlanSpec,
+    policy: Policy,
+    base: Policy,
+    collector: _Collector,
+    default_provider: str | None,
+) -> models.MonitoringSpec | None:
+    """The plan's monitoring (policy's, then plan's block) and its checks against the resolved
+    provider's catalogue; what the policy alone already reported is not repeated."""
+    path = (*entry.path, "monitoring")
+    try:
+        monitoring = resolve_monitoring(policy.monitoring, spec.monitoring, default_provider)
+    except ValidationError as exc:
+        for rel, message in _describe(models.MonitoringSpec, exc):
+            collector.add(entry.source, (*path, *rel), message)
+        return None
+    if spec.monitoring is not None:
+        for rel, message, severity in check_monitoring(monitoring):
+            collector.add(entry.source, (*path, *rel), message, severity)
+    reported = {
+        (rel, message)
+        for rel, message, _ in check_checks(
+            base, resolve_monitoring(base.monitoring, None, default_provider)
+        )
+    }
+    overridden = "checks" in (spec.overrides.get("gate") or {})
+    for rel, message, severity in check_checks(policy, monitoring):
+        if (rel, message) in reported:
+            continue
+        if overridden:
+            collector.add(entry.source, (*entry.path, "overrides", *rel), message, severity)
+        else:  # the check is the policy's; the plan's monitoring block made it unknown
+            where = path if spec.monitoring is not None else (*entry.path, "policy")
+            collector.add(
+                entry.source, where, f"policy '{spec.policy}' {format_path(rel)}: {message}"
+            )
+    return monitoring
 
 
 def deep_merge(base: Any, overrides: Any) -> Any:
@@ -326,9 +381,13 @@ def deep_merge(base: Any, overrides: Any) -> Any:
 Finding = tuple[Path, str, str]
 
 
-def check_policy(policy: Policy) -> list[Finding]:
+def check_policy(policy: Policy, default_provider: str | None = None) -> list[Finding]:
     findings: list[Finding] = []
     findings += _check_batches(policy)
+    monitoring = resolve_monitoring(policy.monitoring, None, default_provider)
+    if policy.monitoring is not None:
+        findings += [(("monitoring", *rel), m, sev) for rel, m, sev in check_monitoring(monitoring)]
+    findings += check_checks(policy, monitoring)
     gate = policy.gate
     minimum_bake = gate.signal_delay + 2 * gate.poke_interval
     for index, batch in enumerate(policy.batches):

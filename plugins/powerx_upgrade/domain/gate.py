@@ -65,6 +65,8 @@ class TenantStats:
     errors: int = 0
     latency_p95_ms: float | None = None
     samples: int = 0
+    values: Mapping[str, float] = field(default_factory=dict)
+    """Custom metrics of the provider's catalogue (Prometheus), already folded over time."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> TenantStats:
@@ -74,10 +76,16 @@ class TenantStats:
             errors=int(data.get("errors") or 0),
             latency_p95_ms=float(latency) if latency is not None else None,
             samples=int(data.get("samples") or 0),
+            values={
+                k: float(v)
+                for k, v in data.items()
+                if k not in _CORE and isinstance(v, int | float) and not isinstance(v, bool)
+            },
         )
 
     def as_dict(self) -> dict[str, object]:
         return {
+            **self.values,
             "requests": self.requests,
             "errors": self.errors,
             "latency_p95_ms": self.latency_p95_ms,
@@ -85,12 +93,24 @@ class TenantStats:
         }
 
 
-def metric_value(metric: str, stats: Sequence[TenantStats]) -> float | None:
+_CORE = frozenset({"requests", "errors", "latency_p95_ms", "samples"})
+_POOLS = {
+    "max": max,
+    "sum": sum,
+    "mean": lambda values: sum(values) / len(values),
+}
+
+
+def metric_value(
+    metric: str, stats: Sequence[TenantStats], pool: str | None = None
+) -> float | None:
     """A canonical metric over one or more tenants pooled; None when there is nothing to judge.
 
     error_rate: errors / requests, pooled over requests. latency_p95_ms: request-weighted mean of
     the tenants' p95 (a true pooled p95 needs the raw distribution, which monitoring does not give;
-    the per_tenant scope judges each tenant's own p95). requests, errors: sums.
+    the per_tenant scope judges each tenant's own p95). requests, errors: sums. A custom
+    metric (`pool` given, from the provider's catalogue): its tenants' values pooled by max, mean
+    or sum.
     """
     with_data = [s for s in stats if s.samples > 0]
     if not with_data:
@@ -109,6 +129,9 @@ def metric_value(metric: str, stats: Sequence[TenantStats]) -> float | None:
         return float(requests)
     if metric == "errors":
         return float(sum(s.errors for s in with_data))
+    if pool is not None:
+        found = [s.values[metric] for s in with_data if metric in s.values]
+        return float(_POOLS[pool](found)) if found else None
     raise ValueError(
         f"unknown metric {metric!r} (known: error_rate, latency_p95_ms, requests, errors)"
     )
@@ -175,6 +198,8 @@ class GateInput:
     then any data in `batch` counts as fresh)."""
     failures_so_far: int = 0
     """Failed evaluations in earlier pokes of this gate."""
+    pools: Mapping[str, str] = field(default_factory=dict)
+    """Custom metric -> pool (max, mean, sum), from the provider's catalogue."""
     operator_request: Phase | None = None
     expected: Sequence[str] | None = None
     """The batch's deployed tenants: each must report (None: the tenants in `batch`)."""
@@ -383,7 +408,7 @@ def _measure_one(
     tenant: str | None,
 ) -> Measurement:
     samples = sum(s.samples for s in stats.values())
-    value = metric_value(check.metric, list(stats.values()))
+    value = metric_value(check.metric, list(stats.values()), data.pools.get(check.metric))
     threshold, detail = _threshold(check, stats, data, tenant)
     common = dict(
         check=index,
@@ -425,7 +450,7 @@ def _threshold(
         base_stats = [data.pre_upgrade[k] for k in keys if k in data.pre_upgrade]
     else:
         base_stats = list(data.control.values())
-    base = metric_value(check.metric, base_stats)
+    base = metric_value(check.metric, base_stats, data.pools.get(check.metric))
     if base is None:
         return None, _join(note, f"no {baseline} baseline for {check.metric}")
     return check.limit.threshold(base), _join(note, f"baseline {base:.6g} {check.limit}")

@@ -269,7 +269,10 @@ def coverage_share(value: Any) -> float | None:
 class CheckSpec(Strict):
     """One typed gate check: metric, comparison, limit; where relative, against which baseline."""
 
-    metric: Identifier = Field(description="canonical metric name, e.g. error_rate, latency_p95_ms")
+    metric: Identifier = Field(
+        description="a metric of the provider's catalogue: error_rate, latency_p95_ms, requests, "
+        "errors, or (prometheus) a custom metric of monitoring.metrics"
+    )
     op: Comparison = Field(description="the measured value must satisfy `value <op> limit`")
     limit: Annotated[Limit, WithJsonSchema({"anyOf": [{"type": "number"}, _CHANGE_SCHEMA]})] = (
         Field(description="absolute (0.05 or '5%') or relative to the baseline ('+20%', '-10%')")
@@ -384,6 +387,75 @@ class ControlSpec(Strict):
         return value
 
 
+MonitoringProvider = Literal["powerx", "prometheus"]
+CanonicalQuery = Literal["requests", "errors", "latency_p95_ms"]
+Pool = Literal["max", "mean", "sum"]
+
+
+class CustomMetric(Strict):
+    """A gate metric of the plan's own (Prometheus only): a per-tenant PromQL query."""
+
+    query: str = Field(
+        min_length=1,
+        description="PromQL giving one series per tenant (`... by (tenant)`); placeholders "
+        "{tenant} {plugin} {version} {step}",
+    )
+    pool: Pool = Field(
+        default="max",
+        description="how values combine over the interval's steps and across tenants: "
+        "max, mean or sum",
+    )
+
+
+class MonitoringSpec(Strict):
+    """Where the gate reads its metrics: the PowerX monitoring service or a Prometheus server."""
+
+    provider: MonitoringProvider | None = Field(
+        default=None,
+        description="powerx (the platform's monitoring service) or prometheus (PromQL range "
+        "queries); default: the deployment's ($POWERX_MONITORING_PROVIDER, else the mapping "
+        "file's default_provider)",
+    )
+    conn_id: Identifier | None = Field(
+        default=None,
+        description="the Airflow HTTP connection; default powerx_monitoring (powerx) or "
+        "powerx_prometheus (prometheus)",
+    )
+    step: Duration = Field(
+        default=timedelta(seconds=10),
+        description="prometheus: range-query resolution; each step's increase is summed",
+    )
+    queries: dict[CanonicalQuery, str] = Field(
+        default_factory=dict,
+        description="prometheus: PromQL per gate input, replacing the default; placeholders "
+        "{tenant} {plugin} {version} {step}",
+    )
+    metrics: dict[Identifier, CustomMetric] = Field(
+        default_factory=dict,
+        description="prometheus: custom gate metrics a check may use, by name",
+    )
+    tenants_per_query: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        description="prometheus: tenants per query; longer tenant lists are paged",
+    )
+
+    @field_validator("step")
+    @classmethod
+    def _positive_step(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("step must be at least 1s")
+        return value
+
+    @property
+    def connection(self) -> str:
+        """The Airflow connection to read: the configured one, else the provider's default."""
+        if self.conn_id:
+            return self.conn_id
+        return "powerx_prometheus" if self.provider == "prometheus" else "powerx_monitoring"
+
+
 class Policy(Strict):
     """A reusable rollout template: batches, deploy, gate and rollback."""
 
@@ -404,6 +476,11 @@ class Policy(Strict):
     control: ControlSpec = Field(
         default_factory=ControlSpec,
         description="approval tokens of the control plane: MFA per action, longest lifetime",
+    )
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description="where the gate reads its metrics; a plan's own monitoring block wins "
+        "key by key",
     )
 
 
@@ -486,6 +563,11 @@ class PlanSpec(Strict):
     window: WindowSpec | None = None
     owners: list[str] = Field(default_factory=list)
     notify: NotifySpec = Field(default_factory=NotifySpec)
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description="where the gate reads this plan's metrics (provider, connection, PromQL); "
+        "merged key by key onto the policy's",
+    )
 
 
 class ConfigFile(Strict):
@@ -528,6 +610,8 @@ class Plan(Strict):
     window: WindowSpec | None = None
     owners: list[str] = Field(default_factory=list)
     notify: NotifySpec = Field(default_factory=NotifySpec)
+    monitoring: MonitoringSpec = Field(default_factory=lambda: MonitoringSpec(provider="powerx"))
+    """The policy's and the plan's monitoring blocks merged, the provider resolved."""
 
     @property
     def seed(self) -> str:

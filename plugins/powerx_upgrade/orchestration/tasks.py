@@ -10,10 +10,12 @@ from typing import Any
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
+from powerx_upgrade.config import monitoring_names
 from powerx_upgrade.domain.alerts import rollback_failure_alert
 from powerx_upgrade.domain.decide import Action, decide
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import metrics, runtime
+from powerx_upgrade.orchestration.hooks.sources import monitoring_source, sync_monitoring
 from powerx_upgrade.rollout import controls, finalize, operations, preflight
 from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunConfError, resolve_run
@@ -100,7 +102,8 @@ def subscribe(plan: Plan) -> dict[str, Any]:
 
 def baseline(plan: Plan) -> dict[str, Any]:
     ctx = runtime.run_context(_ti())
-    return preflight.take_baseline(runtime.monitoring(), runtime.ledger(), plan, ctx)
+    source = monitoring_source(plan, ctx.target_version, names=monitoring_names())
+    return preflight.take_baseline(sync_monitoring(source), runtime.ledger(), plan, ctx)
 
 
 def announce(plan: Plan) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from powerx_upgrade.domain.gate import (
     evaluate,
 )
 from powerx_upgrade.domain.models import GateSpec, Plan
+from powerx_upgrade.domain.monitoring import pools
 from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXError, PowerXUnavailable
@@ -101,6 +102,7 @@ def gate_watch(
         "bake_started": check["deploy_ended_at"],
         "batch_started": check["deploy_started_at"],
         "bake_seconds": planned["bake_seconds"],
+        "pools": pools(plan.monitoring),
     }
 
 
@@ -193,6 +195,7 @@ class GatePoller:
             has_control=bool(watch["control_tenants"]),
             silence_grace=self.fresh_window,
             monitoring_error=failure,
+            pools=watch.get("pools") or {},
         )
 
     @property

@@ -14,6 +14,7 @@ from powerx_upgrade.domain.alerts import Alert, error_rate_alert
 from powerx_upgrade.domain.gate import GateEvaluation, Phase
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import metrics, runtime
+from powerx_upgrade.orchestration.hooks.sources import monitoring_source, sync_query
 from powerx_upgrade.orchestration.triggers.gate import BatchGateTrigger, due_alert
 from powerx_upgrade.rollout import controls
 from powerx_upgrade.rollout.alerts import raise_alert
@@ -102,11 +103,7 @@ class BatchGateSensor(BaseSensorOperator):
                 {},
             )
         watch = gate_watch(book, self.plan, ctx, self.batch, check)
-        hook = runtime.monitoring()
-
-        async def query(tenants: list[str], start: datetime, end: datetime) -> dict[str, Any]:
-            return hook.query(ctx.plugin, tenants, start, end)
-
+        query = sync_query(self._source(ctx), ctx.plugin)
         found = controls.gate_controls(book, ctx.run_id, self.plan.policy.gate, watch)
         controls.settle_adjustments(
             book, ctx, found.applied, where=f"the gate of batch {self.batch}"
@@ -160,6 +157,7 @@ class BatchGateSensor(BaseSensorOperator):
                 conn_id=self.monitoring_conn_id,
                 names=monitoring_names(),
                 run_id=ctx.run_id,
+                source=self._source(ctx),
             ),
             method_name="execute_complete",
         )
@@ -180,6 +178,15 @@ class BatchGateSensor(BaseSensorOperator):
                 False,
             )
             return self._finish(context, timed_out, {})
+
+    def _source(self, ctx: RunContext) -> dict[str, Any]:
+        """The plan's metric source (PowerX service or Prometheus), as plain JSON."""
+        return monitoring_source(
+            self.plan,
+            ctx.target_version,
+            names=monitoring_names(),
+            powerx_conn_id=self.monitoring_conn_id,
+        )
 
     def _settle_adjustments(self, ctx: RunContext, state: dict[str, Any]) -> None:
         """Settle the adjust requests the trigger put in force, at the poke that did."""

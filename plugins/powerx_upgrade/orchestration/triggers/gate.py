@@ -18,7 +18,7 @@ from powerx_upgrade.domain.alerts import (
 )
 from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.orchestration import runtime
-from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringAsyncHook
+from powerx_upgrade.orchestration.hooks.sources import async_query
 from powerx_upgrade.rollout.controls import GateControls, gate_controls, requested_evaluation
 from powerx_upgrade.rollout.gating import GatePoller
 
@@ -37,6 +37,8 @@ class BatchGateTrigger(BaseTrigger):
         `pause_requested`, the event names the request under `control`); adjusted limits and
         bake apply from that poke on (the event's `state.applied_controls` lists the adjust
         requests put in force, for the sensor to settle). None: no controls (tests, tools).
+    :param source: the plan's metric source (`hooks.sources.monitoring_source`: provider,
+        connection, PromQL...); None: the PowerX service on `conn_id` with `names`.
 
     It always ends with exactly one event:
     `{"status": "done", "evaluation": {...}, "state": {...}}` at a verdict;
@@ -55,6 +57,7 @@ class BatchGateTrigger(BaseTrigger):
         conn_id: str = "powerx_monitoring",
         names: dict[str, str] | None = None,
         run_id: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.gate = gate
@@ -64,6 +67,7 @@ class BatchGateTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.names = names
         self.run_id = run_id
+        self.source = source
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -76,18 +80,15 @@ class BatchGateTrigger(BaseTrigger):
                 "conn_id": self.conn_id,
                 "names": self.names,
                 "run_id": self.run_id,
+                "source": self.source,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             spec = GateSpec.model_validate(self.gate)
-            hook = PowerXMonitoringAsyncHook(self.conn_id, names=self.names)
-            plugin = self.watch["plugin"]
-
-            async def query(tenants: list[str], start: datetime, end: datetime) -> dict[str, Any]:
-                return await hook.query(plugin, tenants, start, end)
-
+            source = self.source or {"conn_id": self.conn_id, "names": self.names}
+            query = async_query(source, self.watch["plugin"])
             state = dict(self.state)
             applied: list[dict[str, Any]] = list(state.pop("applied_controls", None) or [])
             poller = GatePoller(spec, self.watch, query, **state)

@@ -23,6 +23,7 @@ from powerx_upgrade.domain import models
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import ConfigFile, Plan, PlanSpec, Policy, SourceRef
 from powerx_upgrade.domain.problems import Path, Problem, errors_of, format_path
+from powerx_upgrade.domain.represent import representation_findings
 from powerx_upgrade.domain.windows import check_window
 from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
 
@@ -293,7 +294,7 @@ def _resolve_plan(
             collector.add(entry.source, (*overrides_path, *rel), message, severity)
     else:
         policy = base
-    return Plan(
+    plan = Plan(
         id=entry.id,
         source=entry.ref,
         description=spec.description,
@@ -307,6 +308,9 @@ def _resolve_plan(
         owners=spec.owners,
         notify=spec.notify,
     )
+    for rel, message, severity in representation_findings(plan):
+        collector.add(entry.source, (*entry.path, *rel), message, severity)
+    return plan
 
 
 def deep_merge(base: Any, overrides: Any) -> Any:

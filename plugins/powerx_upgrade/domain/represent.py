@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 
 from powerx_upgrade.domain.models import OrderKey, Plan, RepresentSpec, TenantSelection
@@ -125,9 +126,11 @@ def _representative(
     picked = pool[:forced]
     by, per = spec.by, spec.per_segment
 
+    @cache
     def combo(tenant: str) -> tuple[str, ...]:
         return (segment_of(fleet[tenant].labels, by),)
 
+    @cache
     def alone(tenant: str) -> tuple[str, ...]:
         return tuple(segment_of(fleet[tenant].labels, (label,)) for label in by)
 
@@ -204,12 +207,35 @@ def _pick(
                 cursor[unit] += 1
             if cursor[unit] == len(tenants):
                 continue
-            tenant = tenants[cursor[unit]]
+            tenant = _best(tenants, cursor[unit], chosen, units_of, counts, round_)
             chosen.add(tenant)
             picked.append(tenant)
             free -= 1
             counts.update(units_of(tenant))
     return picked
+
+
+def _best(
+    tenants: Sequence[str],
+    start: int,
+    chosen: set[str],
+    units_of: Callable[[str], tuple[str, ...]],
+    counts: Counter[str],
+    round_: int,
+) -> str:
+    """The unit's first tenant in order that also fills the most other units still short in
+    this round (a gold tenant in region us when region us is missing too)."""
+    best, score = tenants[start], -1
+    for tenant in tenants[start:]:
+        if tenant in chosen:
+            continue
+        units = units_of(tenant)
+        found = sum(1 for unit in units if counts[unit] < round_)
+        if found > score:
+            best, score = tenant, found
+            if found == len(units):
+                break
+    return best
 
 
 def _why(index: int, size: int, forced: int, left: int, units: int, per: int) -> str:

@@ -26,6 +26,8 @@ from powerx_upgrade.ledger import Ledger
 
 PLAN_ID = "crm-sync-demo"
 DAG_ID = f"plugin_upgrade__{PLAN_ID}"
+REPRESENTATIVE_PLAN_ID = "crm-sync-demo-representative"
+"""The demo plan whose canary holds a tenant of every tier (`powerx demo --representative`)."""
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_KEY_ID = "powerx-demo"
 
@@ -84,6 +86,11 @@ class DemoSettings:
     metrics: str = "powerx"
     """Where the gate reads its metrics: `powerx` (the sandbox's monitoring query) or
     `prometheus` (a Prometheus server scraping the sandbox's /metrics, queried with PromQL)."""
+    plan_id: str = PLAN_ID
+
+    @property
+    def dag_id(self) -> str:
+        return f"plugin_upgrade__{self.plan_id}"
 
     @property
     def ledger_url(self) -> str:
@@ -123,15 +130,15 @@ class DemoSigning:
     private_key: Path
     public_key: Path
 
-    def conf(self, config: Path, version: str) -> dict[str, str]:
+    def conf(self, config: Path, version: str, plan_id: str = PLAN_ID) -> dict[str, str]:
         """The run conf's `artifact_signature` for the demo plan's default artifact at
         `version` (the plan's plugin and sha256, read from the config)."""
         from powerx_upgrade.config import load_config
         from powerx_upgrade.security.artifacts import sign_artifact
 
-        plan = load_config([config]).plans[PLAN_ID]
+        plan = load_config([config]).plans[plan_id]
         if plan.artifact is None:
-            raise ValueError(f"plan {PLAN_ID} has no default artifact to sign")
+            raise ValueError(f"plan {plan_id} has no default artifact to sign")
         signature = sign_artifact(
             self.private_key.read_bytes(), plan.plugin, version, plan.artifact.sha256
         )
@@ -234,7 +241,7 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
                 dags_folder=settings.dags_folder,
                 env=env,
                 api_port=settings.api_port,
-                dag_ids=[DAG_ID],
+                dag_ids=[settings.dag_id],
             )
         )
         yield airflow, sandbox
@@ -259,9 +266,11 @@ def _metrics_environment(
     }
 
 
-def observe(airflow: Any, sandbox: str, run_id: str, ledger: Ledger | None) -> RunView:
+def observe(
+    airflow: Any, sandbox: str, run_id: str, ledger: Ledger | None, dag_id: str = DAG_ID
+) -> RunView:
     """One look at the run."""
-    view = RunView(state=airflow.run_state(DAG_ID, run_id))
+    view = RunView(state=airflow.run_state(dag_id, run_id))
     with httpx.Client(base_url=sandbox, timeout=10) as client:
         tenants = client.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
     view.fleet = Counter(t["version"] for t in tenants)
@@ -308,7 +317,7 @@ def observe(airflow: Any, sandbox: str, run_id: str, ledger: Ledger | None) -> R
 def report_paths(settings: DemoSettings, run_id: str) -> list[Path]:
     from powerx_upgrade.reporting.store import report_dir
 
-    folder = report_dir(PLAN_ID, run_id, str(settings.reports))
+    folder = report_dir(settings.plan_id, run_id, str(settings.reports))
     path = Path(folder.removeprefix("file://"))
     return sorted(path.glob("*")) if path.is_dir() else []
 
@@ -328,7 +337,7 @@ def wait_for_end(
     while True:
         if ledger is None and (settings.home / "powerx_ledger.db").exists():
             ledger = Ledger(settings.ledger_url)
-        view = observe(airflow, sandbox, run_id, ledger)
+        view = observe(airflow, sandbox, run_id, ledger, settings.dag_id)
         show(view)
         if view.state in ("success", "failed"):
             return view

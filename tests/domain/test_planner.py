@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -255,3 +256,188 @@ def test_property_canary_cohort_is_all_in_batch_one(scenario):
     result = plan_batches(plan, tenants)
     cohort = plan.tenants.canary
     assert result.batches[0].tenants[: len(cohort)] == tuple(cohort)
+
+
+# --- represent: stratified early batches --------------------------------------------------------
+
+REGIONS = ("eu", "us")
+
+
+def tiered(count: int, bronze_from: int) -> list[Tenant]:
+    """gold tenants, then bronze from `bronze_from` on (ids in that order)."""
+    return [
+        Tenant(f"t-{i:04d}", {"tier": "gold" if i < bronze_from else "bronze"})
+        for i in range(1, count + 1)
+    ]
+
+
+def test_represented_canary_holds_a_tenant_of_every_segment_and_keeps_its_size():
+    plan = make_plan(
+        batches=({"ratio": 0.1}, {"ratio": 1.0}),
+        order=[{"label": "tier", "values": ["gold", "silver", "bronze"]}],
+        represent={"by": ["tier"]},
+    )
+    tenants = fleet(60)
+    result = plan_batches(plan, tenants)
+    tiers = {t.id: t.labels["tier"] for t in tenants}
+    first = result.batches[0]
+    assert len(first.tenants) == 6
+    assert {tiers[t] for t in first.tenants} == {"gold", "silver", "bronze"}
+    assert dict(first.segments) == {"tier=bronze": 1, "tier=gold": 4, "tier=silver": 1}
+    assert result.gaps == ()
+    # without represent the same order fills the canary with gold alone
+    plain = plan_batches(
+        plan.model_copy(update={"tenants": TenantSelection(order=plan.tenants.order)}), tenants
+    )
+    assert {tiers[t] for t in plain.batches[0].tenants} == {"gold"}
+    assert [str(g) for g in plain.gaps] == [
+        "batch 1 leaves out tier=bronze: batch 1 is filled in the plan's order; "
+        "tenants.represent is not set",
+        "batch 1 leaves out tier=silver: batch 1 is filled in the plan's order; "
+        "tenants.represent is not set",
+    ]
+
+
+def test_representatives_are_the_first_of_their_segment_in_the_seeded_order():
+    tenants = tiered(20, bronze_from=15)
+    plan = make_plan(
+        batches=({"count": 4}, {"ratio": 1.0}),
+        order=["tier"],  # alphabetical: bronze first ... so rank gold first explicitly
+        represent={"by": ["tier"], "per_segment": 2},
+    )
+    plan = plan.model_copy(
+        update={
+            "tenants": TenantSelection.model_validate(
+                {
+                    "order": [{"label": "tier", "values": ["gold", "bronze"]}],
+                    "represent": {"by": ["tier"], "per_segment": 2},
+                }
+            )
+        }
+    )
+    result = plan_batches(plan, tenants)
+    ordered = result.selected
+    golds = [t for t in ordered if t < "t-0015"]
+    bronzes = [t for t in ordered if t >= "t-0015"]
+    assert set(result.batches[0].tenants) == {*golds[:2], *bronzes[:2]}
+    assert result.batches[0].tenants == tuple(t for t in ordered if t in result.batches[0].tenants)
+
+
+def test_combinations_that_do_not_fit_fall_back_to_each_label_alone():
+    tenants = [
+        Tenant(f"t-{i:02d}", {"tier": TIERS[i % 3], "region": REGIONS[i // 3 % 2]})
+        for i in range(30)
+    ]
+    plan = make_plan(batches=({"count": 3}, {"ratio": 1.0}), represent={"by": ["tier", "region"]})
+    result = plan_batches(plan, tenants)
+    first = [next(t for t in tenants if t.id == i).labels for i in result.batches[0].tenants]
+    assert {labels["tier"] for labels in first} == set(TIERS)
+    assert {labels["region"] for labels in first} == set(REGIONS)
+    assert result.gaps == ()
+    assert result.notes == (
+        "batch 1 represents each of tier, region alone: 6 combinations x 1 do not fit in its "
+        "3 tenant(s)",
+    )
+
+
+def test_a_batch_too_small_names_the_segments_left_out_and_why():
+    tenants = fleet(40)
+    plan = make_plan(
+        batches=({"count": 2}, {"ratio": 1.0}),
+        canary=["t-0001"],
+        represent={"by": ["tier"], "per_segment": 1},
+    )
+    result = plan_batches(plan, tenants)
+    assert len(result.batches[0].tenants) == 2
+    (gap,) = result.gaps
+    assert gap.batch == 1
+    assert gap.reason == (
+        "batch 1 has 2 tenant(s) (1 taken by the canary cohort), too few for 3 segment(s) x "
+        "per_segment 1"
+    )
+    assert gap.segment not in dict(result.batches[0].segments)
+
+
+def test_through_batch_zero_only_declares_the_segments():
+    plan = make_plan(
+        batches=({"ratio": 0.1}, {"ratio": 1.0}),
+        order=[{"label": "tier", "values": ["gold", "silver", "bronze"]}],
+        represent={"by": ["tier"], "through_batch": 0, "intended_gaps": True},
+    )
+    result = plan_batches(plan, fleet(60))
+    assert result.gaps_intended
+    assert {g.segment for g in result.gaps} == {"tier=silver", "tier=bronze"}
+    assert result.as_dict()["gaps_intended"] is True
+
+
+@st.composite
+def represented(draw):
+    count = draw(st.integers(min_value=1, max_value=200))
+    labels = st.fixed_dictionaries(
+        {"tier": st.sampled_from(TIERS), "region": st.sampled_from((*REGIONS, "apac"))}
+    )
+    tenants = [Tenant(f"t-{i}", draw(labels)) for i in range(count)]
+    canary = draw(st.lists(st.sampled_from([t.id for t in tenants]), max_size=2, unique=True))
+    plan = make_plan(
+        batches=[{"ratio": r} for r in draw(ratios)],
+        canary=canary,
+        order=draw(st.sampled_from([[], ["tier"], [{"label": "region", "values": ["us"]}]])),
+        seed=draw(st.text(min_size=1, max_size=8)),
+        represent={
+            "by": draw(st.sampled_from([["tier"], ["region"], ["tier", "region"]])),
+            "per_segment": draw(st.integers(min_value=1, max_value=3)),
+            "through_batch": draw(st.integers(min_value=1, max_value=3)),
+        },
+    )
+    return plan, tenants
+
+
+@settings(max_examples=150, deadline=None)
+@given(represented())
+def test_property_represented_batches_still_partition_the_selection_exactly(scenario):
+    plan, tenants = scenario
+    result = plan_batches(plan, tenants)
+    assigned = [t for b in result.batches for t in b.tenants]
+    assert sorted(assigned) == sorted(t.id for t in tenants)
+    plain = plan_batches(
+        plan.model_copy(update={"tenants": plan.tenants.model_copy(update={"represent": None})}),
+        tenants,
+    )
+    assert [len(b.tenants) for b in result.batches] == [len(b.tenants) for b in plain.batches]
+    assert result.batches[0].tenants[: len(plan.tenants.canary)] == tuple(plan.tenants.canary)
+
+
+@settings(max_examples=150, deadline=None)
+@given(represented())
+def test_property_every_segment_left_appears_in_each_listed_batch_large_enough(scenario):
+    plan, tenants = scenario
+    spec = plan.tenants.represent
+    labels = {t.id: t.labels for t in tenants}
+    result = plan_batches(plan, tenants)
+    earlier: set[str] = set()
+    for batch in result.batches:
+        if batch.index > spec.through_batch:
+            break
+        pool = [t for t in result.selected if t not in earlier]
+        forced = len(plan.tenants.canary) if batch.index == 1 else 0
+        free = len(batch.tenants) - forced
+        segment = {t: tuple(labels[t][k] for k in spec.by) for t in pool}
+        left = Counter(segment.values())
+        have = Counter(segment[t] for t in batch.tenants[:forced])
+        needed = sum(max(0, min(spec.per_segment, n) - have[s]) for s, n in left.items())
+        held = Counter(segment[t] for t in batch.tenants)
+        if needed <= free:  # large enough: every segment with tenants left is represented
+            for s, n in left.items():
+                assert held[s] >= min(spec.per_segment, n), (batch.index, s)
+        else:  # too small: the planner says which segments it left out (or fell back)
+            assert result.gaps or any(f"batch {batch.index} represents" in n for n in result.notes)
+        earlier.update(batch.tenants)
+
+
+@settings(max_examples=100, deadline=None)
+@given(represented(), st.randoms(use_true_random=False))
+def test_property_represented_planning_is_deterministic(scenario, rnd):
+    plan, tenants = scenario
+    shuffled = tenants[:]
+    rnd.shuffle(shuffled)
+    assert plan_batches(plan, tenants) == plan_batches(plan, shuffled)

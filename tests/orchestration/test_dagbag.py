@@ -28,6 +28,7 @@ def test_example_plans_load_without_import_errors(monkeypatch):
         "plugin_upgrade__crm-sync-bronze",
         "plugin_upgrade__billing-export-cautious",
         "plugin_upgrade__crm-sync-demo",
+        "plugin_upgrade__crm-sync-demo-representative",
         "plugin_upgrade_rollback",
     }
     dag = dagbag.dags["plugin_upgrade__crm-sync-standard"]

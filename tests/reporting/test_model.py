@@ -128,7 +128,7 @@ def test_rollback_has_scope_duration_and_an_outcome_per_tenant(case_b_report):
     assert all(t["verified"] is True and t["from_version"] == "2.3.1" for t in rollback["tenants"])
 
 
-def test_metrics_carry_the_five_values(case_b_report):
+def test_metrics_carry_the_six_values(case_b_report):
     metrics = case_b_report["metrics"]
     assert set(metrics) == {
         "version.upgrade.success_rate",
@@ -136,7 +136,12 @@ def test_metrics_carry_the_five_values(case_b_report):
         "version.rollback.duration_ms",
         "version.upgrade.alert_total",
         "version.upgrade.paused_total",
+        "version.upgrade.exposure_tenant_minutes",
     }
+    assert (
+        metrics["version.upgrade.exposure_tenant_minutes"]
+        == case_b_report["exposure"]["tenant_minutes_before_detection"]
+    )
     assert metrics["version.upgrade.success_rate"] == 1.0  # = what StatsD was sent
     assert metrics["version.upgrade.batch_duration_minutes"] == {"1": 1.05, "2": 1.07, "3": 1.1}
     assert metrics["version.rollback.duration_ms"] == 42_000
@@ -273,3 +278,17 @@ def test_a_run_that_failed_planning_takes_its_error_from_the_outcome(tmp_path, m
 def test_building_needs_a_ledger_run_or_an_identity():
     with pytest.raises(ValueError, match="RunIdentity"):
         build_report(RunRecords(None))
+
+
+def test_exposure_counts_every_tenant_upgraded_before_the_failing_verdict_of_batch_3(
+    case_b_report,
+):
+    exposure = case_b_report["exposure"]
+    assert exposure["detected"] is True
+    assert exposure["detected_batch"] == 3 and exposure["detected_phase"] == "fail"
+    # the bronze batch's gate is the first failing verdict: all ten ran 2.5.0 before it
+    assert exposure["tenants_before_detection"] == exposure["tenants"] == 10
+    assert exposure["batches_before_detection"] == [1, 2, 3]
+    impact = case_b_report["findings"]["impact"]
+    assert exposure["tenant_minutes"] == pytest.approx(impact["tenant_minutes"], abs=0.01)
+    assert 0 < exposure["tenant_minutes_before_detection"] < exposure["tenant_minutes"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -78,6 +79,12 @@ def register(nouns: argparse._SubParsersAction) -> None:
         "prometheus (a real Prometheus scraping the sandbox, read with PromQL; installed if "
         "missing)",
     )
+    parser.add_argument(
+        "--representative",
+        action="store_true",
+        help=f"run {demo.REPRESENTATIVE_PLAN_ID}: its canary holds a tenant of every tier "
+        "(tenants.represent), so case B fails at batch 1",
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -110,6 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sandbox_port=args.sandbox_port or None,
         timeout=args.timeout,
         metrics=args.metrics,
+        plan_id=demo.REPRESENTATIVE_PLAN_ID if args.representative else demo.PLAN_ID,
     )
     began = time.time()
     # A terminal closing or `kill` ends the demo like Ctrl-C: every process it started stops.
@@ -119,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"metrics: the gate reads [bold]{args.metrics}[/]")
     try:
         signing = demo.demo_signing(settings)
-        signature = signing.conf(settings.config, case.target_version)
+        signature = signing.conf(settings.config, case.target_version, settings.plan_id)
         console.print(
             f"signing key [bold]{signing.key_id}[/] (public key {escape(str(signing.public_key))}, "
             "trusted by the stack): the demo artifact is signed for "
@@ -135,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"(login {user} / {password})   sandbox: {sandbox}"
             )
             run_id = airflow.trigger(
-                demo.DAG_ID,
+                settings.dag_id,
                 {
                     "target_version": case.target_version,
                     **signature,
@@ -144,7 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 note="powerx demo",
             )
             console.print(
-                f"triggered [bold]{demo.DAG_ID}[/] run {escape(run_id)} -> "
+                f"triggered [bold]{settings.dag_id}[/] run {escape(run_id)} -> "
                 f"{case.target_version} through the REST API; following it live"
             )
             with Live(render(RunView(), case), console=console, refresh_per_second=2) as live:
@@ -200,6 +208,23 @@ def render(view: RunView, case: DemoCase) -> Group:
     return Group(*lines)
 
 
+def exposure_line(exposure: dict[str, Any]) -> str:
+    """The run's exposure in one line (report.json's `exposure`)."""
+    if not exposure:
+        return "exposure: not in the report"
+    before = (
+        f"before the first failing verdict (batch {exposure['detected_batch']}, "
+        f"{exposure['detected_phase']})"
+        if exposure["detected"]
+        else "with no failing verdict"
+    )
+    return (
+        f"exposure {before}: {exposure['tenants_before_detection']} tenant(s), "
+        f"{exposure['tenant_minutes_before_detection']} tenant-minutes; in all "
+        f"{exposure['tenants']} tenant(s), {exposure['tenant_minutes']} tenant-minutes"
+    )
+
+
 def summary(
     view: RunView, case: DemoCase, settings: DemoSettings, run_id: str, airflow: Any, began: float
 ) -> None:
@@ -217,8 +242,11 @@ def summary(
         console.print(f"report: {path}")
     if not reports:
         console.print(f"[yellow]no report found under {settings.reports}[/]")
+    for path in reports:
+        if path.name == "report.json":
+            console.print(exposure_line(json.loads(path.read_text()).get("exposure") or {}))
     console.print(f"ledger: {settings.home / 'powerx_ledger.db'}")
-    console.print(f"run in the UI: {airflow.base_url}/dags/{demo.DAG_ID}/runs/{run_id}")
+    console.print(f"run in the UI: {airflow.base_url}/dags/{settings.dag_id}/runs/{run_id}")
     user, password = airflow.login
     secret = settings.approval_secret_file
     console.print(
@@ -228,7 +256,7 @@ def summary(
         f"  uv run powerx plugin status {run_id}\n"
         f"  uv run powerx plugin report show {run_id}\n"
         f"  uv run powerx plugin rollback --run {run_id} --reason 'demo' --approval-token "
-        f'"$(uv run powerx approval issue --action rollback --plan {demo.PLAN_ID} '
+        f'"$(uv run powerx approval issue --action rollback --plan {settings.plan_id} '
         '--subject you@example.com)"',
         markup=False,
     )

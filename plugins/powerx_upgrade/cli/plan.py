@@ -17,7 +17,14 @@ from rich.table import Table
 from powerx_upgrade.config import ConfigNotFound, load_config
 from powerx_upgrade.domain.config import ConfigResult, config_schema
 from powerx_upgrade.domain.durations import format_duration
-from powerx_upgrade.domain.planner import PlanningError, Tenant, plan_batches
+from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.domain.planner import (
+    BatchPlan,
+    PlannedBatch,
+    PlanningError,
+    Tenant,
+    plan_batches,
+)
 from powerx_upgrade.domain.problems import Problem
 from powerx_upgrade.domain.windows import window_state
 
@@ -198,8 +205,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
         err_console.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_INVALID
     window = window_state(plan.window, now)
+    warnings = representation_warnings(plan, batch_plan)
     document = {
         **batch_plan.as_dict(),
+        "warnings": warnings,
         "plugin": plan.plugin,
         "policy": plan.policy_id,
         "target_version": plan.target_version,
@@ -212,7 +221,38 @@ def cmd_preview(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
         return EXIT_OK
     _print_preview(plan.id, plan.plugin, plan.target_version, batch_plan, window, len(tenants))
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     return EXIT_OK
+
+
+def representation_warnings(plan: Plan, batch_plan: BatchPlan) -> list[str]:
+    """A warning per segment a batch leaves out, located at the plan (unless intended)."""
+    if batch_plan.gaps_intended:
+        return []
+    path = "tenants.represent" if plan.tenants.represent else "tenants"
+    return [f"{plan.source}: plans.{plan.id}.{path}: {gap}" for gap in batch_plan.gaps]
+
+
+def segments_cell(batch: PlannedBatch, batch_plan: BatchPlan, shown: int = 4) -> str:
+    """`gold 5, silver 1; no bronze`: the batch's tenants per segment (values of the segment
+    labels, `/`-joined), then the selection's segments it leaves out (the first `shown`)."""
+    if not batch_plan.segment_labels:
+        return "-"
+    held = dict(batch.segments)
+    missing = [short(s) for s, _ in batch_plan.segments if s not in held]
+
+    def listed(items: list[str]) -> str:
+        more = f" +{len(items) - shown}" if len(items) > shown else ""
+        return ", ".join(items[:shown]) + more
+
+    text = listed([f"{short(s)} {n}" for s, n in batch.segments])
+    return text + (f"; no {listed(missing)}" if missing else "")
+
+
+def short(segment: str) -> str:
+    """`tier=gold,region=eu` -> `gold/eu`."""
+    return "/".join(part.split("=", 1)[1] for part in segment.split(","))
 
 
 def _parse_now(text: str | None) -> datetime:
@@ -233,10 +273,12 @@ def _print_preview(plan_id, plugin, target, batch_plan, window, fleet_size) -> N
         f"{len(batch_plan.selected)} of {fleet_size} tenants selected"
     )
     table = Table(title_justify="left")
-    for column in ("#", "batch", "tenants", "cumulative", "bake", "approval", "first tenants"):
+    segments = f"segments ({'/'.join(batch_plan.segment_labels) or '-'})"
+    columns = ("#", "batch", "tenants", "cumulative", "bake", "approval", segments)
+    for column in (*columns, "first tenants"):
         table.add_column(column, justify="right" if column in ("#", "tenants") else "left")
     for batch in batch_plan.batches:
-        shown = ", ".join(batch.tenants[:5]) + (" ..." if len(batch.tenants) > 5 else "")
+        shown = ", ".join(batch.tenants[:3]) + (" ..." if len(batch.tenants) > 3 else "")
         table.add_row(
             str(batch.index),
             batch.name,
@@ -244,6 +286,7 @@ def _print_preview(plan_id, plugin, target, batch_plan, window, fleet_size) -> N
             f"{batch.cumulative_count} ({batch.cumulative_ratio:.0%})",
             format_duration(batch.bake),
             "required" if batch.approval_required else "-",
+            segments_cell(batch, batch_plan),
             shown,
         )
     console.print(table)

@@ -24,6 +24,7 @@ from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import ConfigFile, Plan, PlanSpec, Policy, SourceRef
 from powerx_upgrade.domain.monitoring import check_checks, check_monitoring, resolve_monitoring
 from powerx_upgrade.domain.problems import Path, Problem, errors_of, format_path
+from powerx_upgrade.domain.represent import representation_findings
 from powerx_upgrade.domain.windows import check_window
 from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
 
@@ -307,7 +308,7 @@ def _resolve_plan(
     monitoring = _plan_monitoring(entry, spec, policy, base, collector, default_provider)
     if monitoring is None:
         return None
-    return Plan(
+    plan = Plan(
         id=entry.id,
         source=entry.ref,
         description=spec.description,
@@ -322,6 +323,9 @@ def _resolve_plan(
         notify=spec.notify,
         monitoring=monitoring,
     )
+    for rel, message, severity in representation_findings(plan):
+        collector.add(entry.source, (*entry.path, *rel), message, severity)
+    return plan
 
 
 def _plan_monitoring(

@@ -501,6 +501,27 @@ class OrderKey(Strict):
     )
 
 
+class RepresentSpec(Strict):
+    """Early batches that represent the selection's segments (docs/plans.md, "represent")."""
+
+    by: list[Identifier] = Field(
+        min_length=1, description="labels whose value combinations are the segments, e.g. [tier]"
+    )
+    per_segment: int = Field(
+        default=1, ge=1, le=1000, description="tenants of each segment in each listed batch"
+    )
+    through_batch: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="batches 1..through_batch are stratified; 0 declares the segments only",
+    )
+    intended_gaps: bool = Field(
+        default=False,
+        description="a first batch that leaves a segment out is intended: no warning",
+    )
+
+
 class TenantSelection(Strict):
     select: LabelSelector = Field(
         default_factory=dict, description="labels a tenant must have; empty selects all"
@@ -514,6 +535,11 @@ class TenantSelection(Strict):
     )
     seed: str | None = Field(
         default=None, description="tie-break seed for the stable order; default the plan id"
+    )
+    represent: RepresentSpec | None = Field(
+        default=None,
+        description="early batches hold tenants of every segment of the selection "
+        "(label combinations, else each label alone)",
     )
 
 

@@ -8,7 +8,9 @@ Rules (documented for users in docs/plans.md):
 - sizes: batch k reaches ceil(ratio_k * N) (or count_k) tenants in total, at least one more
   than batch k-1 while tenants remain; batch 1 grows to hold the whole canary cohort;
 - fewer tenants than batches: trailing empty batches merge into the last non-empty one, which
-  keeps the strictest settings (approval if any asked for it, the longest bake).
+  keeps the strictest settings (approval if any asked for it, the longest bake);
+- represent: batches 1..through_batch first take tenants of every segment, then fill in order
+  (`domain.represent`); sizes do not change.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from powerx_upgrade.domain.models import OrderKey, Plan, TenantSelection
+from powerx_upgrade.domain.represent import SegmentGap, assign, segment_counts, segment_labels
 
 
 class PlanningError(ValueError):
@@ -44,6 +47,8 @@ class PlannedBatch:
     approval_required: bool
     merged: tuple[int, ...] = ()
     """Indices of later policy batches folded into this one because tenants ran out."""
+    segments: tuple[tuple[str, int], ...] = ()
+    """Tenants per segment (`tier=bronze`) of the plan's segment labels, by segment name."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -65,6 +70,12 @@ class BatchPlan:
     selected: tuple[str, ...]
     batches: tuple[PlannedBatch, ...]
     notes: tuple[str, ...] = ()
+    segment_labels: tuple[str, ...] = ()
+    segments: tuple[tuple[str, int], ...] = ()
+    """Tenants per segment of the whole selection."""
+    gaps: tuple[SegmentGap, ...] = ()
+    """Segments a batch leaves out: of a stratified batch, or of batch 1 when none is."""
+    gaps_intended: bool = False
 
     def batch_of(self, tenant_id: str) -> PlannedBatch | None:
         return next((b for b in self.batches if tenant_id in b.tenants), None)
@@ -73,8 +84,14 @@ class BatchPlan:
         return {
             "plan": self.plan_id,
             "selected": len(self.selected),
-            "batches": [batch.as_dict() for batch in self.batches],
+            "batches": [
+                {**batch.as_dict(), "segments": dict(batch.segments)} for batch in self.batches
+            ],
             "notes": list(self.notes),
+            "segment_labels": list(self.segment_labels),
+            "segments": dict(self.segments),
+            "gaps": [gap.as_dict() for gap in self.gaps],
+            "gaps_intended": self.gaps_intended,
         }
 
 
@@ -132,7 +149,7 @@ def plan_batches(plan: Plan, tenants: Iterable[Tenant]) -> BatchPlan:
             PlannedBatch(
                 index=position,
                 name=spec.name or f"batch_{position}",
-                tenants=tuple(ordered[start:target]),
+                tenants=(),
                 cumulative_count=target,
                 cumulative_ratio=target / total,
                 bake=spec.bake,
@@ -140,6 +157,17 @@ def plan_batches(plan: Plan, tenants: Iterable[Tenant]) -> BatchPlan:
             )
         )
         start = target
+    sizes = [
+        (b.index, b.cumulative_count - (p.cumulative_count if p else 0))
+        for p, b in zip([None, *batches[:-1]], batches, strict=True)
+    ]
+    assigned = assign(ordered, sizes, fleet, plan.tenants)
+    labels = segment_labels(plan.tenants)
+    batches = [
+        replace(b, tenants=tenants, segments=segment_counts(tenants, fleet, labels))
+        for b, tenants in zip(batches, assigned.batches, strict=True)
+    ]
+    notes += assigned.notes
     for batch in batches:
         if batch.merged:
             folded = ", ".join(str(i) for i in batch.merged)
@@ -148,7 +176,17 @@ def plan_batches(plan: Plan, tenants: Iterable[Tenant]) -> BatchPlan:
                 f"into batch {batch.index} (it keeps approval if any asked for it, and the "
                 "longest bake)"
             )
-    return BatchPlan(plan.id, tuple(ordered), tuple(batches), tuple(notes))
+    represent = plan.tenants.represent
+    return BatchPlan(
+        plan.id,
+        tuple(ordered),
+        tuple(batches),
+        tuple(notes),
+        segment_labels=labels,
+        segments=segment_counts(ordered, fleet, labels),
+        gaps=assigned.gaps,
+        gaps_intended=bool(represent and represent.intended_gaps),
+    )
 
 
 def order_tenants(selection: TenantSelection, fleet: Mapping[str, Tenant], seed: str) -> list[str]:

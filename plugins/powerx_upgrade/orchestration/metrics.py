@@ -12,7 +12,8 @@ BATCH_DURATION = "version.upgrade.batch_duration_minutes"
 ROLLBACK_DURATION = "version.rollback.duration_ms"
 ALERT_TOTAL = "version.upgrade.alert_total"
 PAUSED_TOTAL = "version.upgrade.paused_total"
-ALL = (SUCCESS_RATE, BATCH_DURATION, ROLLBACK_DURATION, ALERT_TOTAL, PAUSED_TOTAL)
+EXPOSURE = "version.upgrade.exposure_tenant_minutes"
+ALL = (SUCCESS_RATE, BATCH_DURATION, ROLLBACK_DURATION, ALERT_TOTAL, PAUSED_TOTAL, EXPOSURE)
 
 
 def _stats():

@@ -402,11 +402,24 @@ def record(plan: Plan) -> dict[str, Any]:
             round(rate, 4),
             {"plan": ctx.plan_id, "plugin": ctx.plugin, "outcome": outcome},
         )
+    exposed = finalize.record_exposure(book, ctx.run_id)
+    if exposed is not None:
+        metrics.gauge(
+            metrics.EXPOSURE,
+            exposed["tenant_minutes_before_detection"],
+            {
+                "plan": ctx.plan_id,
+                "plugin": ctx.plugin,
+                "outcome": outcome,
+                "detected": str(exposed["detected"]).lower(),
+            },
+        )
     return {
         "outcome": outcome,
         "detail": detail,
         "audit_pending": pending,
         "upgrade_success_rate": rate,
+        "exposure": exposed,
     }
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.ledger.records import (
     ActionRecord,
     ApprovalRecord,
@@ -46,6 +47,7 @@ METRIC_NAMES = (
     "version.rollback.duration_ms",
     "version.upgrade.alert_total",
     "version.upgrade.paused_total",
+    "version.upgrade.exposure_tenant_minutes",
 )
 _OK_UPGRADE = ("succeeded", "skipped")
 HUMAN_DECISION_KINDS = ("pause", "approval", "rollback", "stop", "takeover")
@@ -140,6 +142,7 @@ def build_report(
     pauses = _pauses(facts.decisions)
     alert_list = [_alert(a) for a in alerts]
     rates = _rates(tenants, batches)
+    exposed = run_exposure(records, end=(records.run.ended_at if records.run else None) or now)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": DOCUMENT_KIND,
@@ -167,7 +170,11 @@ def build_report(
         "alerts": alert_list,
         "rollback": rollback,
         "rates": rates,
-        "metrics": _metrics(rates, batches, rollback, alert_list, pauses),
+        "exposure": exposed,
+        "metrics": {
+            **_metrics(rates, batches, rollback, alert_list, pauses),
+            "version.upgrade.exposure_tenant_minutes": exposed["tenant_minutes_before_detection"],
+        },
         "links": {"airflow_run": run["airflow_url"]},
         "notes": list((records.run.detail or {}).get("notes", [])) if records.run else [],
     }
@@ -175,6 +182,11 @@ def build_report(
     report["findings"] = findings(report, records.run, facts, now)
     report["headline"] = headline(report)
     return report
+
+
+def run_exposure(records: RunRecords, *, end: datetime) -> dict[str, Any]:
+    """The run's exposure before its first failing verdict and in total (`domain.exposure`)."""
+    return exposure(records.actions, records.gates, end=end).as_dict()
 
 
 # -- indexes ------------------------------------------------------------------------------------

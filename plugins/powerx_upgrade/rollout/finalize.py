@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from powerx_upgrade.domain.decide import Upgraded, rollback_targets
+from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.domain.models import Plan, RollbackScope
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import artifact_refusal, selected_tenants
@@ -110,3 +111,16 @@ def upgrade_success_rate(ledger: Any, run_id: str) -> float | None:
     if not attempted:
         return None
     return sum(1 for a in attempted if a.state == "succeeded") / len(attempted)
+
+
+def record_exposure(ledger: Any, run_id: str) -> dict[str, Any] | None:
+    """Compute the finished run's exposure (`domain.exposure`) from its actions and verdicts and
+    keep it in the run's detail under `exposure`; None for a run the ledger does not know."""
+    run = ledger.get_run(run_id)
+    if run is None or run.ended_at is None:
+        return None
+    found = exposure(
+        ledger.actions(run_id), ledger.gate_evaluations(run_id, final_only=True), end=run.ended_at
+    ).as_dict()
+    ledger.update_run(run_id, detail={**(run.detail or {}), "exposure": found})
+    return found

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from powerx_upgrade.domain.gate import TenantStats, judge, metric_value
-from powerx_upgrade.domain.verdicts import Segment, concentration, describe, format_value
+from powerx_upgrade.domain.verdicts import (
+    Segment,
+    breaching_sentence,
+    concentration,
+    describe,
+    format_value,
+    shared_labels,
+)
 
 
 def m(metric="error_rate", value=0.0936, threshold=0.05, *, check=0, **kw):
@@ -295,3 +302,23 @@ def test_a_planted_bad_group_is_found_exactly(tiers, bad, noise):
 
 def _member(own: dict[str, str], segment: Segment) -> bool:
     return all(own.get(k) == v for k, v in segment.labels)
+
+
+def test_the_labels_breaching_tenants_share_name_the_segment_of_a_small_failure():
+    labels = {
+        "t-1": {"tier": "bronze", "region": "eu"},
+        "t-2": {"tier": "bronze", "region": "us"},
+        "t-3": {"tier": "gold", "region": "eu"},
+    }
+    assert shared_labels(["t-1", "t-2"], labels) == (("tier", "bronze"),)
+    assert shared_labels(["t-1"], labels) == (("region", "eu"), ("tier", "bronze"))
+    assert shared_labels(["t-1", "t-3"], labels) == (("region", "eu"),)
+    assert shared_labels(["t-2", "t-3"], labels) == ()
+    assert shared_labels(["t-9"], labels) == ()
+    assert breaching_sentence(["t-1"], (("tier", "bronze"),)) == (
+        "the failing tenant is tier=bronze (t-1)"
+    )
+    assert breaching_sentence(["t-2", "t-1"], (("tier", "bronze"),)) == (
+        "the failing tenants share tier=bronze (t-1, t-2)"
+    )
+    assert breaching_sentence(["t-1"], ()) == ""

@@ -69,6 +69,8 @@ def test_representative_canary_catches_case_b_at_batch_1_with_only_its_tenants_e
         if m["phase"] == "fail" and m["metric"] == "error_rate" and m.get("tenant")
     }
     assert breaching and {tiers[t] for t in breaching} == {"bronze"}
+    # the verdict in words names the segment that failed, even with one tenant of it
+    assert "tier=bronze" in verdicts[0].summary, verdicts[0].summary
 
     # No tenant beyond batch 1 ever ran 2.5.0: the platform saw no operation on any of them.
     touched = {t["id"] for t in fleet if t["operations"]}

@@ -222,6 +222,30 @@ def failing_check(evaluation: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def shared_labels(
+    tenants: Sequence[str], labels: Mapping[str, Mapping[str, str]]
+) -> tuple[tuple[str, str], ...]:
+    """The label values every one of `tenants` has (`(("tier", "bronze"),)`), sorted; empty when
+    they share none or a tenant's labels are unknown. Names the segment of a failure too small
+    to concentrate (one breaching tenant in a representative canary)."""
+    known = [labels.get(t) for t in tenants]
+    if not known or any(k is None for k in known):
+        return ()
+    first, *rest = known
+    return tuple(
+        sorted((k, v) for k, v in first.items() if all(other.get(k) == v for other in rest))
+    )
+
+
+def breaching_sentence(tenants: Sequence[str], shared: Sequence[tuple[str, str]]) -> str:
+    """`failing tenants share tier=bronze (t-0030)`; `` without shared labels."""
+    if not shared:
+        return ""
+    named = ", ".join(f"{k}={v}" for k, v in shared)
+    who = "the failing tenant is" if len(tenants) == 1 else "the failing tenants share"
+    return f"{who} {named} ({_tenants(sorted(tenants))})"
+
+
 # -- concentration -----------------------------------------------------------------------------
 
 Limit = float | Callable[[Sequence[str]], float | None]

@@ -8,7 +8,14 @@ from typing import Any
 
 from powerx_upgrade.domain.gate import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
-from powerx_upgrade.domain.verdicts import Segment, concentration, describe, failing_check
+from powerx_upgrade.domain.verdicts import (
+    Segment,
+    breaching_sentence,
+    concentration,
+    describe,
+    failing_check,
+    shared_labels,
+)
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import LABELS_KEY, planned_batches
 
@@ -59,7 +66,27 @@ def describe_verdict(
     if evaluation.get("phase") == "fail":
         segment = _segment(ledger, plan, ctx, evaluation, state or {})
     summary = describe(evaluation, batch, planned.get("name"), segment, baselines)
+    named = _breaching(ledger, ctx, evaluation) if segment is None else ""
+    if named:
+        summary += f"; {named}"
     return {"summary": summary, "segment": segment.as_dict() if segment else None}
+
+
+def _breaching(ledger: Any, ctx: RunContext, evaluation: Mapping[str, Any]) -> str:
+    """Without a concentration (too few tenants to pool), the labels the breaching tenants of a
+    failed verdict share: a representative canary's one bronze tenant still names its tier."""
+    if evaluation.get("phase") != "fail":
+        return ""
+    tenants = sorted(
+        {
+            str(m["tenant"])
+            for m in evaluation.get("measurements") or []
+            if m.get("phase") == "fail" and m.get("tenant") and int(m.get("check") or 0) >= 0
+        }
+    )
+    if not tenants:
+        return ""
+    return breaching_sentence(tenants, shared_labels(tenants, tenant_labels(ledger, ctx.run_id)))
 
 
 def _segment(

@@ -1,8 +1,9 @@
-# The image of every Airflow service in docker-compose.yaml (and of the sandbox): the official
+# The image of every Airflow service in docker-compose.yaml (stage `runtime`): the official
 # Airflow image with this package installed from the checkout, plus the PostgreSQL driver of
-# the ledger. The base image's Airflow version is the one pinned in uv.lock
+# the ledger. Stage `sandbox` adds the dev package (packages/powerx-dev: the PowerX platform
+# simulator) for the compose file's sandbox service; the Airflow services never have it. The base image's Airflow version is the one pinned in uv.lock
 # (tests/deploy/test_compose.py checks it).
-FROM apache/airflow:3.3.2-python3.11
+FROM apache/airflow:3.3.2-python3.11 AS runtime
 
 # The package's runtime config and templates, and the DAG loader, go into the image too, so the
 # image runs as is (Kubernetes, another compose file); docker-compose.yaml bind-mounts the
@@ -24,3 +25,9 @@ RUN pip install --no-cache-dir \
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 include /opt/airflow/include
 RUN mkdir -p /opt/airflow/reports
+
+# The sandbox service: the runtime image plus the dev tools (their dependencies are the
+# runtime's, already installed).
+FROM runtime AS sandbox
+COPY --chown=airflow:0 packages/powerx-dev /opt/powerx/src/packages/powerx-dev
+RUN pip install --no-cache-dir --no-deps /opt/powerx/src/packages/powerx-dev

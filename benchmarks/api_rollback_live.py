@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from powerx_upgrade.devstack import running_airflow
+from powerx_dev.devstack import running_airflow
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.sandbox.testing import running_sandbox
 from powerx_upgrade.security.approval import issue_approval
 from powerx_upgrade.security.artifacts import generate_keypair, sign_artifact
 

@@ -39,12 +39,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from powerx_dev.sandbox.testing import running_sandbox
     from powerx_upgrade.domain.models import Plan, Policy, SourceRef, TenantSelection
     from powerx_upgrade.ledger import Ledger
     from powerx_upgrade.rollout import finalize, operations
     from powerx_upgrade.rollout.context import RunContext
     from powerx_upgrade.rollout.record import Recorder
-    from powerx_upgrade.sandbox.testing import running_sandbox
 
     with tempfile.TemporaryDirectory() as tmp:
         scenario = Path(tmp) / "scenario.yaml"

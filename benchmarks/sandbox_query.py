@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from powerx_upgrade.sandbox.testing import running_sandbox
+from powerx_dev.sandbox.testing import running_sandbox
 
 SCENARIO = """\
 name: bench-query

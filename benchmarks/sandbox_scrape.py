@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from powerx_upgrade.sandbox.scenario import parse_scenario
-from powerx_upgrade.sandbox.state import SandboxState
-from powerx_upgrade.sandbox.testing import running_sandbox
+from powerx_dev.sandbox.scenario import parse_scenario
+from powerx_dev.sandbox.state import SandboxState
+from powerx_dev.sandbox.testing import running_sandbox
 
 SCENARIO = """\
 name: bench-scrape

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from powerx_upgrade.sandbox.testing import running_sandbox
+from powerx_dev.sandbox.testing import running_sandbox
 
 SCENARIO = """\
 name: bench-upgrades

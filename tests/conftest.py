@@ -52,7 +52,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def prometheus_binary() -> Path:
     """The `prometheus` server binary; installs Debian's package when it is missing (never
     skips: the Prometheus tests are part of the default suite)."""
-    from powerx_upgrade.prometheus_server import ensure_prometheus
+    from powerx_dev.prometheus_server import ensure_prometheus
 
     return ensure_prometheus()
 

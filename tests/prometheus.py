@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from powerx_upgrade.prometheus_server import running_prometheus, wait_for_scrape
-from powerx_upgrade.sandbox.testing import running_sandbox
+from powerx_dev.prometheus_server import running_prometheus, wait_for_scrape
+from powerx_dev.sandbox.testing import running_sandbox
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from powerx_upgrade.prometheus_server import (
+from powerx_dev.prometheus_server import (
     BINARY_ENV,
     PrometheusStartError,
     PrometheusUnavailable,

@@ -331,6 +331,7 @@ def test_a_copied_path_excluded_by_dockerignore_is_caught(tmp_path: Path):
     for name in ("pyproject.toml", "README.md"):
         (tmp_path / name).write_text("x")
     (tmp_path / "plugins" / "powerx_upgrade").mkdir(parents=True)
+    (tmp_path / "packages" / "powerx-dev").mkdir(parents=True)  # the sandbox stage's dev package
     for name in ("dags", "include"):
         (tmp_path / name).mkdir()
     (tmp_path / ".dockerignore").write_text("include\n")

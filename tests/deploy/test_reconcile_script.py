@@ -17,10 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.ledger.schema import claims
 from powerx_upgrade.rollout.reconcile import reconcile
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR, ROOT
 
 pytestmark = pytest.mark.e2e

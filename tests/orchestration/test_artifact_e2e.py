@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.reporting.store import safe_segment
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.airflow_harness import E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
 from tests.signing import TEST_KEY_ID, TEST_PRIVATE_KEY, sign

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.airflow_harness import airflow_bin, base_env, dags_test
 from tests.conftest import CONFIG_DIR
 

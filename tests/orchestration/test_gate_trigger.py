@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.triggers.gate import BatchGateTrigger
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR
 
 GATE = GateSpec.model_validate(

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.config import load_config
 from powerx_upgrade.domain.planner import plan_batches
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import alerts_of
 from powerx_upgrade.rollout.preflight import tenants_of
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.airflow_harness import E2E_CONFIG, E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
 from tests.signing import signed

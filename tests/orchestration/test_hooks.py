@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
 from powerx_upgrade.rollout.errors import PowerXNotFound, PowerXRejected
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR
 
 pytestmark = pytest.mark.e2e

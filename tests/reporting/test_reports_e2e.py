@@ -11,9 +11,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.reporting.store import safe_segment
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.airflow_harness import dags_test
 from tests.conftest import CONFIG_DIR
 

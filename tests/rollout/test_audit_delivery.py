@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
 from powerx_upgrade.rollout.approvals import accept_approval
 from powerx_upgrade.rollout.record import Recorder, audit_payload
-from powerx_upgrade.sandbox.testing import running_sandbox
 from powerx_upgrade.security.approval import ApprovalRefused, ApprovalSettings, issue_approval
 from tests.conftest import CONFIG_DIR
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
 from powerx_upgrade.rollout.context import RunContext
@@ -19,7 +20,6 @@ from powerx_upgrade.rollout.operations import (
     verify_rollback,
 )
 from powerx_upgrade.rollout.record import Recorder
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from powerx_upgrade.sandbox.testing import running_sandbox
+from powerx_dev.sandbox.testing import running_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "include" / "config" / "scenarios"

@@ -8,7 +8,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from powerx_upgrade.sandbox.contract import (
+from powerx_dev.sandbox.contract import (
     EventList,
     MonitoringResult,
     OperationResult,

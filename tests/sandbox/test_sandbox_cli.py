@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from powerx_upgrade.cli.sandbox import main
-from powerx_upgrade.sandbox.testing import SandboxStartError, running_sandbox
+from powerx_dev.cli.sandbox import main
+from powerx_dev.sandbox.testing import SandboxStartError, running_sandbox
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "include" / "config" / "scenarios"
 BAD = """\
@@ -106,8 +106,8 @@ def test_two_sandboxes_of_one_scenario_answer_identically(tmp_path):
             answers.append(httpx.post(f"{url}/internal/monitoring/query", json=body).json())
     assert answers[0] == answers[1]
     assert len(answers[0]["tenants"]) == 61
-    from powerx_upgrade.sandbox.metrics import MetricsEngine, TenantSeries
-    from powerx_upgrade.sandbox.scenario import load_scenario
+    from powerx_dev.sandbox.metrics import MetricsEngine, TenantSeries
+    from powerx_dev.sandbox.scenario import load_scenario
 
     scenario = load_scenario(SCENARIOS / "happy.yaml")
     local = MetricsEngine(scenario).query(

@@ -8,17 +8,17 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from powerx_upgrade.sandbox.app import create_app
-from powerx_upgrade.sandbox.exposition import (
+from powerx_dev.sandbox.app import create_app
+from powerx_dev.sandbox.exposition import (
     BUCKETS,
     CONTENT_TYPE,
     Exposition,
     escape,
     latency_shares,
 )
-from powerx_upgrade.sandbox.faults import MetricsGapFault
-from powerx_upgrade.sandbox.metrics import MetricsEngine, TenantSeries, WindowedFault
-from powerx_upgrade.sandbox.scenario import parse_scenario
+from powerx_dev.sandbox.faults import MetricsGapFault
+from powerx_dev.sandbox.metrics import MetricsEngine, TenantSeries, WindowedFault
+from powerx_dev.sandbox.scenario import parse_scenario
 from tests.sandbox.sandbox_http import iso, upgrade_body
 
 pytestmark = pytest.mark.unit

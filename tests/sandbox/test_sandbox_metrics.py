@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from powerx_upgrade.sandbox.faults import ErrorRateFault, MetricsGapFault, SignalDelayFault
-from powerx_upgrade.sandbox.metrics import MetricsEngine, QueryTooLarge, TenantSeries, WindowedFault
-from powerx_upgrade.sandbox.scenario import parse_scenario
+from powerx_dev.sandbox.faults import ErrorRateFault, MetricsGapFault, SignalDelayFault
+from powerx_dev.sandbox.metrics import MetricsEngine, QueryTooLarge, TenantSeries, WindowedFault
+from powerx_dev.sandbox.scenario import parse_scenario
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from powerx_upgrade.prometheus_server import target_health, wait_for_scrape
+from powerx_dev.prometheus_server import target_health, wait_for_scrape
 from tests.prometheus import ScrapedSandbox
 from tests.sandbox.sandbox_http import iso, tenant_path, upgrade_body
 

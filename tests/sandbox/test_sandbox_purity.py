@@ -13,8 +13,8 @@ pytestmark = pytest.mark.unit
 def test_the_sandbox_package_does_not_import_airflow():
     code = (
         "import sys\n"
-        "import powerx_upgrade.sandbox.app, powerx_upgrade.sandbox.testing\n"
-        "import powerx_upgrade.sandbox.server, powerx_upgrade.cli.sandbox\n"
+        "import powerx_dev.sandbox.app, powerx_dev.sandbox.testing\n"
+        "import powerx_dev.sandbox.server, powerx_dev.cli.sandbox\n"
         "leaked = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))\n"
         "print(leaked[:5])\n"
         "sys.exit(1 if leaked else 0)\n"

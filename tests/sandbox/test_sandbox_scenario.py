@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from powerx_upgrade.sandbox.faults import ErrorRateFault
-from powerx_upgrade.sandbox.scenario import ScenarioError, load_scenario, parse_scenario
+from powerx_dev.sandbox.faults import ErrorRateFault
+from powerx_dev.sandbox.scenario import ScenarioError, load_scenario, parse_scenario
 
 pytestmark = pytest.mark.unit
 

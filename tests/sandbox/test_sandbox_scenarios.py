@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from powerx_upgrade.sandbox.testing import running_sandbox
+from powerx_dev.sandbox.testing import running_sandbox
 from tests.sandbox.conftest import SCENARIOS
 from tests.sandbox.sandbox_http import iso, tenant_path, upgrade_body
 

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from powerx_upgrade.devstack import AirflowStack, marked_processes, running_airflow
+from powerx_dev.devstack import AirflowStack, marked_processes, running_airflow
+from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.sandbox.testing import running_sandbox
 from tests.conftest import CONFIG_DIR, ROOT
 from tests.signing import SIGNING_KEYS, sign
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from powerx_upgrade.devstack import AirflowStack
+from powerx_dev.devstack import AirflowStack
 from tests.stack.conftest import (
     AUTO_DAG,
     RUN_TIMEOUT,

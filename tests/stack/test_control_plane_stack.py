@@ -18,7 +18,7 @@ import httpx
 import jwt
 import pytest
 
-from powerx_upgrade.devstack import AirflowStack
+from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.security.approval import issue_approval
 from tests.stack.conftest import (

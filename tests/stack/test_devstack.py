@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from powerx_upgrade import devstack
-from powerx_upgrade.devstack import (
+from powerx_dev import devstack
+from powerx_dev.devstack import (
     MARKER,
     AirflowStackError,
     StackSettings,
@@ -114,7 +114,7 @@ def _pids_with_home(home: Path) -> list[int]:
 @pytest.mark.unit
 def test_the_launcher_does_not_import_airflow():
     """It drives Airflow as subprocesses: the caller's process keeps its own Airflow (or none)."""
-    code = "import sys, powerx_upgrade.devstack; print('airflow' in sys.modules)"
+    code = "import sys, powerx_dev.devstack; print('airflow' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )

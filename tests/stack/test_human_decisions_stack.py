@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from powerx_upgrade.devstack import AirflowStack
+from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.operators.human import (
     APPROVE,

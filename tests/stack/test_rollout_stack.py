@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from powerx_upgrade.devstack import AirflowStack
+from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from tests.stack.conftest import AUTO_DAG, explain
 from tests.stack.runs import FollowedRun

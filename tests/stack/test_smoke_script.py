@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from powerx_upgrade.devstack import AirflowStack
+from powerx_dev.devstack import AirflowStack
 from tests.conftest import ROOT
 from tests.signing import TEST_PRIVATE_KEY
 from tests.stack.conftest import ARTIFACT, AUTO_DAG, FIGURES, RUN_TIMEOUT, versions

@@ -1,1 +1,2 @@
-"""The `powerx` command line: plan validation and preview, the sandbox platform."""
+"""The `powerx` command line: plan validation and preview, runs, approvals, artifacts (the dev
+package adds `powerx sandbox` and `powerx demo`)."""

@@ -1,18 +1,59 @@
-"""Entry point of the `powerx` console script: one sub-command module per noun."""
+"""Entry point of the `powerx` console script: one sub-command module per noun.
+
+The dev tools' commands (`powerx demo`, `powerx sandbox`) live in the `powerx-dev` package of the
+repository, which registers them in the `powerx.commands` entry-point group; without it those
+nouns say that they need it (the runtime package never imports the dev package)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 
 from powerx_upgrade import __version__
 from powerx_upgrade.cli import approval as approval_cmd
 from powerx_upgrade.cli import artifact as artifact_cmd
-from powerx_upgrade.cli import demo as demo_cmd
 from powerx_upgrade.cli import plan as plan_cmd
 from powerx_upgrade.cli import plugin as plugin_cmd
-from powerx_upgrade.cli import sandbox as sandbox_cmd
+
+COMMANDS_GROUP = "powerx.commands"
+"""Entry-point group of commands from other packages: each entry is `register(subparsers)`."""
+
+DEV_COMMANDS = ("sandbox", "demo")
+"""The dev package's commands, in the order `powerx --help` lists them."""
+
+EXIT_NEEDS_DEV_PACKAGE = 2
+
+
+def command_entry_points() -> list[EntryPoint]:
+    """The installed `powerx.commands` entries: the dev commands first (in their order), then
+    any other by name."""
+    found = {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+    order = [name for name in DEV_COMMANDS if name in found]
+    order += sorted(name for name in found if name not in DEV_COMMANDS)
+    return [found[name] for name in order]
+
+
+def _needs_dev_package(noun: str, nouns: argparse._SubParsersAction) -> None:
+    """A placeholder for a dev command whose package is not installed: it says so and exits 2."""
+    parser = nouns.add_parser(
+        noun, help="(needs the powerx-dev package)", add_help=False, prefix_chars="\0"
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def explain(args: argparse.Namespace) -> int:
+        print(
+            f"powerx {noun}: this command comes from the powerx-dev package (the dev tools: "
+            "sandbox, local stack, demo), which is not installed. From a checkout of the "
+            "repository, `uv run --locked powerx "
+            f"{noun} ...` installs it (packages/powerx-dev); elsewhere "
+            "`pip install ./packages/powerx-dev`.",
+            file=sys.stderr,
+        )
+        return EXIT_NEEDS_DEV_PACKAGE
+
+    parser.set_defaults(func=explain)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND", required=True)
     plan_cmd.register(nouns)
-    sandbox_cmd.register(nouns)
-    demo_cmd.register(nouns)
+    registered = set()
+    for entry in command_entry_points():
+        entry.load()(nouns)
+        registered.add(entry.name)
+    for noun in DEV_COMMANDS:
+        if noun not in registered:
+            _needs_dev_package(noun, nouns)
     plugin_cmd.register(nouns)
     approval_cmd.register(nouns)
     artifact_cmd.register(nouns)

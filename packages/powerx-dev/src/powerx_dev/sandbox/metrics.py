@@ -13,14 +13,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from powerx_upgrade.sandbox.faults import (
+from powerx_dev.sandbox.faults import (
     ErrorRateFault,
     LatencyFault,
     MetricsGapFault,
     SignalDelayFault,
 )
-from powerx_upgrade.sandbox.scenario import Scenario
-from powerx_upgrade.sandbox.seeded import bucket_noise, key_hash, unit
+from powerx_dev.sandbox.scenario import Scenario
+from powerx_dev.sandbox.seeded import bucket_noise, key_hash, unit
 
 CORE_METRICS: tuple[str, ...] = ("requests", "errors", "latency_p95_ms", "samples")
 METRICS: tuple[str, ...] = (*CORE_METRICS, "error_rate")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from powerx_upgrade.devstack import parent_death_signal
+from powerx_dev.processes import parent_death_signal
 
 
 class SandboxStartError(RuntimeError):
@@ -52,7 +52,7 @@ def running_sandbox(
         command = [
             sys.executable,
             "-m",
-            "powerx_upgrade.sandbox",
+            "powerx_dev.sandbox",
             "serve",
             "--scenario",
             str(scenario_path),

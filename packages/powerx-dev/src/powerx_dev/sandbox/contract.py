@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from powerx_upgrade.sandbox.faults import Fault, JsonObject, Version
+from powerx_dev.sandbox.faults import Fault, JsonObject, Version
 
 IdempotencyKey = Annotated[
     str,

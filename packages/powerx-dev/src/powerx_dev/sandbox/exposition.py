@@ -14,7 +14,7 @@ import math
 import threading
 from collections.abc import Sequence
 
-from powerx_upgrade.sandbox.metrics import MetricsEngine, TenantSeries, WindowedFault
+from powerx_dev.sandbox.metrics import MetricsEngine, TenantSeries, WindowedFault
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

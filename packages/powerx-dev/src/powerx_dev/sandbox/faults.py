@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
+from powerx_dev.sandbox.seeded import unit
 from powerx_upgrade.domain.durations import Duration as _Duration
 from powerx_upgrade.domain.durations import parse_duration
-from powerx_upgrade.sandbox.seeded import unit
 
 VERSION_PATTERN = r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$"

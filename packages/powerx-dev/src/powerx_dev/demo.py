@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 
+from powerx_dev.paths import CONFIG_DIR, DAGS_DIR, SCENARIOS_DIR
 from powerx_upgrade.ledger import Ledger
 
 PLAN_ID = "crm-sync-demo"
 DAG_ID = f"plugin_upgrade__{PLAN_ID}"
 REPRESENTATIVE_PLAN_ID = "crm-sync-demo-representative"
 """The demo plan whose canary holds a tenant of every tier (`powerx demo --representative`)."""
-ROOT = Path(__file__).resolve().parents[2]
 DEMO_KEY_ID = "powerx-demo"
 
 
@@ -78,8 +78,8 @@ class DemoSettings:
     home: Path
     case: DemoCase
     scenario_path: Path
-    config: Path = ROOT / "include" / "config"
-    dags_folder: Path = ROOT / "dags"
+    config: Path = CONFIG_DIR
+    dags_folder: Path = DAGS_DIR
     api_port: int | None = None
     sandbox_port: int | None = None
     timeout: float = 900
@@ -195,15 +195,15 @@ def scenario_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    return ROOT / "include" / "config" / "scenarios" / f"{name}.yaml"
+    return SCENARIOS_DIR / f"{name}.yaml"
 
 
 @contextmanager
 def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator[tuple[Any, str]]:
     """Sandbox (+ Prometheus scraping it with `metrics="prometheus"`) + Airflow, healthy;
     yields (stack, sandbox URL) and stops them all at the end."""
-    from powerx_upgrade.devstack import running_airflow
-    from powerx_upgrade.sandbox.testing import running_sandbox
+    from powerx_dev.devstack import running_airflow
+    from powerx_dev.sandbox.testing import running_sandbox
 
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.reports.mkdir(parents=True, exist_ok=True)
@@ -255,7 +255,7 @@ def _metrics_environment(
     second and the `powerx_prometheus` connection points at it."""
     if settings.metrics != "prometheus":
         return {"POWERX_MONITORING_PROVIDER": "powerx"}
-    from powerx_upgrade.prometheus_server import running_prometheus
+    from powerx_dev.prometheus_server import running_prometheus
 
     log("starting Prometheus (scraping the sandbox's /metrics every second)")
     prometheus = stack.enter_context(running_prometheus([sandbox], scrape_interval="1s"))

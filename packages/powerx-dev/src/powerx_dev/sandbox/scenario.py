@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from powerx_upgrade.sandbox.faults import (
+from powerx_dev.sandbox.faults import (
     FAULT_TYPES,
     Duration,
     Fault,

@@ -46,7 +46,7 @@ def _add_verbs(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: Path):
-    from powerx_upgrade.sandbox.scenario import ScenarioError, load_scenario
+    from powerx_dev.sandbox.scenario import ScenarioError, load_scenario
 
     try:
         return load_scenario(path)
@@ -59,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     scenario = _load(args.scenario)
     if scenario is None:
         return EXIT_INVALID_SCENARIO
-    from powerx_upgrade.sandbox.server import PortUnavailable, serve
+    from powerx_dev.sandbox.server import PortUnavailable, serve
 
     try:
         serve(

@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from powerx_upgrade import demo
-from powerx_upgrade.demo import CASES, DemoCase, DemoSettings, RunView
+from powerx_dev import demo
+from powerx_dev.demo import CASES, DemoCase, DemoSettings, RunView
 
 console = Console(highlight=False, soft_wrap=True)
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from powerx_upgrade.devstack import free_port, parent_death_signal, tail
+from powerx_dev.processes import free_port, parent_death_signal, tail
 
 BINARY_ENV = "POWERX_PROMETHEUS"
 """Path of a `prometheus` binary to use instead of the one on PATH."""

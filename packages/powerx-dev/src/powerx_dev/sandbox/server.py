@@ -10,8 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
-from powerx_upgrade.sandbox.app import create_app
-from powerx_upgrade.sandbox.scenario import Scenario
+from powerx_dev.sandbox.app import create_app
+from powerx_dev.sandbox.scenario import Scenario
 
 
 class PortUnavailable(OSError):

@@ -1,0 +1,1 @@
+"""`powerx demo` and `powerx sandbox`: registered in the `powerx.commands` entry-point group."""

@@ -97,10 +97,10 @@ def _insert_actions(book: Any, rows: list[dict[str, Any]]) -> None:
 
 def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
     """A whole run in the ledger; returns what the filling took."""
-    from powerx_upgrade.ledger import store as ledger_store
+    from powerx_upgrade.ledger import clock as ledger_clock
 
     clock = {"now": T0}
-    ledger_store._now = lambda: clock["now"]  # a simulated run: hours pass in seconds
+    ledger_clock.now = lambda: clock["now"]  # a simulated run: hours pass in seconds
     rng = random.Random(7)
     ids = [f"t-{n:05d}" for n in range(1, tenants + 1)]
     bounds = [0, *(round(r * tenants) for r in RATIOS)]

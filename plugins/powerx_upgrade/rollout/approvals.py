@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from powerx_upgrade.domain.models import ControlSpec, Plan
-from powerx_upgrade.ledger import ApprovalReplayed, AuditEntry
+from powerx_upgrade.ledger import ApprovalReplayed, AuditEntry, Ledger
 from powerx_upgrade.rollout.record import AuditClient, Recorder, audit_payload, stable_id
 from powerx_upgrade.security.approval import (
     ApprovalClaims,
@@ -25,7 +25,7 @@ REFUSED = "approval.refused"
 
 
 def accept_approval(
-    ledger: Any,
+    ledger: Ledger,
     token: str | None,
     settings: ApprovalSettings | None,
     *,
@@ -160,7 +160,7 @@ def _payload(
 
 
 def _audit_refusal(
-    ledger: Any,
+    ledger: Ledger,
     refusal: ApprovalRefused,
     token: str | None,
     where: dict[str, Any],
@@ -185,6 +185,6 @@ def _audit_refusal(
     )
 
 
-def _flush(ledger: Any, audit: AuditClient | None) -> None:
+def _flush(ledger: Ledger, audit: AuditClient | None) -> None:
     if audit is not None:
         Recorder(ledger, audit=audit).flush()

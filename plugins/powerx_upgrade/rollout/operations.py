@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXConflict, PowerXUnavailable
 from powerx_upgrade.rollout.record import Recorder
@@ -88,7 +89,7 @@ class RetryPolicy:
 
 def deploy_shard(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     *,
@@ -129,7 +130,7 @@ def deploy_shard(
 
 def rollback_shard(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     *,
@@ -164,7 +165,7 @@ def _run_all(
 class _TenantOp:
     """One tenant's upgrade or rollback in this run: who and what, named once."""
 
-    ledger: Any
+    ledger: Ledger
     recorder: Recorder
     ctx: RunContext
     kind: str
@@ -232,7 +233,7 @@ class _TenantOp:
 
 def _upgrade_one(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     batch: int,
@@ -274,7 +275,7 @@ def _upgrade_one(
 
 def _rollback_one(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     target: dict[str, Any],

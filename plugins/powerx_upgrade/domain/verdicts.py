@@ -95,7 +95,7 @@ def describe(
     batch: int,
     batch_name: str | None = None,
     segment: Segment | None = None,
-    baselines: Mapping[int, str] | None = None,
+    baselines: Mapping[int, str | None] | None = None,
 ) -> str:
     """The verdict as one sentence a release manager can act on (the `reason` stays the short
     machine-ish text); `segment` adds where a failure concentrates; `baselines` names each

@@ -160,7 +160,7 @@ class ActionRepository(LedgerBase):
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
             self._guard_tenant(conn, run, tenant_id)
-            row = {
+            row: dict[str, Any] = {
                 "run_id": run_id,
                 "plugin": plugin,
                 "tenant_id": tenant_id,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, CursorResult, Engine, Row, select
 
 from powerx_upgrade.ledger import clock
 from powerx_upgrade.ledger.engine import insert_ignoring_conflicts
@@ -60,6 +60,8 @@ def _aware(field: str, value: datetime | None) -> datetime:
 
 
 def _member(field: str, value: object, enum: type[_E]) -> str:
+    if not isinstance(value, str):
+        raise InvalidLedgerValue(field, value, [member.value for member in enum])
     try:
         return enum(value).value
     except ValueError:
@@ -110,6 +112,14 @@ def _action(row: Row[Any]) -> ActionRecord:
 
 def _audit(row: Row[Any]) -> AuditRecord:
     return _to(AuditRecord, row, payload={})
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT just added."""
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - every ledger table has an integer primary key
+        raise RuntimeError("the insert returned no primary key")
+    return int(key[0])
 
 
 class LedgerBase:

@@ -10,7 +10,16 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from powerx_upgrade.ledger import clock
-from powerx_upgrade.ledger.base import LedgerBase, _aware, _clip, _member, _run, _text, _to
+from powerx_upgrade.ledger.base import (
+    LedgerBase,
+    _aware,
+    _clip,
+    _inserted_id,
+    _member,
+    _run,
+    _text,
+    _to,
+)
 from powerx_upgrade.ledger.engine import read_transaction, serialize_on, write_transaction
 from powerx_upgrade.ledger.errors import (
     ApprovalReplayed,
@@ -81,7 +90,7 @@ class ControlRepository(LedgerBase):
                 "approval_jti": approval_jti,
                 "requested_at": clock.now(),
             }
-            new_id = conn.execute(controls_table.insert().values(**values)).inserted_primary_key[0]
+            new_id = _inserted_id(conn.execute(controls_table.insert().values(**values)))
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
             return self._control(conn, new_id)
@@ -205,7 +214,7 @@ class ControlRepository(LedgerBase):
         used it (the table's primary key is the guard). `audit` is enqueued in the same
         transaction, so only a use that counted is audited as accepted.
         """
-        values = {
+        values: dict[str, Any] = {
             "jti": _text("jti", jti),
             "action": _text("action", action),
             "plan_id": _text("plan_id", plan_id),

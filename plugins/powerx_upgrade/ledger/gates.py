@@ -7,7 +7,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from powerx_upgrade.ledger.base import LedgerBase, _aware, _gate_query, _member, _text, _to
+from powerx_upgrade.ledger.base import (
+    LedgerBase,
+    _aware,
+    _gate_query,
+    _inserted_id,
+    _member,
+    _text,
+    _to,
+)
 from powerx_upgrade.ledger.engine import read_transaction, write_transaction
 from powerx_upgrade.ledger.records import (
     AuditEntry,
@@ -51,7 +59,7 @@ class GateRepository(LedgerBase):
         }
         with write_transaction(self._engine) as conn:
             self._require_run(conn, run_id)
-            new_id = conn.execute(gate_table.insert().values(**values)).inserted_primary_key[0]
+            new_id = _inserted_id(conn.execute(gate_table.insert().values(**values)))
             if summary is not None:
                 conn.execute(
                     verdicts_table.insert().values(
@@ -102,7 +110,7 @@ class GateRepository(LedgerBase):
         }
         with write_transaction(self._engine) as conn:
             self._require_run(conn, run_id)
-            new_id = conn.execute(decisions_table.insert().values(**values)).inserted_primary_key[0]
+            new_id = _inserted_id(conn.execute(decisions_table.insert().values(**values)))
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
             row = conn.execute(select(decisions_table).where(decisions_table.c.id == new_id)).one()

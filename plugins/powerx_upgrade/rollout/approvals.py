@@ -120,14 +120,14 @@ def accept_approval(
         raise
     except ApprovalReplayed as replay:
         when = f" at {replay.used_at}" if replay.used_at else ""
-        refusal = ApprovalRefused(
+        replayed = ApprovalRefused(
             "replayed",
             f"claim 'jti' is {replay.jti!r}, which was already used{when};"
             " expected a token not used before (approval tokens are single use)",
         )
-        _audit_refusal(ledger, refusal, token, where, actor, plugin, now)
+        _audit_refusal(ledger, replayed, token, where, actor, plugin, now)
         _flush(ledger, audit)
-        raise refusal from None
+        raise replayed from None
     _flush(ledger, audit)
     return claims
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from powerx_upgrade.domain.models import RollbackScope
-from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.ledger import Ledger, UnknownRun
 from powerx_upgrade.ledger.records import ControlKind, ControlRecord, RunOutcome, RunRecord
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.finalize import rollback_candidates
@@ -184,7 +184,10 @@ def record_late_rollback(
     )
     if not targets and not failed:
         note = "no tenant of the run was on the new version: nothing to roll back"
-        run = ledger.get_run(ctx.run_id)
+        found = ledger.get_run(ctx.run_id)
+        if found is None:  # resolve_target_run read it before the rollback began
+            raise UnknownRun(ctx.run_id)
+        run = found
     else:
         note = f"{len(targets)} tenant(s) rolled back by {ctx.by_run}: {outcome}"
         run = ledger.late_rollback(

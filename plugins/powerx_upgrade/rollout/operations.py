@@ -84,7 +84,7 @@ class RetryPolicy:
     max_backoff: float = 10.0
 
     def wait(self, attempt: int) -> float:
-        return min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
 
 
 def deploy_shard(
@@ -370,13 +370,14 @@ def verify_rollback(
 ) -> dict[str, Any]:
     """Read every rolled-back tenant from the platform: old version, old config, ready."""
     by_id = {t["id"]: t for t in platform.list_tenants(ctx.plugin)}
-    verified, broken = [], []
+    verified: list[dict[str, Any]] = []
+    broken: list[dict[str, Any]] = []
     for target in targets:
         tenant = target["tenant"]
         state = by_id.get(tenant)
         upgrade = actions.get(tenant)
         want_config = getattr(upgrade, "from_config", None)
-        problems = []
+        problems: list[str] = []
         if state is None:
             problems.append("unknown to the platform")
         else:

@@ -215,7 +215,9 @@ def _policy_problems(before: Policy, after: Policy, adjustment: Adjustment) -> l
     return problems
 
 
-def _adjust_path(path: tuple[str | int, ...], adjustment: Adjustment, policy: Policy) -> tuple:
+def _adjust_path(
+    path: tuple[str | int, ...], adjustment: Adjustment, policy: Policy
+) -> tuple[str | int, ...]:
     """A policy path (`batches`, 2, `ratio`) as the adjustment's (`batches`, 3, `ratio`)."""
     if path[:1] == ("batches",) and len(path) > 1 and isinstance(path[1], int):
         return ("batches", path[1] + 1, *path[2:])

@@ -23,7 +23,7 @@ from powerx_upgrade.domain import models
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import ConfigFile, Plan, PlanSpec, Policy, SourceRef
 from powerx_upgrade.domain.monitoring import check_checks, check_monitoring, resolve_monitoring
-from powerx_upgrade.domain.problems import Path, Problem, errors_of, format_path
+from powerx_upgrade.domain.problems import Path, Problem, Severity, errors_of, format_path
 from powerx_upgrade.domain.represent import representation_findings
 from powerx_upgrade.domain.windows import check_window
 from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
@@ -84,7 +84,7 @@ class _Collector:
         source: YamlSource,
         path: Path,
         message: str,
-        severity: str = "error",
+        severity: Severity = "error",
         line_path: Path | None = None,
     ) -> None:
         plan_id = policy_id = None
@@ -100,7 +100,7 @@ class _Collector:
             format_path(path),
             message,
             plan_id,
-            policy_id,  # type: ignore[arg-type]
+            policy_id,
         )
         if problem not in self.problems:
             self.problems.append(problem)
@@ -382,7 +382,7 @@ def deep_merge(base: Any, overrides: Any) -> Any:
 # Cross-field checks: (path relative to the policy/plan, message, severity)
 # ---------------------------------------------------------------------------------------------
 
-Finding = tuple[Path, str, str]
+Finding = tuple[Path, str, Severity]
 
 
 def check_policy(policy: Policy, default_provider: str | None = None) -> list[Finding]:
@@ -635,7 +635,7 @@ def _message(model: type[BaseModel], error: Any, path: Path) -> str:
         return f"unknown field '{path[-1]}'{listing}{suggestion}"
     if kind == "missing":
         return "required field is missing"
-    message = error["msg"]
+    message = str(error["msg"])
     if message.startswith("Value error, "):
         return message[len("Value error, ") :]
     if kind in ("literal_error", "enum"):

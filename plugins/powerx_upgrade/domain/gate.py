@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
+from typing import Any
 
 from powerx_upgrade.domain.models import CheckSpec, GateSpec
 
@@ -54,7 +56,12 @@ def worst(phases: Iterable[Phase]) -> Phase:
     return max(phases, key=_RANK.__getitem__, default=Phase.PASS)
 
 
-_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class TenantStats:
     """Custom metrics of the provider's catalogue (Prometheus), already folded over time."""
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> TenantStats:
+    def from_json(cls, data: Mapping[str, Any]) -> TenantStats:
         latency = data.get("latency_p95_ms")
         return cls(
             requests=int(data.get("requests") or 0),
@@ -94,7 +101,7 @@ class TenantStats:
 
 
 _CORE = frozenset({"requests", "errors", "latency_p95_ms", "samples"})
-_POOLS = {
+_POOLS: dict[str, Callable[[list[float]], float]] = {
     "max": max,
     "sum": sum,
     "mean": lambda values: sum(values) / len(values),
@@ -380,7 +387,8 @@ def _silence_counts(data: GateInput, signal_delay: timedelta) -> bool:
 
 def _silent_one(index: int, check: CheckSpec, data: GateInput, tenant: str) -> Measurement:
     before = data.pre_upgrade.get(tenant)
-    common = dict(
+    measured = partial(
+        Measurement,
         check=index,
         metric=check.metric,
         scope=check.scope,
@@ -392,12 +400,11 @@ def _silent_one(index: int, check: CheckSpec, data: GateInput, tenant: str) -> M
         tenant=tenant,
     )
     if before is not None and before.samples > 0:
-        return Measurement(
-            **common,
+        return measured(
             phase=Phase.FAIL,
             detail=f"silent since its upgrade ({before.samples} samples before it)",
         )
-    return Measurement(**common, phase=Phase.INCONCLUSIVE, detail="no data (none before either)")
+    return measured(phase=Phase.INCONCLUSIVE, detail="no data (none before either)")
 
 
 def _measure_one(
@@ -410,7 +417,8 @@ def _measure_one(
     samples = sum(s.samples for s in stats.values())
     value = metric_value(check.metric, list(stats.values()), data.pools.get(check.metric))
     threshold, detail = _threshold(check, stats, data, tenant)
-    common = dict(
+    measured = partial(
+        Measurement,
         check=index,
         metric=check.metric,
         scope=check.scope,
@@ -423,11 +431,11 @@ def _measure_one(
     )
     if value is None or samples < check.min_samples:
         why = "no data" if value is None else f"{samples} of {check.min_samples} samples"
-        return Measurement(**common, phase=Phase.INCONCLUSIVE, detail=_join(detail, why))
+        return measured(phase=Phase.INCONCLUSIVE, detail=_join(detail, why))
     if threshold is None:
-        return Measurement(**common, phase=Phase.INCONCLUSIVE, detail=detail)
+        return measured(phase=Phase.INCONCLUSIVE, detail=detail)
     ok = judge(value, check.op, threshold)
-    return Measurement(**common, phase=Phase.PASS if ok else Phase.FAIL, detail=detail)
+    return measured(phase=Phase.PASS if ok else Phase.FAIL, detail=detail)
 
 
 def _threshold(

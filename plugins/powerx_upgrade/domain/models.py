@@ -121,10 +121,10 @@ class FailureBudget(Strict):
         """The number of failed deploys a batch of `batch_size` tenants tolerates."""
         if self.count is not None:
             return self.count
-        return int(self.share * batch_size + 1e-9)  # floor: 2 % of 40 tolerates 0, not 1
+        return int((self.share or 0.0) * batch_size + 1e-9)  # floor: 2 % of 40 tolerates 0, not 1
 
     def __str__(self) -> str:
-        return str(self.count) if self.count is not None else f"{self.share * 100:g}%"
+        return str(self.count) if self.count is not None else f"{(self.share or 0.0) * 100:g}%"
 
 
 class Limit(Strict):
@@ -362,6 +362,13 @@ class PauseSpec(Strict):
 
 
 ApprovalAction = Literal["rollback", "takeover", "approve", "resume", "adjust"]
+_ALL_APPROVAL_ACTIONS: tuple[ApprovalAction, ...] = (
+    "rollback",
+    "takeover",
+    "approve",
+    "resume",
+    "adjust",
+)
 """The actions an approval token can allow (`security.approval.ACTIONS`)."""
 
 
@@ -369,7 +376,7 @@ class ControlSpec(Strict):
     """What the control plane (API, CLI) demands of approval tokens for this policy's runs."""
 
     require_mfa_for: list[ApprovalAction] = Field(
-        default_factory=lambda: ["rollback", "takeover", "approve", "resume", "adjust"],
+        default_factory=lambda: list(_ALL_APPROVAL_ACTIONS),
         description="actions whose approval token must show multi-factor authentication "
         "(claim amr contains 'mfa', or mfa: true); default all five",
     )
@@ -556,11 +563,19 @@ class WindowSpec(Strict):
     )
 
 
+NotifyEvent = Literal["run_start", "batch_promoted", "paused", "rollback", "run_end", "alert"]
+_DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "run_start",
+    "paused",
+    "rollback",
+    "run_end",
+    "alert",
+)
+
+
 class NotifySpec(Strict):
     channels: list[str] = Field(default_factory=list, description="e.g. slack:#releases, email")
-    on: list[Literal["run_start", "batch_promoted", "paused", "rollback", "run_end", "alert"]] = (
-        Field(default_factory=lambda: ["run_start", "paused", "rollback", "run_end", "alert"])
-    )
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(_DEFAULT_NOTIFY_EVENTS))
 
 
 class ArtifactSpec(Strict):

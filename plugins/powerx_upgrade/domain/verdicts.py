@@ -228,8 +228,8 @@ def shared_labels(
     """The label values every one of `tenants` has (`(("tier", "bronze"),)`), sorted; empty when
     they share none or a tenant's labels are unknown. Names the segment of a failure too small
     to concentrate (one breaching tenant in a representative canary)."""
-    known = [labels.get(t) for t in tenants]
-    if not known or any(k is None for k in known):
+    known = [labels[t] for t in tenants if t in labels]
+    if not known or len(known) < len(tenants):
         return ()
     first, *rest = known
     return tuple(

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from powerx_upgrade.domain.gate import KNOWN_METRICS
+from powerx_upgrade.domain.measurement import KNOWN_METRICS
 from powerx_upgrade.domain.models import MonitoringSpec, Policy
 from powerx_upgrade.domain.problems import Severity
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from powerx_upgrade.domain.gate import TenantStats, judge, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, judge, metric_value
 
 RATE_METRICS = frozenset({"error_rate"})
 MS_METRICS = frozenset({"latency_p95_ms"})

@@ -30,7 +30,8 @@ from powerx_upgrade.domain.adjust import (
     recut_remaining,
 )
 from powerx_upgrade.domain.decide import Action, Decision
-from powerx_upgrade.domain.gate import GateEvaluation, Phase
+from powerx_upgrade.domain.gate import GateEvaluation
+from powerx_upgrade.domain.measurement import Phase
 from powerx_upgrade.domain.models import GateSpec, Plan, Policy
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.ledger.records import ControlKind, ControlOutcome, ControlRecord

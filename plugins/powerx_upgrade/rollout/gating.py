@@ -8,15 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.alerts import monitoring_error_alert
-from powerx_upgrade.domain.gate import (
-    GateEvaluation,
-    GateInput,
-    Measurement,
-    MonitoringError,
-    Phase,
-    TenantStats,
-    evaluate,
-)
+from powerx_upgrade.domain.gate import GateEvaluation, GateInput, MonitoringError, evaluate
+from powerx_upgrade.domain.measurement import Measurement, Phase, TenantStats
 from powerx_upgrade.domain.models import GateSpec, Plan
 from powerx_upgrade.domain.monitoring import pools
 from powerx_upgrade.ledger import Ledger

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from powerx_upgrade.domain.alerts import artifact_unverified_alert
-from powerx_upgrade.domain.gate import TenantStats, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.planner import Tenant, plan_batches
 from powerx_upgrade.ledger import Ledger

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from powerx_upgrade.domain.gate import TenantStats, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.verdicts import (
     Segment,

@@ -8,7 +8,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, delete, select, update
 
 from powerx_upgrade.ledger import clock
-from powerx_upgrade.ledger.base import LedgerBase, _action, _chunks, _clip, _member, _text
+from powerx_upgrade.ledger.base import (
+    LedgerBase,
+    action_record,
+    chunks,
+    clip,
+    member_of,
+    required_text,
+)
 from powerx_upgrade.ledger.engine import (
     insert_ignoring_conflicts,
     read_transaction,
@@ -40,7 +47,7 @@ class ActionRepository(LedgerBase):
         Returns `{refused tenant: holding run id}`. Claiming a tenant the run already holds is
         fine. Atomic against concurrent claimers: each tenant ends up with exactly one holder.
         """
-        tenants = sorted({_text("tenant_id", tenant) for tenant in tenant_ids})
+        tenants = sorted({required_text("tenant_id", tenant) for tenant in tenant_ids})
         with write_transaction(self._engine) as conn:
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
@@ -73,7 +80,7 @@ class ActionRepository(LedgerBase):
         )
         claimed_at = clock.now()
         refused: dict[str, str] = {}
-        for chunk in _chunks(tenants):
+        for chunk in chunks(tenants):
             # claims of finished runs are normally gone already (finish_run releases them)
             conn.execute(
                 delete(claims).where(
@@ -145,9 +152,9 @@ class ActionRepository(LedgerBase):
         raises `TenantHeld` (record a refusal instead); an unheld tenant is claimed for the
         run while the run is active.
         """
-        kind = _member("kind", kind, ActionKind)
-        key = _text("idempotency_key", idempotency_key)
-        _text("tenant_id", tenant_id)
+        kind = member_of("kind", kind, ActionKind)
+        key = required_text("idempotency_key", idempotency_key)
+        required_text("tenant_id", tenant_id)
         if not isinstance(to_version, str):  # "" is allowed: a rollback to an unknown version
             raise InvalidLedgerValue("to_version", to_version, "a string is required")
         with write_transaction(self._engine) as conn:
@@ -156,7 +163,7 @@ class ActionRepository(LedgerBase):
             existing = self._action_row(conn, key)
             if existing is not None:
                 self._check_same_action(existing, run_id, plugin, tenant_id, kind)
-                return _action(existing)
+                return action_record(existing)
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
             self._guard_tenant(conn, run, tenant_id)
@@ -177,7 +184,7 @@ class ActionRepository(LedgerBase):
                 "started_at": clock.now(),
             }
             insert_ignoring_conflicts(conn, actions_table, [row], ["idempotency_key"])
-            return _action(self._require_action(conn, key))
+            return action_record(self._require_action(conn, key))
 
     def finish_action(
         self,
@@ -197,7 +204,7 @@ class ActionRepository(LedgerBase):
         `attempts` defaults to one more than before; `detail` is merged into the old detail;
         an earlier error that the new state replaces is kept under `detail["earlier_errors"]`.
         """
-        state = _member("state", state, ActionState)
+        state = member_of("state", state, ActionState)
         if state not in FINISHED_ACTION_STATES:
             raise InvalidLedgerValue("state", state, FINISHED_ACTION_STATES)
         if attempts is not None and (not isinstance(attempts, int) or attempts < 0):
@@ -212,7 +219,7 @@ class ActionRepository(LedgerBase):
                 "finished_at": clock.now(),
                 "attempts": row.attempts + 1 if attempts is None else attempts,
                 "noop": bool(noop),
-                "error": _clip(error),
+                "error": clip(error),
                 "detail": merged,
             }
             if to_version is not None:
@@ -226,7 +233,7 @@ class ActionRepository(LedgerBase):
             )
             if audit is not None:
                 self._enqueue(conn, audit, row.run_id)
-            return _action(self._require_action(conn, idempotency_key))
+            return action_record(self._require_action(conn, idempotency_key))
 
     def record_refusal(
         self,
@@ -244,12 +251,12 @@ class ActionRepository(LedgerBase):
         (if still active) in `detail["held_by"]`. Recording the same refusal again (same run,
         tenant and batch) returns the first record.
         """
-        _text("tenant_id", tenant_id)
+        required_text("tenant_id", tenant_id)
         key = f"refused:{run_id}:{plugin}:{tenant_id}:{batch_index}"
         with write_transaction(self._engine) as conn:
             existing = self._action_row(conn, key)
             if existing is not None:
-                return _action(existing)
+                return action_record(existing)
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
             holder = self._holders(conn, plugin, [tenant_id], exclude_run=run_id).get(tenant_id)
@@ -265,7 +272,7 @@ class ActionRepository(LedgerBase):
                 "idempotency_key": key,
                 "attempts": 0,
                 "noop": False,
-                "error": _clip(_text("reason", reason)),
+                "error": clip(required_text("reason", reason)),
                 "detail": {"held_by": holder} if holder else {},
                 "started_at": now,
                 "finished_at": now,
@@ -273,12 +280,12 @@ class ActionRepository(LedgerBase):
             insert_ignoring_conflicts(conn, actions_table, [row], ["idempotency_key"])
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
-            return _action(self._require_action(conn, key))
+            return action_record(self._require_action(conn, key))
 
     def get_action(self, idempotency_key: str) -> ActionRecord | None:
         with read_transaction(self._engine) as conn:
             row = self._action_row(conn, idempotency_key)
-        return None if row is None else _action(row)
+        return None if row is None else action_record(row)
 
     def actions(
         self,
@@ -293,13 +300,13 @@ class ActionRepository(LedgerBase):
         table = actions_table
         conditions: list[ColumnElement[bool]] = [table.c.run_id == run_id]
         if kind is not None:
-            conditions.append(table.c.kind == _member("kind", kind, ActionKind))
+            conditions.append(table.c.kind == member_of("kind", kind, ActionKind))
         if batch_index is not None:
             conditions.append(table.c.batch_index == batch_index)
         if state is not None:
-            conditions.append(table.c.state == _member("state", state, ActionState))
+            conditions.append(table.c.state == member_of("state", state, ActionState))
         if tenant_id is not None:
             conditions.append(table.c.tenant_id == tenant_id)
         query = select(table).where(*conditions).order_by(table.c.id)
         with read_transaction(self._engine) as conn:
-            return [_action(row) for row in conn.execute(query).all()]
+            return [action_record(row) for row in conn.execute(query).all()]

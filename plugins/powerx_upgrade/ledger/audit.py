@@ -7,7 +7,13 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from powerx_upgrade.ledger.base import AUDIT_RETENTION_FLOOR, LedgerBase, _audit, _aware, _clip
+from powerx_upgrade.ledger.base import (
+    AUDIT_RETENTION_FLOOR,
+    LedgerBase,
+    audit_record,
+    aware_utc,
+    clip,
+)
 from powerx_upgrade.ledger.engine import read_transaction, write_transaction
 from powerx_upgrade.ledger.errors import RetentionTooShort
 from powerx_upgrade.ledger.records import AuditEntry, AuditRecord
@@ -43,11 +49,11 @@ class AuditRepository(LedgerBase):
             .limit(limit)
         )
         with read_transaction(self._engine) as conn:
-            return [_audit(row) for row in conn.execute(query).all()]
+            return [audit_record(row) for row in conn.execute(query).all()]
 
     def mark_audit_delivered(self, audit_id: str, delivered_at: datetime | None = None) -> None:
         """Mark a record delivered; marking it again keeps the first delivery time."""
-        when = _aware("delivered_at", delivered_at)
+        when = aware_utc("delivered_at", delivered_at)
         with write_transaction(self._engine) as conn:
             self._require_audit(conn, audit_id)
             conn.execute(
@@ -63,7 +69,7 @@ class AuditRepository(LedgerBase):
             conn.execute(
                 update(audit_outbox)
                 .where(audit_outbox.c.audit_id == audit_id, audit_outbox.c.delivered_at.is_(None))
-                .values(attempts=audit_outbox.c.attempts + 1, last_error=_clip(error))
+                .values(attempts=audit_outbox.c.attempts + 1, last_error=clip(error))
             )
 
     def audit_records(self, run_id: str | None = None) -> list[AuditRecord]:
@@ -72,7 +78,7 @@ class AuditRepository(LedgerBase):
         if run_id is not None:
             query = query.where(audit_outbox.c.run_id == run_id)
         with read_transaction(self._engine) as conn:
-            return [_audit(row) for row in conn.execute(query.order_by(audit_outbox.c.seq))]
+            return [audit_record(row) for row in conn.execute(query.order_by(audit_outbox.c.seq))]
 
     def prune_audit(
         self, older_than: timedelta = AUDIT_RETENTION_FLOOR, *, now: datetime | None = None
@@ -84,7 +90,7 @@ class AuditRepository(LedgerBase):
         """
         if older_than < AUDIT_RETENTION_FLOOR:
             raise RetentionTooShort(older_than, AUDIT_RETENTION_FLOOR)
-        cutoff = _aware("now", now) - older_than
+        cutoff = aware_utc("now", now) - older_than
         with write_transaction(self._engine) as conn:
             result = conn.execute(
                 delete(audit_outbox).where(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, CursorResult, Engine, Row, select
+from sqlalchemy import Connection, CursorResult, Engine, Row, Select, select
 
 from powerx_upgrade.ledger import clock
 from powerx_upgrade.ledger.engine import insert_ignoring_conflicts
@@ -51,7 +51,7 @@ _E = TypeVar("_E", bound=StrEnum)
 _R = TypeVar("_R")
 
 
-def _aware(field: str, value: datetime | None) -> datetime:
+def aware_utc(field: str, value: datetime | None) -> datetime:
     if value is None:
         return clock.now()
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
@@ -59,7 +59,7 @@ def _aware(field: str, value: datetime | None) -> datetime:
     return value.astimezone(UTC)
 
 
-def _member(field: str, value: object, enum: type[_E]) -> str:
+def member_of(field: str, value: object, enum: type[_E]) -> str:
     if not isinstance(value, str):
         raise InvalidLedgerValue(field, value, [member.value for member in enum])
     try:
@@ -68,24 +68,24 @@ def _member(field: str, value: object, enum: type[_E]) -> str:
         raise InvalidLedgerValue(field, value, [member.value for member in enum]) from None
 
 
-def _text(field: str, value: object) -> str:
+def required_text(field: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidLedgerValue(field, value, "a non-empty string is required")
     return value
 
 
-def _clip(text: str | None) -> str | None:
+def clip(text: str | None) -> str | None:
     if text is None or len(text) <= _TEXT_LIMIT:
         return text
     return text[: _TEXT_LIMIT - 20] + " ... [truncated]"
 
 
-def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _to(cls: type[_R], row: Row[Any], **defaults: Any) -> _R:
+def to_record(cls: type[_R], row: Row[Any], **defaults: Any) -> _R:
     values = dict(row._mapping)
     values.pop("seq", None)
     for name, default in defaults.items():
@@ -94,7 +94,7 @@ def _to(cls: type[_R], row: Row[Any], **defaults: Any) -> _R:
     return cls(**values)
 
 
-def _gate_query() -> Any:
+def gate_query() -> Select[Any]:
     """Gate records with their verdict text, when they have one."""
     joined = gate_table.outerjoin(verdicts_table, verdicts_table.c.gate_id == gate_table.c.id)
     return select(gate_table, verdicts_table.c.summary, verdicts_table.c.segment).select_from(
@@ -102,19 +102,19 @@ def _gate_query() -> Any:
     )
 
 
-def _run(row: Row[Any]) -> RunRecord:
-    return _to(RunRecord, row, conf={}, detail={})
+def run_record(row: Row[Any]) -> RunRecord:
+    return to_record(RunRecord, row, conf={}, detail={})
 
 
-def _action(row: Row[Any]) -> ActionRecord:
-    return _to(ActionRecord, row, detail={})
+def action_record(row: Row[Any]) -> ActionRecord:
+    return to_record(ActionRecord, row, detail={})
 
 
-def _audit(row: Row[Any]) -> AuditRecord:
-    return _to(AuditRecord, row, payload={})
+def audit_record(row: Row[Any]) -> AuditRecord:
+    return to_record(AuditRecord, row, payload={})
 
 
-def _inserted_id(result: CursorResult[Any]) -> int:
+def inserted_id(result: CursorResult[Any]) -> int:
     """The primary key of the row an INSERT just added."""
     key = result.inserted_primary_key
     if key is None:  # pragma: no cover - every ledger table has an integer primary key
@@ -129,14 +129,14 @@ class LedgerBase:
 
     def _enqueue(self, conn: Connection, entry: AuditEntry, run_id: str | None) -> str:
         audit_id = entry.audit_id or uuid.uuid4().hex
-        if len(_text("audit_id", audit_id)) > 64:
+        if len(required_text("audit_id", audit_id)) > 64:
             raise InvalidLedgerValue("audit_id", audit_id, "at most 64 characters")
         if not isinstance(entry.payload, Mapping):
             raise InvalidLedgerValue("payload", entry.payload, "a dict is required")
         row = {
             "audit_id": audit_id,
             "run_id": run_id,
-            "event": _text("event", entry.event),
+            "event": required_text("event", entry.event),
             "payload": mask_secrets(dict(entry.payload)),
             "created_at": clock.now(),
             "attempts": 0,

@@ -12,13 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from powerx_upgrade.ledger import clock
 from powerx_upgrade.ledger.base import (
     LedgerBase,
-    _aware,
-    _clip,
-    _inserted_id,
-    _member,
-    _run,
-    _text,
-    _to,
+    aware_utc,
+    clip,
+    inserted_id,
+    member_of,
+    required_text,
+    run_record,
+    to_record,
 )
 from powerx_upgrade.ledger.engine import read_transaction, serialize_on, write_transaction
 from powerx_upgrade.ledger.errors import (
@@ -67,7 +67,7 @@ class ControlRepository(LedgerBase):
         request it was triggered for. An `answer` names its HITL task in `payload["task_id"]`.
         `audit` is enqueued in the same transaction.
         """
-        kind = _member("kind", kind, ControlKind)
+        kind = member_of("kind", kind, ControlKind)
         if via is not None and via not in CONTROL_VIAS:
             raise InvalidLedgerValue("via", via, CONTROL_VIAS)
         if payload is not None and not isinstance(payload, Mapping):
@@ -90,7 +90,7 @@ class ControlRepository(LedgerBase):
                 "approval_jti": approval_jti,
                 "requested_at": clock.now(),
             }
-            new_id = _inserted_id(conn.execute(controls_table.insert().values(**values)))
+            new_id = inserted_id(conn.execute(controls_table.insert().values(**values)))
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
             return self._control(conn, new_id)
@@ -103,14 +103,14 @@ class ControlRepository(LedgerBase):
         table = controls_table
         query = select(table).where(table.c.run_id == run_id)
         if kind is not None:
-            query = query.where(table.c.kind == _member("kind", kind, ControlKind))
+            query = query.where(table.c.kind == member_of("kind", kind, ControlKind))
         if pending is True:
             query = query.where(table.c.applied_at.is_(None))
         elif pending is False:
             query = query.where(table.c.applied_at.is_not(None))
         with read_transaction(self._engine) as conn:
             return [
-                _to(ControlRecord, row, payload={})
+                to_record(ControlRecord, row, payload={})
                 for row in conn.execute(query.order_by(table.c.id))
             ]
 
@@ -119,7 +119,7 @@ class ControlRepository(LedgerBase):
             row = conn.execute(
                 select(controls_table).where(controls_table.c.id == control_id)
             ).one_or_none()
-        return None if row is None else _to(ControlRecord, row, payload={})
+        return None if row is None else to_record(ControlRecord, row, payload={})
 
     def settle_control(
         self,
@@ -136,8 +136,8 @@ class ControlRepository(LedgerBase):
         (two tasks may race to apply the same request); `audit` is enqueued only by the call
         that settles it. Unknown ids raise `UnknownControl`.
         """
-        outcome = _member("outcome", outcome, ControlOutcome)
-        when = _aware("applied_at", applied_at)
+        outcome = member_of("outcome", outcome, ControlOutcome)
+        when = aware_utc("applied_at", applied_at)
         with write_transaction(self._engine) as conn:
             row = conn.execute(
                 select(controls_table).where(controls_table.c.id == control_id).with_for_update()
@@ -149,7 +149,7 @@ class ControlRepository(LedgerBase):
             conn.execute(
                 update(controls_table)
                 .where(controls_table.c.id == control_id, controls_table.c.applied_at.is_(None))
-                .values(applied_at=when, outcome=outcome, note=_clip(note))
+                .values(applied_at=when, outcome=outcome, note=clip(note))
             )
             if audit is not None:
                 self._enqueue(conn, audit, row.run_id)
@@ -167,7 +167,7 @@ class ControlRepository(LedgerBase):
         outcome becomes `outcome` (rolled_back, or rollback_failed), `detail` is merged into the
         run's detail with the outcome it had before under `outcome_before_rollback`. The run's
         end time stays. `RunStillActive` for a run that has not finished."""
-        outcome = _member("outcome", outcome, RunOutcome)
+        outcome = member_of("outcome", outcome, RunOutcome)
         if outcome not in (RunOutcome.ROLLED_BACK, RunOutcome.ROLLBACK_FAILED):
             raise InvalidLedgerValue("outcome", outcome, ["rolled_back", "rollback_failed"])
         with write_transaction(self._engine) as conn:
@@ -183,12 +183,12 @@ class ControlRepository(LedgerBase):
             )
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
-            return _run(self._require_run(conn, run_id))
+            return run_record(self._require_run(conn, run_id))
 
     @staticmethod
     def _control(conn: Connection, control_id: int) -> ControlRecord:
         row = conn.execute(select(controls_table).where(controls_table.c.id == control_id)).one()
-        return _to(ControlRecord, row, payload={})
+        return to_record(ControlRecord, row, payload={})
 
     # -- approvals ----------------------------------------------------------------------------
 
@@ -215,16 +215,16 @@ class ControlRepository(LedgerBase):
         transaction, so only a use that counted is audited as accepted.
         """
         values: dict[str, Any] = {
-            "jti": _text("jti", jti),
-            "action": _text("action", action),
-            "plan_id": _text("plan_id", plan_id),
+            "jti": required_text("jti", jti),
+            "action": required_text("action", action),
+            "plan_id": required_text("plan_id", plan_id),
             "run_id": run_id,
-            "subject": _text("subject", subject),
-            "via": None if via is None else _member("via", via, DecisionVia),
+            "subject": required_text("subject", subject),
+            "via": None if via is None else member_of("via", via, DecisionVia),
             "mfa": bool(mfa),
-            "issued_at": None if issued_at is None else _aware("issued_at", issued_at),
-            "expires_at": _aware("expires_at", expires_at),
-            "used_at": _aware("used_at", used_at),
+            "issued_at": None if issued_at is None else aware_utc("issued_at", issued_at),
+            "expires_at": aware_utc("expires_at", expires_at),
+            "used_at": aware_utc("used_at", used_at),
             "detail": dict(detail or {}),
         }
         for field in ("jti", "subject"):
@@ -246,7 +246,7 @@ class ControlRepository(LedgerBase):
         except IntegrityError:
             # another process inserted the same jti between our read and our write
             raise ApprovalReplayed(jti) from None
-        return _to(ApprovalRecord, row, detail={})
+        return to_record(ApprovalRecord, row, detail={})
 
     def approvals(
         self, run_id: str | None = None, plan_id: str | None = None
@@ -260,4 +260,4 @@ class ControlRepository(LedgerBase):
             query = query.where(table.c.plan_id == plan_id)
         with read_transaction(self._engine) as conn:
             rows = conn.execute(query.order_by(table.c.used_at, table.c.jti)).all()
-        return [_to(ApprovalRecord, row, detail={}) for row in rows]
+        return [to_record(ApprovalRecord, row, detail={}) for row in rows]

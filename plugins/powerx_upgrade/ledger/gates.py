@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from powerx_upgrade.ledger.base import (
     LedgerBase,
-    _aware,
-    _gate_query,
-    _inserted_id,
-    _member,
-    _text,
-    _to,
+    aware_utc,
+    gate_query,
+    inserted_id,
+    member_of,
+    required_text,
+    to_record,
 )
 from powerx_upgrade.ledger.engine import read_transaction, write_transaction
 from powerx_upgrade.ledger.records import (
@@ -51,15 +51,15 @@ class GateRepository(LedgerBase):
         values = {
             "run_id": run_id,
             "batch_index": batch_index,
-            "phase": _text("phase", phase),
+            "phase": required_text("phase", phase),
             "reason": reason,
             "measurements": list(measurements),
             "final": bool(final),
-            "evaluated_at": _aware("evaluated_at", evaluated_at),
+            "evaluated_at": aware_utc("evaluated_at", evaluated_at),
         }
         with write_transaction(self._engine) as conn:
             self._require_run(conn, run_id)
-            new_id = _inserted_id(conn.execute(gate_table.insert().values(**values)))
+            new_id = inserted_id(conn.execute(gate_table.insert().values(**values)))
             if summary is not None:
                 conn.execute(
                     verdicts_table.insert().values(
@@ -68,21 +68,21 @@ class GateRepository(LedgerBase):
                 )
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
-            row = conn.execute(_gate_query().where(gate_table.c.id == new_id)).one()
-        return _to(GateRecord, row, measurements=[])
+            row = conn.execute(gate_query().where(gate_table.c.id == new_id)).one()
+        return to_record(GateRecord, row, measurements=[])
 
     def gate_evaluations(
         self, run_id: str, batch_index: int | None = None, *, final_only: bool = False
     ) -> list[GateRecord]:
         """The run's gate evaluations in the order they were recorded."""
-        query = _gate_query().where(gate_table.c.run_id == run_id)
+        query = gate_query().where(gate_table.c.run_id == run_id)
         if batch_index is not None:
             query = query.where(gate_table.c.batch_index == batch_index)
         if final_only:
             query = query.where(gate_table.c.final.is_(True))
         with read_transaction(self._engine) as conn:
             rows = conn.execute(query.order_by(gate_table.c.id)).all()
-        return [_to(GateRecord, row, measurements=[]) for row in rows]
+        return [to_record(GateRecord, row, measurements=[]) for row in rows]
 
     def record_decision(
         self,
@@ -101,20 +101,20 @@ class GateRepository(LedgerBase):
         values = {
             "run_id": run_id,
             "batch_index": batch_index,
-            "kind": _member("kind", kind, DecisionKind),
-            "decision": _text("decision", decision),
+            "kind": member_of("kind", kind, DecisionKind),
+            "decision": required_text("decision", decision),
             "actor": actor,
-            "via": None if via is None else _member("via", via, DecisionVia),
+            "via": None if via is None else member_of("via", via, DecisionVia),
             "detail": dict(detail or {}),
-            "decided_at": _aware("decided_at", decided_at),
+            "decided_at": aware_utc("decided_at", decided_at),
         }
         with write_transaction(self._engine) as conn:
             self._require_run(conn, run_id)
-            new_id = _inserted_id(conn.execute(decisions_table.insert().values(**values)))
+            new_id = inserted_id(conn.execute(decisions_table.insert().values(**values)))
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
             row = conn.execute(select(decisions_table).where(decisions_table.c.id == new_id)).one()
-        return _to(DecisionRecord, row, detail={})
+        return to_record(DecisionRecord, row, detail={})
 
     def decisions(self, run_id: str) -> list[DecisionRecord]:
         """The run's decisions in the order they were recorded."""
@@ -124,4 +124,4 @@ class GateRepository(LedgerBase):
             .order_by(decisions_table.c.id)
         )
         with read_transaction(self._engine) as conn:
-            return [_to(DecisionRecord, row, detail={}) for row in conn.execute(query).all()]
+            return [to_record(DecisionRecord, row, detail={}) for row in conn.execute(query).all()]

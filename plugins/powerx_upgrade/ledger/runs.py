@@ -10,10 +10,10 @@ from sqlalchemy import delete, select, update
 from powerx_upgrade.ledger.base import (
     RUN_UPDATABLE_FIELDS,
     LedgerBase,
-    _aware,
-    _member,
-    _run,
-    _text,
+    aware_utc,
+    member_of,
+    required_text,
+    run_record,
 )
 from powerx_upgrade.ledger.engine import read_transaction, serialize_on, write_transaction
 from powerx_upgrade.ledger.errors import InvalidLedgerValue, UnknownRun
@@ -47,11 +47,11 @@ class RunRepository(LedgerBase):
         `audit` is enqueued in the same transaction, and only when the run is new.
         """
         values = {
-            "run_id": _text("run_id", run_id),
-            "dag_id": _text("dag_id", dag_id),
-            "plan_id": _text("plan_id", plan_id),
-            "plugin": _text("plugin", plugin),
-            "target_version": _text("target_version", target_version),
+            "run_id": required_text("run_id", run_id),
+            "dag_id": required_text("dag_id", dag_id),
+            "plan_id": required_text("plan_id", plan_id),
+            "plugin": required_text("plugin", plugin),
+            "target_version": required_text("target_version", target_version),
             "artifact_uri": artifact_uri,
             "artifact_sha256": artifact_sha256,
             "triggered_by": triggered_by,
@@ -60,22 +60,22 @@ class RunRepository(LedgerBase):
             "conf": dict(conf or {}),
             "status": RunStatus.RUNNING.value,
             "detail": {},
-            "started_at": _aware("started_at", started_at),
+            "started_at": aware_utc("started_at", started_at),
         }
         with write_transaction(self._engine) as conn:
             serialize_on(conn, f"powerx_ledger_run:{run_id}")
             existing = self._run_row(conn, run_id)
             if existing is not None:
-                return _run(existing)
+                return run_record(existing)
             conn.execute(runs_table.insert().values(**values))
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
-            return _run(self._require_run(conn, run_id))
+            return run_record(self._require_run(conn, run_id))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with read_transaction(self._engine) as conn:
             row = self._run_row(conn, run_id)
-        return None if row is None else _run(row)
+        return None if row is None else run_record(row)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set some of a run's fields (`RUN_UPDATABLE_FIELDS`); values replace the old ones.
@@ -87,11 +87,11 @@ class RunRepository(LedgerBase):
         if unknown:
             raise InvalidLedgerValue("run field", sorted(unknown)[0], RUN_UPDATABLE_FIELDS)
         if "status" in fields:
-            status = _text("status", fields["status"])
+            status = required_text("status", fields["status"])
             if status == RunStatus.FINISHED:
                 raise InvalidLedgerValue("status", status, "use finish_run() to finish a run")
         if "target_version" in fields:
-            _text("target_version", fields["target_version"])
+            required_text("target_version", fields["target_version"])
         if not fields:
             return
         with write_transaction(self._engine) as conn:
@@ -112,8 +112,8 @@ class RunRepository(LedgerBase):
     ) -> RunRecord:
         """End a run with its outcome and release its tenants; `detail` is merged into the
         run's detail. Finishing again overwrites outcome and end time (a retried finalize)."""
-        outcome = _member("outcome", outcome, RunOutcome)
-        ended = _aware("ended_at", ended_at)
+        outcome = member_of("outcome", outcome, RunOutcome)
+        ended = aware_utc("ended_at", ended_at)
         with write_transaction(self._engine) as conn:
             row = self._require_run(conn, run_id, lock=True)
             merged = {**(row.detail or {}), **(detail or {})}
@@ -127,7 +127,7 @@ class RunRepository(LedgerBase):
             conn.execute(delete(claims).where(claims.c.run_id == run_id))
             if audit is not None:
                 self._enqueue(conn, audit, run_id)
-            return _run(self._require_run(conn, run_id))
+            return run_record(self._require_run(conn, run_id))
 
     def active_runs(self, plugin: str | None = None) -> list[RunRecord]:
         """Runs not finished yet, oldest first."""
@@ -136,7 +136,7 @@ class RunRepository(LedgerBase):
             query = query.where(runs_table.c.plugin == plugin)
         with read_transaction(self._engine) as conn:
             rows = conn.execute(query.order_by(runs_table.c.started_at, runs_table.c.run_id)).all()
-        return [_run(row) for row in rows]
+        return [run_record(row) for row in rows]
 
     def runs(
         self, *, plugin: str | None = None, plan_id: str | None = None, limit: int | None = None
@@ -151,4 +151,4 @@ class RunRepository(LedgerBase):
             limit
         )
         with read_transaction(self._engine) as conn:
-            return [_run(row) for row in conn.execute(query).all()]
+            return [run_record(row) for row in conn.execute(query).all()]

@@ -142,9 +142,9 @@ def main() -> None:
                 time.sleep(0.25)
             restored = time.monotonic() - t0
             state = stack.wait_for_run(DAG, run_id, timeout=600)
-        book = Ledger(ledger_url)
-        run = book.get_run(run_id)
-        rollbacks = [a for a in book.actions(run_id) if a.kind == "rollback"]
+        ledger = Ledger(ledger_url)
+        run = ledger.get_run(run_id)
+        rollbacks = [a for a in ledger.actions(run_id) if a.kind == "rollback"]
         last = max(a.finished_at for a in rollbacks if a.finished_at)
         verification = (run.detail or {}).get("rollback_verification") or {}
         print(f"tenants: {args.tenants}, upgraded by the run: {len(upgraded)}")

@@ -85,28 +85,28 @@ def _action(
     }
 
 
-def _insert_actions(book: Any, rows: list[dict[str, Any]]) -> None:
+def _insert_actions(ledger: Any, rows: list[dict[str, Any]]) -> None:
     """Thousands of finished actions in one transaction: the same rows `begin_action` and
     `finish_action` write one by one (that would take minutes and measure nothing here)."""
     from powerx_upgrade.ledger import schema
     from powerx_upgrade.ledger.engine import write_transaction
 
-    with write_transaction(book._engine) as conn:
+    with write_transaction(ledger._engine) as conn:
         conn.execute(schema.actions.insert(), rows)
 
 
-def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
+def fill(ledger: Any, tenants: int, pokes: int) -> dict[str, float]:
     """A whole run in the ledger; returns what the filling took."""
-    from powerx_upgrade.ledger import store as ledger_store
+    from powerx_upgrade.ledger import clock as ledger_clock
 
     clock = {"now": T0}
-    ledger_store._now = lambda: clock["now"]  # a simulated run: hours pass in seconds
+    ledger_clock.now = lambda: clock["now"]  # a simulated run: hours pass in seconds
     rng = random.Random(7)
     ids = [f"t-{n:05d}" for n in range(1, tenants + 1)]
     bounds = [0, *(round(r * tenants) for r in RATIOS)]
     batches = [ids[bounds[k] : bounds[k + 1]] for k in range(len(RATIOS))]
     started = time.perf_counter()
-    book.start_run(
+    ledger.start_run(
         RUN_ID,
         dag_id="plugin_upgrade__crm-sync-10k",
         plan_id="crm-sync-10k",
@@ -117,7 +117,7 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
         triggered_by="scheduler",
         reason="benchmark: 10,000 tenants",
     )
-    book.update_run(
+    ledger.update_run(
         RUN_ID,
         batches=[
             {
@@ -142,7 +142,7 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
     for k, batch in enumerate(batches, start=1):
         last = k == len(batches)
         at += timedelta(minutes=1)
-        book.record_decision(
+        ledger.record_decision(
             RUN_ID,
             batch_index=k,
             kind="approval",
@@ -165,12 +165,12 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
                     begun + timedelta(milliseconds=150),
                 )
             )
-        _insert_actions(book, rows)
+        _insert_actions(ledger, rows)
         clock["now"] = rows[-1]["finished_at"]
         at = clock["now"]
         error_rate = 0.072 if last else 0.011
         for p in range(1, pokes + 1):
-            book.record_gate(
+            ledger.record_gate(
                 RUN_ID,
                 k,
                 phase="running",
@@ -181,7 +181,7 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
             )
         at += timedelta(seconds=900)
         verdict = "fail" if last else ("inconclusive" if k == 3 else "pass")
-        book.record_gate(
+        ledger.record_gate(
             RUN_ID,
             k,
             phase=verdict,
@@ -191,7 +191,7 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
             evaluated_at=at,
         )
         decision = {"fail": "rollback", "inconclusive": "pause", "pass": "promote"}[verdict]
-        book.record_decision(
+        ledger.record_decision(
             RUN_ID,
             batch_index=k,
             kind="decide",
@@ -203,7 +203,7 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
         )
         if decision == "pause":
             at += timedelta(minutes=12)
-            book.record_decision(
+            ledger.record_decision(
                 RUN_ID,
                 batch_index=k,
                 kind="pause",
@@ -225,13 +225,13 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
         rows.append(
             _action(target["tenant"], target["batch"], "rollback", "2.5.0", "2.3.1", begun, begun)
         )
-    _insert_actions(book, rows)
+    _insert_actions(ledger, rows)
     clock["now"] = rows[-1]["finished_at"]
     ended = clock["now"]
-    book.update_run(
+    ledger.update_run(
         RUN_ID,
         detail={
-            **book.get_run(RUN_ID).detail,
+            **ledger.get_run(RUN_ID).detail,
             "rollback_started_at": rollback_started.isoformat(),
             "rollback_scope": "all_upgraded",
             "rollback_targets": targets,
@@ -245,7 +245,7 @@ def fill(book: Any, tenants: int, pokes: int) -> dict[str, float]:
             },
         },
     )
-    book.finish_run(
+    ledger.finish_run(
         RUN_ID, "rolled_back", detail={"outcome_detail": {"tenants": tenants}}, ended_at=ended
     )
     return {"fill_s": time.perf_counter() - started}
@@ -263,8 +263,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("AIRFLOW_HOME", tmp)
-        book = Ledger(f"sqlite:///{tmp}/ledger.db")
-        figures = fill(book, args.tenants, args.pokes)
+        ledger = Ledger(f"sqlite:///{tmp}/ledger.db")
+        figures = fill(ledger, args.tenants, args.pokes)
         alerts = [
             {
                 "rule": "grey_error_rate",
@@ -277,7 +277,7 @@ def main() -> None:
         from airflow.sdk import ObjectStoragePath  # noqa: F401 - imported before timing
 
         t0 = time.perf_counter()
-        records = RunRecords.from_ledger(book, RUN_ID)
+        records = RunRecords.from_ledger(ledger, RUN_ID)
         t1 = time.perf_counter()
         document = build_report(records, alerts=alerts, airflow_base_url="http://airflow:8080")
         t2 = time.perf_counter()

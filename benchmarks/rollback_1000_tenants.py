@@ -54,7 +54,7 @@ def main() -> None:
             os.environ["AIRFLOW_CONN_POWERX_PLATFORM"] = url
             from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
 
-            book = Ledger(f"sqlite:///{tmp}/ledger.db")
+            ledger = Ledger(f"sqlite:///{tmp}/ledger.db")
             ctx = RunContext(
                 run_id="bench",
                 dag_id="d",
@@ -63,7 +63,7 @@ def main() -> None:
                 target_version="2.5.0",
                 artifact={"uri": "s3://x", "sha256": "b" * 64},
             )
-            book.start_run(
+            ledger.start_run(
                 ctx.run_id, dag_id="d", plan_id="p", plugin="crm-sync", target_version="2.5.0"
             )
             policy = Policy.model_validate(
@@ -82,7 +82,7 @@ def main() -> None:
                 tenants=TenantSelection(),
             )
             hook = PowerXPlatformHook(retries=0)
-            recorder = Recorder(book)
+            recorder = Recorder(ledger)
             retry = operations.RetryPolicy(retries=3)
             tenants = [t["id"] for t in hook.list_tenants("crm-sync")]
             started = time.perf_counter()
@@ -94,7 +94,7 @@ def main() -> None:
                     pool.map(
                         lambda s: operations.deploy_shard(
                             hook,
-                            book,
+                            ledger,
                             recorder,
                             ctx,
                             batch=1,
@@ -110,7 +110,7 @@ def main() -> None:
             )
 
             decided = time.perf_counter()
-            targets = finalize.rollback_plan(hook, book, plan, ctx, failing_batch=1, breaching=[])
+            targets = finalize.rollback_plan(hook, ledger, plan, ctx, failing_batch=1, breaching=[])
             scoped = time.perf_counter()
             chunks = [
                 targets[i : i + args.shard_size] for i in range(0, len(targets), args.shard_size)
@@ -120,7 +120,7 @@ def main() -> None:
                     pool.map(
                         lambda c: operations.rollback_shard(
                             hook,
-                            book,
+                            ledger,
                             recorder,
                             ctx,
                             targets=c,
@@ -131,7 +131,7 @@ def main() -> None:
                     )
                 )
             executed = time.perf_counter()
-            upgrades = {a.tenant_id: a for a in book.actions(ctx.run_id, kind="upgrade")}
+            upgrades = {a.tenant_id: a for a in ledger.actions(ctx.run_id, kind="upgrade")}
             verdict = operations.verify_rollback(hook, ctx, targets, upgrades)
             verified = time.perf_counter()
     ok = sum(s.count("succeeded") for s in summaries)

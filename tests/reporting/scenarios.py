@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.ledger import store as ledger_store
+from powerx_upgrade.ledger import clock as ledger_clock
 
 T0 = datetime(2026, 3, 7, 2, 0, 0, tzinfo=UTC)
 RUN_ID = "manual__2026-03-07T02:00:00+00:00"
@@ -38,7 +38,7 @@ class Clock:
 @contextmanager
 def frozen_ledger(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Ledger, Clock]]:
     clock = Clock()
-    monkeypatch.setattr(ledger_store, "_now", clock)
+    monkeypatch.setattr(ledger_clock, "now", clock)
     book = Ledger(f"sqlite:///{path}")
     try:
         yield book, clock

@@ -154,10 +154,10 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/runs/{run_id}")
     def get_run(run_id: str, caller: CallerDep, settings: SettingsDep) -> dict[str, Any]:
-        book = settings.ledger()
-        run = _run_or_404(book, run_id)
+        ledger = settings.ledger()
+        run = _run_or_404(ledger, run_id)
         require(settings.auth, caller, method="GET", dag_id=run.dag_id)
-        return views.run_view(book, run)
+        return views.run_view(ledger, run)
 
     @app.patch("/runs/{run_id}", status_code=202)
     def patch_run(
@@ -188,10 +188,10 @@ def _routes(app: FastAPI) -> None:
         settings: SettingsDep,
         format: Annotated[Literal["html", "md", "json"], Query()] = "html",
     ) -> Response:
-        book = settings.ledger()
-        run = _run_or_404(book, run_id)
+        ledger = settings.ledger()
+        run = _run_or_404(ledger, run_id)
         require(settings.auth, caller, method="GET", dag_id=run.dag_id)
-        return views.report_response(book, run, format, base=settings.reports_base)
+        return views.report_response(ledger, run, format, base=settings.reports_base)
 
 
 # -- plans --------------------------------------------------------------------------------------
@@ -277,8 +277,8 @@ def _post_rollback(
     body: RollbackBody,
     token: str | None,
 ) -> JSONResponse:
-    book = settings.ledger()
-    run = _rollback_target(book, body)
+    ledger = settings.ledger()
+    run = _rollback_target(ledger, body)
     require(settings.auth, caller, method="PUT", dag_id=run.dag_id)
     _check_rollback(run)
     rest = AirflowRest(settings.airflow_url(), caller.token)
@@ -289,7 +289,7 @@ def _post_rollback(
     claims = _approve(settings, caller, token, operation="rollback", run=run)
     scope = body.scope or "all_upgraded"
     control = _request_control(
-        book,
+        ledger,
         run.run_id,
         "rollback",
         payload={"scope": scope, "reason": body.reason},
@@ -307,7 +307,7 @@ def _post_rollback(
     if run.active:
         answer.update(
             _roll_back_active(
-                settings, book, rest, run, caller, claims, body, control, waiting, paused
+                settings, ledger, rest, run, caller, claims, body, control, waiting, paused
             )
         )
     else:
@@ -346,13 +346,13 @@ def _waiting_or_none(rest: AirflowRest, run: RunRecord) -> list[dict[str, Any]] 
         return None
 
 
-def _rollback_target(book: Ledger, body: RollbackBody) -> RunRecord:
+def _rollback_target(ledger: Ledger, body: RollbackBody) -> RunRecord:
     """The run a rollback request names: its run id, else the plan's active run, else the
     plan's latest run."""
     if body.plan_id is not None:
         check_plan_id(body.plan_id)
     if body.run_id:
-        run = _run_or_404(book, body.run_id)
+        run = _run_or_404(ledger, body.run_id)
         if body.plan_id is not None and run.plan_id != body.plan_id:
             raise Refused(
                 422,
@@ -375,10 +375,10 @@ def _rollback_target(book: Ledger, body: RollbackBody) -> RunRecord:
             "give run_id or plan_id",
             problems=[{"path": "run_id", "message": "give run_id or plan_id"}],
         )
-    active = [r for r in book.active_runs() if r.plan_id == body.plan_id]
+    active = [r for r in ledger.active_runs() if r.plan_id == body.plan_id]
     if active:
         return active[-1]
-    latest = book.runs(plan_id=body.plan_id, limit=1)
+    latest = ledger.runs(plan_id=body.plan_id, limit=1)
     if not latest:
         raise Refused(404, "unknown_run", f"plan {body.plan_id!r} has no run in the ledger")
     return latest[0]
@@ -386,7 +386,7 @@ def _rollback_target(book: Ledger, body: RollbackBody) -> RunRecord:
 
 def _roll_back_active(
     settings: ApiSettings,
-    book: Ledger,
+    ledger: Ledger,
     rest: AirflowRest,
     run: RunRecord,
     caller: Caller,
@@ -404,10 +404,10 @@ def _roll_back_active(
     pause = next((w for w in waiting if _is(w, ".pause")), None)
     approval = next((w for w in waiting if _is(w, ".approve")), None)
     if pause is not None:
-        answered = _answer(settings, book, rest, run, caller, claims, pause, "rollback")
+        answered = _answer(settings, ledger, rest, run, caller, claims, pause, "rollback")
         return {"mode": "active_run", "answered": answered}
     if approval is not None:
-        answered = _answer(settings, book, rest, run, caller, claims, approval, "reject")
+        answered = _answer(settings, ledger, rest, run, caller, claims, approval, "reject")
         started = _trigger_rollback(rest, run, body.scope, body.reason, control.id, paused)
         return {"mode": "rollback_dag", "answered": answered, **started}
     return {"mode": "active_run"}
@@ -453,8 +453,8 @@ def _post_decision(
     body: DecisionBody,
     token: str | None,
 ) -> JSONResponse:
-    book = settings.ledger()
-    run = _run_or_404(book, run_id)
+    ledger = settings.ledger()
+    run = _run_or_404(ledger, run_id)
     require(settings.auth, caller, method="PUT", dag_id=run.dag_id)
     _require_active(run, body.decision)
     if body.decision in HITL_DECISIONS:
@@ -462,15 +462,15 @@ def _post_decision(
         request_ = _waiting_for(rest, run, body.decision, body.batch)
         claims = _approve(settings, caller, token, operation=body.decision, run=run)
         answered = _answer(
-            settings, book, rest, run, caller, claims, request_, body.decision, body.reason
+            settings, ledger, rest, run, caller, claims, request_, body.decision, body.reason
         )
         answer = {"run_id": run.run_id, "decision": body.decision, **answered}
         status = 200
     else:
-        _check_control(book, run, body.decision)
+        _check_control(ledger, run, body.decision)
         claims = _approve(settings, caller, token, operation=body.decision, run=run)
         control = _request_control(
-            book,
+            ledger,
             run.run_id,
             body.decision,
             payload={"reason": body.reason},
@@ -486,10 +486,10 @@ def _post_decision(
     return JSONResponse(answer, status_code=status)
 
 
-def _check_control(book: Ledger, run: RunRecord, decision: str) -> None:
+def _check_control(ledger: Ledger, run: RunRecord, decision: str) -> None:
     from powerx_upgrade.rollout.controls import takeover_active
 
-    current = takeover_active(book, run.run_id)
+    current = takeover_active(ledger, run.run_id)
     if decision == "release" and current is None:
         raise Refused(
             409,
@@ -536,7 +536,7 @@ def _waiting_for(
 
 def _answer(
     settings: ApiSettings,
-    book: Ledger,
+    ledger: Ledger,
     rest: AirflowRest,
     run: RunRecord,
     caller: Caller,
@@ -550,7 +550,7 @@ def _answer(
     _, option = HITL_DECISIONS[decision]
     task_id = str(waiting["task_id"])
     control = _request_control(
-        book,
+        ledger,
         run.run_id,
         "answer",
         payload={"task_id": task_id, "decision": decision, "chosen": [option], "reason": reason},
@@ -572,7 +572,7 @@ def _answer(
             **kwargs,
         )
     except Refused as exc:
-        book.settle_control(control.id, outcome="refused", note=exc.message)
+        ledger.settle_control(control.id, outcome="refused", note=exc.message)
         raise
     return {"task_id": task_id, "chosen": [option], "answer_control_id": control.id}
 
@@ -609,8 +609,8 @@ def _patch_run(
     from powerx_upgrade.domain.adjust import parse_adjustment, validate_adjustment
     from powerx_upgrade.rollout.controls import effective_policy
 
-    book = settings.ledger()
-    run = _run_or_404(book, run_id)
+    ledger = settings.ledger()
+    run = _run_or_404(ledger, run_id)
     require(settings.auth, caller, method="PUT", dag_id=run.dag_id)
     _require_active(run, "adjust")
     plan = _plan_of(settings, run)
@@ -619,8 +619,8 @@ def _patch_run(
         problems = validate_adjustment(
             plan,
             adjustment,
-            started_batches=views.started_batches(book, run),
-            policy=effective_policy(plan, book, run.run_id),
+            started_batches=views.started_batches(ledger, run),
+            policy=effective_policy(plan, ledger, run.run_id),
         )
     if problems:
         raise Refused(
@@ -632,7 +632,7 @@ def _patch_run(
         )
     claims = _approve(settings, caller, token, operation="adjust", run=run)
     control = _request_control(
-        book,
+        ledger,
         run.run_id,
         "adjust",
         payload={"adjust": dict(body.adjust), "reason": body.reason},
@@ -654,12 +654,12 @@ def _patch_run(
 # -- shared steps -------------------------------------------------------------------------------
 
 
-def _request_control(book: Ledger, run_id: str, kind: str, **fields: Any) -> Any:
+def _request_control(ledger: Ledger, run_id: str, kind: str, **fields: Any) -> Any:
     """Record a control; a run that ended in the meantime is a 409, not a 500."""
     from powerx_upgrade.ledger import RunNotActive
 
     try:
-        return book.request_control(run_id, kind, **fields)
+        return ledger.request_control(run_id, kind, **fields)
     except RunNotActive as exc:
         raise Refused(409, "run_finished", str(exc), run_id=run_id) from None
 
@@ -673,8 +673,8 @@ def _config_dir(settings: ApiSettings) -> Any:
         raise Refused(409, "no_config", f"the api-server has no plan config: {exc}") from None
 
 
-def _run_or_404(book: Ledger, run_id: str) -> RunRecord:
-    run = book.get_run(run_id)
+def _run_or_404(ledger: Ledger, run_id: str) -> RunRecord:
+    run = ledger.get_run(run_id)
     if run is None:
         raise Refused(404, "unknown_run", f"no run {run_id!r} in the ledger", run_id=None)
     return run

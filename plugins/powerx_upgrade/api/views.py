@@ -17,15 +17,15 @@ MEDIA_TYPES = {
 }
 
 
-def run_view(book: Ledger, run: RunRecord) -> dict[str, Any]:
+def run_view(ledger: Ledger, run: RunRecord) -> dict[str, Any]:
     """`GET /runs/{run_id}`: batches and their verdicts, decisions, controls, approvals."""
     from powerx_upgrade.reporting import report_from_ledger
     from powerx_upgrade.rollout.alerts import alerts_of
     from powerx_upgrade.rollout.controls import takeover_active
 
-    report = report_from_ledger(book, run.run_id, alerts=alerts_of(book, run.run_id))
+    report = report_from_ledger(ledger, run.run_id, alerts=alerts_of(ledger, run.run_id))
     tenants = {k: v for k, v in report["tenants"].items() if k != "versions_before"}
-    takeover = takeover_active(book, run.run_id)
+    takeover = takeover_active(ledger, run.run_id)
     return {
         "run_id": run.run_id,
         "dag_id": run.dag_id,
@@ -42,8 +42,8 @@ def run_view(book: Ledger, run: RunRecord) -> dict[str, Any]:
         "rollback": report["rollback"],
         "decisions": report["decisions"],
         "alerts": report["alerts"],
-        "controls": [c.to_json() for c in book.controls(run.run_id)],
-        "approvals": [a.to_json() for a in book.approvals(run_id=run.run_id)],
+        "controls": [c.to_json() for c in ledger.controls(run.run_id)],
+        "approvals": [a.to_json() for a in ledger.approvals(run_id=run.run_id)],
         "takeover": takeover is not None,
         "takeover_by": takeover.actor if takeover is not None else None,
     }
@@ -67,14 +67,14 @@ def _batch(batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def started_batches(book: Ledger, run: RunRecord) -> int:
+def started_batches(ledger: Ledger, run: RunRecord) -> int:
     """How many of the run's batches have started deploying (the highest batch with an
     upgrade action)."""
-    indexes = [a.batch_index or 0 for a in book.actions(run.run_id) if a.kind == "upgrade"]
+    indexes = [a.batch_index or 0 for a in ledger.actions(run.run_id) if a.kind == "upgrade"]
     return max(indexes, default=0)
 
 
-def report_response(book: Ledger, run: RunRecord, fmt: str, *, base: str | None) -> Response:
+def report_response(ledger: Ledger, run: RunRecord, fmt: str, *, base: str | None) -> Response:
     """The run's stored report (`report.<fmt>`); while the run has none yet (still going), the
     report built from the ledger now, marked `X-PowerX-Report: live`."""
     name = f"report.{fmt}"
@@ -85,7 +85,7 @@ def report_response(book: Ledger, run: RunRecord, fmt: str, *, base: str | None)
         from powerx_upgrade.reporting import render_reports, report_from_ledger
         from powerx_upgrade.rollout.alerts import alerts_of
 
-        document = report_from_ledger(book, run.run_id, alerts=alerts_of(book, run.run_id))
+        document = report_from_ledger(ledger, run.run_id, alerts=alerts_of(ledger, run.run_id))
         files = render_reports(document)
         live = {"X-PowerX-Report": "live"}
         return Response(files[name], media_type=MEDIA_TYPES[fmt], headers=live)

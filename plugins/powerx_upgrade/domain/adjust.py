@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
-from powerx_upgrade.domain.config import _describe, check_policy
+from powerx_upgrade.domain.checks import check_policy
 from powerx_upgrade.domain.durations import Duration, format_duration
-from powerx_upgrade.domain.gate import KNOWN_METRICS
+from powerx_upgrade.domain.measurement import KNOWN_METRICS
 from powerx_upgrade.domain.models import (
     CheckScope,
     DeploySpec,
@@ -32,6 +32,7 @@ from powerx_upgrade.domain.models import (
     batch_ratio,
 )
 from powerx_upgrade.domain.problems import Problem
+from powerx_upgrade.domain.validation import describe
 
 SOURCE = "adjust"
 """The `file` of an adjustment's problems, and the first element of their field paths."""
@@ -106,7 +107,7 @@ def parse_adjustment(data: Any) -> tuple[Adjustment | None, list[Problem]]:
     try:
         return Adjustment.model_validate(data), []
     except ValidationError as exc:
-        return None, [_problem(path, message) for path, message in _describe(Adjustment, exc)]
+        return None, [_problem(path, message) for path, message in describe(Adjustment, exc)]
 
 
 def validate_adjustment(
@@ -215,7 +216,9 @@ def _policy_problems(before: Policy, after: Policy, adjustment: Adjustment) -> l
     return problems
 
 
-def _adjust_path(path: tuple[str | int, ...], adjustment: Adjustment, policy: Policy) -> tuple:
+def _adjust_path(
+    path: tuple[str | int, ...], adjustment: Adjustment, policy: Policy
+) -> tuple[str | int, ...]:
     """A policy path (`batches`, 2, `ratio`) as the adjustment's (`batches`, 3, `ratio`)."""
     if path[:1] == ("batches",) and len(path) > 1 and isinstance(path[1], int):
         return ("batches", path[1] + 1, *path[2:])

@@ -10,22 +10,19 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-import types
-import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from powerx_upgrade.domain import models
-from powerx_upgrade.domain.durations import format_duration
+from powerx_upgrade.domain.checks import check_plan, check_policy
 from powerx_upgrade.domain.models import ConfigFile, Plan, PlanSpec, Policy, SourceRef
 from powerx_upgrade.domain.monitoring import check_checks, check_monitoring, resolve_monitoring
-from powerx_upgrade.domain.problems import Path, Problem, errors_of, format_path
+from powerx_upgrade.domain.problems import Path, Problem, Severity, errors_of, format_path
 from powerx_upgrade.domain.represent import representation_findings
-from powerx_upgrade.domain.windows import check_window
+from powerx_upgrade.domain.validation import describe
 from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
 
 TOP_LEVEL_KEYS = ("version", "policies", "plans")
@@ -84,7 +81,7 @@ class _Collector:
         source: YamlSource,
         path: Path,
         message: str,
-        severity: str = "error",
+        severity: Severity = "error",
         line_path: Path | None = None,
     ) -> None:
         plan_id = policy_id = None
@@ -100,7 +97,7 @@ class _Collector:
             format_path(path),
             message,
             plan_id,
-            policy_id,  # type: ignore[arg-type]
+            policy_id,
         )
         if problem not in self.problems:
             self.problems.append(problem)
@@ -342,7 +339,7 @@ def _plan_monitoring(
     try:
         monitoring = resolve_monitoring(policy.monitoring, spec.monitoring, default_provider)
     except ValidationError as exc:
-        for rel, message in _describe(models.MonitoringSpec, exc):
+        for rel, message in describe(models.MonitoringSpec, exc):
             collector.add(entry.source, (*path, *rel), message)
         return None
     if spec.monitoring is not None:
@@ -378,315 +375,15 @@ def deep_merge(base: Any, overrides: Any) -> Any:
     return copy.deepcopy(overrides)
 
 
-# ---------------------------------------------------------------------------------------------
-# Cross-field checks: (path relative to the policy/plan, message, severity)
-# ---------------------------------------------------------------------------------------------
-
-Finding = tuple[Path, str, str]
-
-
-def check_policy(policy: Policy, default_provider: str | None = None) -> list[Finding]:
-    findings: list[Finding] = []
-    findings += _check_batches(policy)
-    monitoring = resolve_monitoring(policy.monitoring, None, default_provider)
-    if policy.monitoring is not None:
-        findings += [(("monitoring", *rel), m, sev) for rel, m, sev in check_monitoring(monitoring)]
-    findings += check_checks(policy, monitoring)
-    gate = policy.gate
-    minimum_bake = gate.signal_delay + 2 * gate.poke_interval
-    for index, batch in enumerate(policy.batches):
-        if batch.bake < minimum_bake:
-            findings.append(
-                (
-                    ("batches", index, "bake"),
-                    f"bake {_show(batch.bake)} is shorter than signal_delay + 2 x poke_interval "
-                    f"= {_show(minimum_bake)}: the gate sees at most one fresh sample",
-                    "warning",
-                )
-            )
-    for index, check in enumerate(gate.checks):
-        path: Path = ("gate", "checks", index)
-        if check.limit.relative and check.baseline is None:
-            findings.append(
-                (
-                    (*path, "baseline"),
-                    f"limit {check.limit} is relative: say what it is relative to "
-                    "(baseline: pre_upgrade or control)",
-                    "error",
-                )
-            )
-        if not check.limit.relative and check.baseline is not None:
-            findings.append(
-                (
-                    (*path, "baseline"),
-                    f"baseline {check.baseline} is ignored: limit {check.limit} is absolute "
-                    "(write it as '+20%' to compare against the baseline)",
-                    "warning",
-                )
-            )
-        if check.max_breaching_tenants and check.scope != "per_tenant":
-            findings.append(
-                (
-                    (*path, "max_breaching_tenants"),
-                    "max_breaching_tenants only applies to scope per_tenant "
-                    f"(scope is {check.scope})",
-                    "error",
-                )
-            )
-    if gate.missing_data.after < gate.poke_interval:
-        findings.append(
-            (
-                ("gate", "missing_data", "after"),
-                f"missing_data.after {_show(gate.missing_data.after)} is shorter than "
-                f"poke_interval {_show(gate.poke_interval)}: one late sample trips it",
-                "warning",
-            )
-        )
-    return findings
-
-
-def _check_batches(policy: Policy) -> list[Finding]:
-    findings: list[Finding] = []
-    names: dict[str, int] = {}
-    last_ratio: tuple[int, float] | None = None
-    last_count: tuple[int, int] | None = None
-    for index, batch in enumerate(policy.batches):
-        path: Path = ("batches", index)
-        if batch.name:
-            if batch.name in names:
-                findings.append(
-                    (
-                        (*path, "name"),
-                        f"duplicate batch name '{batch.name}' (also batches[{names[batch.name]}])",
-                        "error",
-                    )
-                )
-            names.setdefault(batch.name, index)
-        if batch.ratio is not None:
-            if last_ratio and batch.ratio <= last_ratio[1]:
-                findings.append(
-                    (
-                        (*path, "ratio"),
-                        f"ratio {batch.ratio:g} must be above batches[{last_ratio[0]}]'s "
-                        f"{last_ratio[1]:g}: ratios are cumulative shares and strictly increase",
-                        "error",
-                    )
-                )
-            if last_ratio and last_ratio[1] >= 1.0:
-                findings.append(
-                    (
-                        path,
-                        f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
-                        "nothing is left for this batch",
-                        "error",
-                    )
-                )
-            last_ratio = (index, batch.ratio)
-        if batch.count is not None:
-            if last_count and batch.count <= last_count[1]:
-                findings.append(
-                    (
-                        (*path, "count"),
-                        f"count {batch.count} must be above batches[{last_count[0]}]'s "
-                        f"{last_count[1]}: counts are cumulative and strictly increase",
-                        "error",
-                    )
-                )
-            if last_ratio and last_ratio[1] >= 1.0:
-                findings.append(
-                    (
-                        path,
-                        f"batches[{last_ratio[0]}] already reaches ratio 1.0; "
-                        "nothing is left for this batch",
-                        "error",
-                    )
-                )
-            last_count = (index, batch.count)
-    final = policy.batches[-1]
-    if final.ratio is not None and final.ratio < 1.0:
-        findings.append(
-            (
-                ("batches", len(policy.batches) - 1, "ratio"),
-                f"the last batch reaches ratio {final.ratio:g}, not 1.0: the rollout would never "
-                "finish; end with a batch of ratio 1.0",
-                "error",
-            )
-        )
-    if final.count is not None:
-        findings.append(
-            (
-                ("batches", len(policy.batches) - 1, "count"),
-                f"the last batch is a count ({final.count}): a plan with more selected tenants "
-                "fails to plan; end with ratio 1.0 to cover any number",
-                "warning",
-            )
-        )
-    return findings
-
-
-def check_plan(spec: PlanSpec) -> list[Finding]:
-    findings: list[Finding] = []
-    if spec.window is not None:
-        for rel, message in check_window(spec.window):
-            findings.append((("window", *rel), message, "error"))
-    excluded_ids = {entry for entry in spec.tenants.exclude if isinstance(entry, str)}
-    for index, tenant_id in enumerate(spec.tenants.canary):
-        if tenant_id in excluded_ids:
-            findings.append(
-                (
-                    ("tenants", "canary", index),
-                    f"canary tenant '{tenant_id}' is also in tenants.exclude; it cannot be both",
-                    "error",
-                )
-            )
-        if tenant_id in spec.tenants.canary[:index]:
-            findings.append(
-                (
-                    ("tenants", "canary", index),
-                    f"canary tenant '{tenant_id}' is listed twice",
-                    "warning",
-                )
-            )
-    return findings
-
-
-def _show(value: timedelta) -> str:
-    return format_duration(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# pydantic errors -> problems
-# ---------------------------------------------------------------------------------------------
-
-_MODEL_NAMES = {
-    name
-    for name, value in vars(models).items()
-    if isinstance(value, type) and issubclass(value, BaseModel)
-}
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "constrained-str", "none"}
-
-
 def _validate(
     model: type[BaseModel], raw: Any, source: YamlSource, path: Path, collector: _Collector
 ) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        for rel, message in _describe(model, exc):
+        for rel, message in describe(model, exc):
             collector.add(source, (*path, *rel), message)
         return None
-
-
-def _describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[Path, str]]:
-    """pydantic errors -> (path, message) with what is allowed; union noise folded together."""
-    grouped: dict[Path, list[tuple[int, str]]] = {}
-    for error in exc.errors(include_url=False):
-        loc = error["loc"]
-        clean: list[str | int] = []
-        depth_after_tag = 0
-        tagged = False
-        for element in loc:
-            if isinstance(element, str) and _is_type_tag(element):
-                tagged = True
-                continue
-            clean.append(element)
-            if tagged:
-                depth_after_tag += 1
-        message = _message(model, error, tuple(clean))
-        grouped.setdefault(tuple(clean), []).append((depth_after_tag, message))
-    # A union reports one error per member; keep those of the member that got furthest.
-    described: list[tuple[Path, str]] = []
-    for path, items in grouped.items():
-        if any(other[: len(path)] == path and len(other) > len(path) for other in grouped):
-            continue  # a deeper error under the same path explains it better
-        deepest = max(depth for depth, _ in items)
-        messages = list(dict.fromkeys(msg for depth, msg in items if depth == deepest))
-        described.append((path, _join(messages)))
-    return described
-
-
-def _is_type_tag(element: str) -> bool:
-    return (
-        element in _TYPE_TAGS
-        or element in _MODEL_NAMES
-        or "[" in element
-        or element.startswith("function-")
-    )
-
-
-def _join(messages: Sequence[str]) -> str:
-    got = re.compile(r" \(got .*\)$")
-    suffixes = {match.group(0) for m in messages if (match := got.search(m))}
-    if len(messages) > 1 and len(suffixes) == 1:
-        return _join([got.sub("", m) for m in messages]) + suffixes.pop()
-    prefix = "Input should be "
-    if len(messages) > 1 and all(m.startswith(prefix) for m in messages):
-        return prefix + " or ".join(m[len(prefix) :] for m in messages)
-    return "; or ".join(messages)
-
-
-def _message(model: type[BaseModel], error: Any, path: Path) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_fields(model, path[:-1])
-        listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        hint = difflib.get_close_matches(str(path[-1]), allowed, n=1) if allowed else []
-        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-        return f"unknown field '{path[-1]}'{listing}{suggestion}"
-    if kind == "missing":
-        return "required field is missing"
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        return message[len("Value error, ") :]
-    if kind in ("literal_error", "enum"):
-        return f"{error['input']!r} is not allowed: {message[0].lower()}{message[1:]}"
-    if "input" in error and not isinstance(error["input"], dict | list):
-        return f"{message} (got {error['input']!r})"
-    return message
-
-
-def _allowed_fields(model: type[BaseModel], path: Path) -> list[str]:
-    """The field names of the model found at `path` below `model` (for 'allowed: ...')."""
-    current: Any = model
-    for element in path:
-        current = _descend(current, element)
-        if current is None:
-            return []
-    target = _find_model(current)
-    return list(target.model_fields) if target else []
-
-
-def _descend(annotation: Any, element: str | int) -> Any:
-    target = _find_model(annotation)
-    if target is not None and isinstance(element, str) and element in target.model_fields:
-        return target.model_fields[element].annotation
-    for arg in _args(annotation):
-        origin = typing.get_origin(arg)
-        if origin is list and isinstance(element, int):
-            return typing.get_args(arg)[0]
-        if origin is dict:
-            return typing.get_args(arg)[1]
-    return None
-
-
-def _find_model(annotation: Any) -> type[BaseModel] | None:
-    for arg in _args(annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
-
-
-def _args(annotation: Any) -> list[Any]:
-    """An annotation and, for unions / Annotated, its members."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _args(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        found: list[Any] = []
-        for arg in typing.get_args(annotation):
-            found += _args(arg)
-        return found
-    return [annotation]
 
 
 def config_schema() -> dict[str, Any]:

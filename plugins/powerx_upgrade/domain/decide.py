@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from powerx_upgrade.domain.gate import Phase
+from powerx_upgrade.domain.measurement import Phase
 from powerx_upgrade.domain.models import Policy, RollbackScope
 
 

@@ -16,19 +16,37 @@ from typing import Any, Protocol
 
 
 class ActionLike(Protocol):
-    tenant_id: str
-    kind: str
-    state: str
-    noop: bool
-    batch_index: int | None
-    finished_at: datetime | None
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def noop(self) -> bool: ...
+
+    @property
+    def batch_index(self) -> int | None: ...
+
+    @property
+    def finished_at(self) -> datetime | None: ...
 
 
 class VerdictLike(Protocol):
-    batch_index: int
-    phase: str
-    final: bool
-    evaluated_at: datetime
+    @property
+    def batch_index(self) -> int: ...
+
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def final(self) -> bool: ...
+
+    @property
+    def evaluated_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True)

@@ -20,162 +20,40 @@ ends the gate at once with `error`; one that fails transiently (5xx, timeouts) d
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
+from functools import partial
 
+from powerx_upgrade.domain.measurement import (
+    KNOWN_METRICS,
+    Measurement,
+    Phase,
+    TenantStats,
+    judge,
+    metric_value,
+    worst,
+)
 from powerx_upgrade.domain.models import CheckSpec, GateSpec
 
-
-class Phase(StrEnum):
-    PASS = "pass"
-    RUNNING = "running"
-    """No verdict yet: the bake goes on."""
-    INCONCLUSIVE = "inconclusive"
-    NO_DATA = "no_data"
-    ERROR = "error"
-    """The monitoring source refused the query, or failed too many times in a row."""
-    FAIL = "fail"
-    PAUSE_REQUESTED = "pause_requested"
-    ROLLBACK_REQUESTED = "rollback_requested"
-
-    @property
-    def final(self) -> bool:
-        return self is not Phase.RUNNING
-
-
-_RANK = {phase: rank for rank, phase in enumerate(Phase)}
-
-
-def worst(phases: Iterable[Phase]) -> Phase:
-    """The worst of several phases (an empty set is a pass)."""
-    return max(phases, key=_RANK.__getitem__, default=Phase.PASS)
-
-
-_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
-
-
-@dataclass(frozen=True)
-class TenantStats:
-    """What monitoring says of one tenant over an interval."""
-
-    requests: int = 0
-    errors: int = 0
-    latency_p95_ms: float | None = None
-    samples: int = 0
-    values: Mapping[str, float] = field(default_factory=dict)
-    """Custom metrics of the provider's catalogue (Prometheus), already folded over time."""
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> TenantStats:
-        latency = data.get("latency_p95_ms")
-        return cls(
-            requests=int(data.get("requests") or 0),
-            errors=int(data.get("errors") or 0),
-            latency_p95_ms=float(latency) if latency is not None else None,
-            samples=int(data.get("samples") or 0),
-            values={
-                k: float(v)
-                for k, v in data.items()
-                if k not in _CORE and isinstance(v, int | float) and not isinstance(v, bool)
-            },
-        )
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            **self.values,
-            "requests": self.requests,
-            "errors": self.errors,
-            "latency_p95_ms": self.latency_p95_ms,
-            "samples": self.samples,
-        }
-
-
-_CORE = frozenset({"requests", "errors", "latency_p95_ms", "samples"})
-_POOLS = {
-    "max": max,
-    "sum": sum,
-    "mean": lambda values: sum(values) / len(values),
-}
-
-
-def metric_value(
-    metric: str, stats: Sequence[TenantStats], pool: str | None = None
-) -> float | None:
-    """A canonical metric over one or more tenants pooled; None when there is nothing to judge.
-
-    error_rate: errors / requests, pooled over requests. latency_p95_ms: request-weighted mean of
-    the tenants' p95 (a true pooled p95 needs the raw distribution, which monitoring does not give;
-    the per_tenant scope judges each tenant's own p95). requests, errors: sums. A custom
-    metric (`pool` given, from the provider's catalogue): its tenants' values pooled by max, mean
-    or sum.
-    """
-    with_data = [s for s in stats if s.samples > 0]
-    if not with_data:
-        return None
-    requests = sum(s.requests for s in with_data)
-    if metric == "error_rate":
-        return sum(s.errors for s in with_data) / requests if requests else None
-    if metric == "latency_p95_ms":
-        weighted = [
-            (s.latency_p95_ms, s.requests or 1) for s in with_data if s.latency_p95_ms is not None
-        ]
-        if not weighted:
-            return None
-        return sum(v * w for v, w in weighted) / sum(w for _, w in weighted)
-    if metric == "requests":
-        return float(requests)
-    if metric == "errors":
-        return float(sum(s.errors for s in with_data))
-    if pool is not None:
-        found = [s.values[metric] for s in with_data if metric in s.values]
-        return float(_POOLS[pool](found)) if found else None
-    raise ValueError(
-        f"unknown metric {metric!r} (known: error_rate, latency_p95_ms, requests, errors)"
-    )
-
-
-KNOWN_METRICS = ("error_rate", "latency_p95_ms", "requests", "errors")
-
-
-def judge(value: float, op: str, threshold: float) -> bool:
-    """Does `value op threshold` hold? The smallest unit of a gate."""
-    return _OPS[op](value, threshold)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One check measured once: value against its threshold, and whether it held."""
-
-    check: int
-    metric: str
-    scope: str
-    op: str
-    limit: str
-    threshold: float | None
-    value: float | None
-    samples: int
-    phase: Phase
-    """pass, fail, or inconclusive (not enough samples or no baseline)."""
-    tenant: str | None = None
-    detail: str = ""
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "check": self.check,
-            "metric": self.metric,
-            "scope": self.scope,
-            "op": self.op,
-            "limit": self.limit,
-            "threshold": self.threshold,
-            "value": self.value,
-            "samples": self.samples,
-            "phase": self.phase.value,
-            "tenant": self.tenant,
-            "detail": self.detail,
-        }
+__all__ = [
+    "KNOWN_METRICS",
+    "Coverage",
+    "GateEvaluation",
+    "GateInput",
+    "Measurement",
+    "MonitoringError",
+    "Phase",
+    "TenantStats",
+    "coverage",
+    "evaluate",
+    "judge",
+    "measure",
+    "metric_value",
+    "worst",
+]
+"""The measurement names stay importable from here: the gate's callers (sensor, trigger, rollout
+steps) use them together with the evaluation."""
 
 
 @dataclass(frozen=True)
@@ -380,7 +258,8 @@ def _silence_counts(data: GateInput, signal_delay: timedelta) -> bool:
 
 def _silent_one(index: int, check: CheckSpec, data: GateInput, tenant: str) -> Measurement:
     before = data.pre_upgrade.get(tenant)
-    common = dict(
+    measured = partial(
+        Measurement,
         check=index,
         metric=check.metric,
         scope=check.scope,
@@ -392,12 +271,11 @@ def _silent_one(index: int, check: CheckSpec, data: GateInput, tenant: str) -> M
         tenant=tenant,
     )
     if before is not None and before.samples > 0:
-        return Measurement(
-            **common,
+        return measured(
             phase=Phase.FAIL,
             detail=f"silent since its upgrade ({before.samples} samples before it)",
         )
-    return Measurement(**common, phase=Phase.INCONCLUSIVE, detail="no data (none before either)")
+    return measured(phase=Phase.INCONCLUSIVE, detail="no data (none before either)")
 
 
 def _measure_one(
@@ -410,7 +288,8 @@ def _measure_one(
     samples = sum(s.samples for s in stats.values())
     value = metric_value(check.metric, list(stats.values()), data.pools.get(check.metric))
     threshold, detail = _threshold(check, stats, data, tenant)
-    common = dict(
+    measured = partial(
+        Measurement,
         check=index,
         metric=check.metric,
         scope=check.scope,
@@ -423,11 +302,11 @@ def _measure_one(
     )
     if value is None or samples < check.min_samples:
         why = "no data" if value is None else f"{samples} of {check.min_samples} samples"
-        return Measurement(**common, phase=Phase.INCONCLUSIVE, detail=_join(detail, why))
+        return measured(phase=Phase.INCONCLUSIVE, detail=_join(detail, why))
     if threshold is None:
-        return Measurement(**common, phase=Phase.INCONCLUSIVE, detail=detail)
+        return measured(phase=Phase.INCONCLUSIVE, detail=detail)
     ok = judge(value, check.op, threshold)
-    return Measurement(**common, phase=Phase.PASS if ok else Phase.FAIL, detail=detail)
+    return measured(phase=Phase.PASS if ok else Phase.FAIL, detail=detail)
 
 
 def _threshold(

@@ -15,13 +15,17 @@ CANONICAL = ("requests", "errors", "latency_p95_ms", "samples")
 """What the gate reads from monitoring, per tenant and interval."""
 
 
+def _powerx_only() -> dict[str, dict[str, str]]:
+    return {"powerx": {}}
+
+
 class MetricMapping(BaseModel):
     """Per provider: canonical name -> the provider's name. Unmapped names pass unchanged."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_provider: str = "powerx"
-    providers: dict[str, dict[str, str]] = Field(default_factory=lambda: {"powerx": {}})
+    providers: dict[str, dict[str, str]] = Field(default_factory=_powerx_only)
 
     @model_validator(mode="after")
     def _check(self) -> MetricMapping:

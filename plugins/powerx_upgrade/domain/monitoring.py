@@ -12,10 +12,11 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from powerx_upgrade.domain.gate import KNOWN_METRICS
+from powerx_upgrade.domain.measurement import KNOWN_METRICS
 from powerx_upgrade.domain.models import MonitoringSpec, Policy
+from powerx_upgrade.domain.problems import Severity
 
-Finding = tuple[tuple[str | int, ...], str, str]
+Finding = tuple[tuple[str | int, ...], str, Severity]
 
 PLACEHOLDERS = ("tenant", "plugin", "version", "step")
 """What a PromQL template may contain: `{tenant}` (a regex alternation of the tenant ids, for
@@ -114,8 +115,8 @@ def check_monitoring(monitoring: MonitoringSpec) -> list[Finding]:
     """A monitoring block on its own: placeholders, custom metric names, provider fit. Paths are
     relative to the block."""
     findings: list[Finding] = []
-    for name, query in monitoring.queries.items():
-        findings += _check_template(("queries", name), query)
+    for query_name, query in monitoring.queries.items():
+        findings += _check_template(("queries", query_name), query)
     for name, metric in monitoring.metrics.items():
         if name in RESERVED_NAMES:
             findings.append(
@@ -198,6 +199,7 @@ def promql_duration(value: timedelta) -> str:
 def queries_of(monitoring: MonitoringSpec) -> dict[str, str]:
     """Every PromQL the Prometheus provider runs: the canonical inputs (defaults overridden by
     the plan's) and the custom metrics."""
-    queries = {**DEFAULT_QUERIES, **monitoring.queries}
+    queries = dict(DEFAULT_QUERIES)
+    queries.update(monitoring.queries.items())
     queries.update({name: metric.query for name, metric in monitoring.metrics.items()})
     return queries

@@ -213,8 +213,8 @@ def order_tenants(selection: TenantSelection, fleet: Mapping[str, Tenant], seed:
     keys = [key if isinstance(key, OrderKey) else OrderKey(label=key) for key in selection.order]
     salt = seed.encode() + b"\x00"
 
-    def sort_key(tenant: Tenant) -> tuple:
-        ranks: list[tuple] = []
+    def sort_key(tenant: Tenant) -> tuple[tuple[int, str] | bytes | str, ...]:
+        ranks: list[tuple[int, str]] = []
         for key in keys:
             value = tenant.labels.get(key.label)
             if key.values is not None:

@@ -19,13 +19,15 @@ from functools import cache
 from typing import Protocol
 
 from powerx_upgrade.domain.models import OrderKey, Plan, RepresentSpec, TenantSelection
+from powerx_upgrade.domain.problems import Severity
 
 NO_VALUE = "(none)"
 """The value a segment shows for a tenant without the label."""
 
 
 class Labelled(Protocol):
-    labels: Mapping[str, str]
+    @property
+    def labels(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ def _unasked_gaps(
 # Validation without a tenant list
 # ---------------------------------------------------------------------------------------------
 
-Finding = tuple[tuple[str | int, ...], str, str]
+Finding = tuple[tuple[str | int, ...], str, Severity]
 
 
 def representation_findings(plan: Plan) -> list[Finding]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from powerx_upgrade.domain.gate import TenantStats, judge, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, judge, metric_value
 
 RATE_METRICS = frozenset({"error_rate"})
 MS_METRICS = frozenset({"latency_p95_ms"})
@@ -95,7 +95,7 @@ def describe(
     batch: int,
     batch_name: str | None = None,
     segment: Segment | None = None,
-    baselines: Mapping[int, str] | None = None,
+    baselines: Mapping[int, str | None] | None = None,
 ) -> str:
     """The verdict as one sentence a release manager can act on (the `reason` stays the short
     machine-ish text); `segment` adds where a failure concentrates; `baselines` names each
@@ -228,8 +228,8 @@ def shared_labels(
     """The label values every one of `tenants` has (`(("tier", "bronze"),)`), sorted; empty when
     they share none or a tenant's labels are unknown. Names the segment of a failure too small
     to concentrate (one breaching tenant in a representative canary)."""
-    known = [labels.get(t) for t in tenants]
-    if not known or any(k is None for k in known):
+    known = [labels[t] for t in tenants if t in labels]
+    if not known or len(known) < len(tenants):
         return ()
     first, *rest = known
     return tuple(

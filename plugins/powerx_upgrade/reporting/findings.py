@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from powerx_upgrade.domain.gate import TenantStats, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, metric_value
 from powerx_upgrade.ledger.records import RunRecord
 from powerx_upgrade.reporting.values import iso, minutes_between, ratio
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from powerx_upgrade.domain.exposure import exposure
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.ledger.records import (
     ActionRecord,
     ApprovalRecord,
@@ -86,7 +87,7 @@ class RunRecords:
     """Approval tokens used on this run (never the tokens: who, what, when, token id)."""
 
     @classmethod
-    def from_ledger(cls, ledger: Any, run_id: str) -> RunRecords:
+    def from_ledger(cls, ledger: Ledger, run_id: str) -> RunRecords:
         run = ledger.get_run(run_id)
         if run is None:
             return cls(None)
@@ -100,7 +101,7 @@ class RunRecords:
 
 
 def report_from_ledger(
-    ledger: Any, run_id: str, *, identity: RunIdentity | None = None, **options: Any
+    ledger: Ledger, run_id: str, *, identity: RunIdentity | None = None, **options: Any
 ) -> dict[str, Any]:
     """`build_report()` over what the ledger holds for `run_id`."""
     return build_report(RunRecords.from_ledger(ledger, run_id), identity=identity, **options)

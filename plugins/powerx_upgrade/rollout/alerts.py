@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from powerx_upgrade.domain.alerts import EVENT, Alert
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder, stable_id
 
@@ -69,7 +70,7 @@ def raise_alert(
     return True
 
 
-def alerts_of(ledger: Any, run_id: str) -> list[dict[str, Any]]:
+def alerts_of(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     """The alerts a run raised, oldest first (for the report)."""
     found = []
     for record in ledger.audit_records(run_id):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from powerx_upgrade.domain.models import ControlSpec, Plan
-from powerx_upgrade.ledger import ApprovalReplayed, AuditEntry
+from powerx_upgrade.ledger import ApprovalReplayed, AuditEntry, Ledger
 from powerx_upgrade.rollout.record import AuditClient, Recorder, audit_payload, stable_id
 from powerx_upgrade.security.approval import (
     ApprovalClaims,
@@ -25,7 +25,7 @@ REFUSED = "approval.refused"
 
 
 def accept_approval(
-    ledger: Any,
+    ledger: Ledger,
     token: str | None,
     settings: ApprovalSettings | None,
     *,
@@ -120,14 +120,14 @@ def accept_approval(
         raise
     except ApprovalReplayed as replay:
         when = f" at {replay.used_at}" if replay.used_at else ""
-        refusal = ApprovalRefused(
+        replayed = ApprovalRefused(
             "replayed",
             f"claim 'jti' is {replay.jti!r}, which was already used{when};"
             " expected a token not used before (approval tokens are single use)",
         )
-        _audit_refusal(ledger, refusal, token, where, actor, plugin, now)
+        _audit_refusal(ledger, replayed, token, where, actor, plugin, now)
         _flush(ledger, audit)
-        raise refusal from None
+        raise replayed from None
     _flush(ledger, audit)
     return claims
 
@@ -160,7 +160,7 @@ def _payload(
 
 
 def _audit_refusal(
-    ledger: Any,
+    ledger: Ledger,
     refusal: ApprovalRefused,
     token: str | None,
     where: dict[str, Any],
@@ -185,6 +185,6 @@ def _audit_refusal(
     )
 
 
-def _flush(ledger: Any, audit: AuditClient | None) -> None:
+def _flush(ledger: Ledger, audit: AuditClient | None) -> None:
     if audit is not None:
         Recorder(ledger, audit=audit).flush()

@@ -30,8 +30,10 @@ from powerx_upgrade.domain.adjust import (
     recut_remaining,
 )
 from powerx_upgrade.domain.decide import Action, Decision
-from powerx_upgrade.domain.gate import GateEvaluation, Phase
+from powerx_upgrade.domain.gate import GateEvaluation
+from powerx_upgrade.domain.measurement import Phase
 from powerx_upgrade.domain.models import GateSpec, Plan, Policy
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.ledger.records import ControlKind, ControlOutcome, ControlRecord
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import planned_batches
@@ -45,22 +47,22 @@ GATE_REQUESTS = {
 }
 
 
-def _first(ledger: Any, run_id: str, kind: str) -> ControlRecord | None:
+def _first(ledger: Ledger, run_id: str, kind: str) -> ControlRecord | None:
     pending = ledger.controls(run_id, kind=kind, pending=True)
     return pending[0] if pending else None
 
 
-def pending_rollback(ledger: Any, run_id: str) -> ControlRecord | None:
+def pending_rollback(ledger: Ledger, run_id: str) -> ControlRecord | None:
     """The oldest rollback request of the run not settled yet."""
     return _first(ledger, run_id, ControlKind.ROLLBACK)
 
 
-def pending_pause(ledger: Any, run_id: str) -> ControlRecord | None:
+def pending_pause(ledger: Ledger, run_id: str) -> ControlRecord | None:
     """The oldest pause request of the run not settled yet."""
     return _first(ledger, run_id, ControlKind.PAUSE)
 
 
-def gate_request(ledger: Any, run_id: str) -> ControlRecord | None:
+def gate_request(ledger: Ledger, run_id: str) -> ControlRecord | None:
     """What ends a gate at once: a pending rollback (it outranks a pause), else a pause."""
     return pending_rollback(ledger, run_id) or pending_pause(ledger, run_id)
 
@@ -78,7 +80,7 @@ def requested_evaluation(control: ControlRecord, batch: int) -> GateEvaluation:
     return GateEvaluation(phase, f"{reason}: {note}" if note else reason, (), 0, False)
 
 
-def takeover_active(ledger: Any, run_id: str) -> ControlRecord | None:
+def takeover_active(ledger: Ledger, run_id: str) -> ControlRecord | None:
     """The takeover in force: the latest takeover/release request, when it is a takeover."""
     toggles = [
         c
@@ -116,7 +118,7 @@ def adjustment_payload(control: ControlRecord) -> Any:
     return payload
 
 
-def adjustments_in_force(ledger: Any, run_id: str) -> InForce:
+def adjustments_in_force(ledger: Ledger, run_id: str) -> InForce:
     """Every adjust request of the run not refused, parsed; a payload that no longer parses
     (written by hand into the ledger, or by an older version) is left out and reported."""
     controls: list[ControlRecord] = []
@@ -134,7 +136,7 @@ def adjustments_in_force(ledger: Any, run_id: str) -> InForce:
     return InForce(tuple(controls), tuple(adjustments), tuple(invalid))
 
 
-def effective_policy(plan: Plan, ledger: Any, run_id: str) -> Policy:
+def effective_policy(plan: Plan, ledger: Ledger, run_id: str) -> Policy:
     """The plan's policy with the run's adjustments applied in order."""
     found = adjustments_in_force(ledger, run_id)
     return apply_adjustments(plan.policy, found.adjustments) if found.adjustments else plan.policy
@@ -151,7 +153,9 @@ class GateControls:
     """Adjust requests this read put in force (the sensor settles them)."""
 
 
-def gate_controls(ledger: Any, run_id: str, gate: GateSpec, watch: dict[str, Any]) -> GateControls:
+def gate_controls(
+    ledger: Ledger, run_id: str, gate: GateSpec, watch: dict[str, Any]
+) -> GateControls:
     """The pending request that ends the gate, else the gate and bake to poke with next."""
     request = gate_request(ledger, run_id)
     found = adjustments_in_force(ledger, run_id)
@@ -165,7 +169,7 @@ def gate_controls(ledger: Any, run_id: str, gate: GateSpec, watch: dict[str, Any
 
 
 def settle_adjustments(
-    ledger: Any,
+    ledger: Ledger,
     ctx: RunContext,
     ids: Iterable[int],
     *,
@@ -196,7 +200,7 @@ def settle_adjustments(
     return settled
 
 
-def refuse_invalid(ledger: Any, ctx: RunContext, found: InForce) -> None:
+def refuse_invalid(ledger: Ledger, ctx: RunContext, found: InForce) -> None:
     for control, why in found.invalid:
         ledger.settle_control(
             control.id,
@@ -213,7 +217,7 @@ def refuse_invalid(ledger: Any, ctx: RunContext, found: InForce) -> None:
 
 
 def replan_remaining(
-    ledger: Any, plan: Plan, ctx: RunContext, batch: int, recorder: Recorder | None = None
+    ledger: Ledger, plan: Plan, ctx: RunContext, batch: int, recorder: Recorder | None = None
 ) -> dict[str, Any] | None:
     """At the start of batch `batch`: re-cut the batches not started under the adjusted policy
     and keep them in the ledger (audited `run.replanned`); settle the adjustments this puts in
@@ -258,7 +262,7 @@ def _outline(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def settle_request(
-    ledger: Any, ctx: RunContext, control_id: int, *, batch: int, phase: str
+    ledger: Ledger, ctx: RunContext, control_id: int, *, batch: int, phase: str
 ) -> bool:
     """The gate ended on the request: settle it applied, audited."""
     control = ledger.get_control(control_id)
@@ -286,7 +290,7 @@ def settle_request(
     )
 
 
-def settle_toggles(ledger: Any, ctx: RunContext, batch: int) -> None:
+def settle_toggles(ledger: Ledger, ctx: RunContext, batch: int) -> None:
     """Takeover and release requests are in force from this decision on."""
     for kind in (ControlKind.TAKEOVER, ControlKind.RELEASE):
         for control in ledger.controls(ctx.run_id, kind=kind, pending=True):
@@ -315,7 +319,7 @@ class Decided:
 
 
 def decide_under_controls(
-    ledger: Any, ctx: RunContext, decision: Decision, verdict: dict[str, Any], batch: int
+    ledger: Ledger, ctx: RunContext, decision: Decision, verdict: dict[str, Any], batch: int
 ) -> Decided:
     """The gate's decision, as the run's controls have it: a verdict that ended on an
     operator's request is that operator's decision; while a takeover is in force a promotion
@@ -340,7 +344,7 @@ def decide_under_controls(
     return Decided(decision, "policy", "auto")
 
 
-def answer_for(ledger: Any, run_id: str, task_id: str) -> ControlRecord | None:
+def answer_for(ledger: Ledger, run_id: str, task_id: str) -> ControlRecord | None:
     """The pending `answer` request for a HITL task (its full task id, `batch_2.pause`)."""
     answers = [
         c
@@ -350,7 +354,7 @@ def answer_for(ledger: Any, run_id: str, task_id: str) -> ControlRecord | None:
     return answers[-1] if answers else None
 
 
-def settle_at_end(ledger: Any, ctx: RunContext, outcome: str) -> list[int]:
+def settle_at_end(ledger: Ledger, ctx: RunContext, outcome: str) -> list[int]:
     """The run ended: settle every request it can no longer honour (`expired`), except rollback
     requests when the run did not roll back (the rollback DAG serves those)."""
     expired = []

@@ -7,6 +7,7 @@ from typing import Any
 from powerx_upgrade.domain.decide import Upgraded, rollback_targets
 from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.domain.models import Plan, RollbackScope
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import artifact_refusal, selected_tenants
 
@@ -23,7 +24,7 @@ OUTCOMES = (
 
 def rollback_plan(
     platform: Any,
-    ledger: Any,
+    ledger: Ledger,
     plan: Plan,
     ctx: RunContext,
     failing_batch: int | None,
@@ -37,7 +38,7 @@ def rollback_plan(
 
 def rollback_candidates(
     platform: Any,
-    ledger: Any,
+    ledger: Ledger,
     ctx: RunContext,
     scope: RollbackScope,
     failing_batch: int | None,
@@ -67,7 +68,7 @@ def rollback_candidates(
     ]
 
 
-def outcome_of(ledger: Any, platform: Any, ctx: RunContext) -> tuple[str, dict[str, Any]]:
+def outcome_of(ledger: Ledger, platform: Any, ctx: RunContext) -> tuple[str, dict[str, Any]]:
     """The run's outcome from the ledger and, for a promotion, the platform's own word."""
     run = ledger.get_run(ctx.run_id)
     refusal = artifact_refusal(ledger, ctx.run_id) if run is not None and not run.batches else None
@@ -102,7 +103,7 @@ def outcome_of(ledger: Any, platform: Any, ctx: RunContext) -> tuple[str, dict[s
     return "promoted", {"tenants": len(selected)}
 
 
-def upgrade_success_rate(ledger: Any, run_id: str) -> float | None:
+def upgrade_success_rate(ledger: Ledger, run_id: str) -> float | None:
     """Upgrades that succeeded over upgrades attempted in this run (skipped and refused tenants
     were not attempted); None when nothing was attempted."""
     attempted = [
@@ -113,7 +114,7 @@ def upgrade_success_rate(ledger: Any, run_id: str) -> float | None:
     return sum(1 for a in attempted if a.state == "succeeded") / len(attempted)
 
 
-def record_exposure(ledger: Any, run_id: str) -> dict[str, Any] | None:
+def record_exposure(ledger: Ledger, run_id: str) -> dict[str, Any] | None:
     """Compute the finished run's exposure (`domain.exposure`) from its actions and verdicts and
     keep it in the run's detail under `exposure`; None for a run the ledger does not know."""
     run = ledger.get_run(run_id)

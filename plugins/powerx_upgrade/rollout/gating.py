@@ -8,17 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.alerts import monitoring_error_alert
-from powerx_upgrade.domain.gate import (
-    GateEvaluation,
-    GateInput,
-    Measurement,
-    MonitoringError,
-    Phase,
-    TenantStats,
-    evaluate,
-)
+from powerx_upgrade.domain.gate import GateEvaluation, GateInput, MonitoringError, evaluate
+from powerx_upgrade.domain.measurement import Measurement, Phase, TenantStats
 from powerx_upgrade.domain.models import GateSpec, Plan
 from powerx_upgrade.domain.monitoring import pools
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXError, PowerXUnavailable
@@ -28,7 +22,7 @@ from powerx_upgrade.rollout.record import Recorder
 Query = Callable[[list[str], datetime, datetime], Awaitable[dict[str, Any]]]
 
 
-def deploy_check(ledger: Any, plan: Plan, ctx: RunContext, batch: int) -> dict[str, Any]:
+def deploy_check(ledger: Ledger, plan: Plan, ctx: RunContext, batch: int) -> dict[str, Any]:
     """How the batch's deploy went, against `max_failed`."""
     planned = next((b for b in planned_batches(ledger, ctx.run_id) if b["index"] == batch), None)
     tenants = planned["tenants"] if planned else []
@@ -78,7 +72,7 @@ def deploy_failure_evaluation(check: dict[str, Any], plan: Plan) -> GateEvaluati
 
 
 def gate_watch(
-    ledger: Any, plan: Plan, ctx: RunContext, batch: int, check: dict[str, Any]
+    ledger: Ledger, plan: Plan, ctx: RunContext, batch: int, check: dict[str, Any]
 ) -> dict[str, Any]:
     """Everything the gate trigger needs, as plain JSON (it runs in the triggerer)."""
     batches = planned_batches(ledger, ctx.run_id)

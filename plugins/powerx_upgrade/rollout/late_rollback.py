@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from powerx_upgrade.domain.models import RollbackScope
+from powerx_upgrade.ledger import Ledger, UnknownRun
 from powerx_upgrade.ledger.records import ControlKind, ControlRecord, RunOutcome, RunRecord
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.finalize import rollback_candidates
@@ -36,7 +37,7 @@ class LateRollbackContext(RunContext):
         return f"{self.run_id}:{kind}@{self.by_run}:{tenant}"
 
 
-def resolve_target_run(ledger: Any, *, run_id: str | None, plan_id: str | None) -> RunRecord:
+def resolve_target_run(ledger: Ledger, *, run_id: str | None, plan_id: str | None) -> RunRecord:
     """The run to roll back: `run_id`, else the newest run of `plan_id` that upgraded tenants."""
     if run_id:
         run = ledger.get_run(run_id)
@@ -59,13 +60,13 @@ def resolve_target_run(ledger: Any, *, run_id: str | None, plan_id: str | None) 
     return run
 
 
-def _upgraded_any(ledger: Any, run: RunRecord) -> bool:
+def _upgraded_any(ledger: Ledger, run: RunRecord) -> bool:
     return not run.dry_run and any(
         not a.noop for a in ledger.actions(run.run_id, kind="upgrade", state="succeeded")
     )
 
 
-def request_of(ledger: Any, run: RunRecord, request_id: Any) -> ControlRecord | None:
+def request_of(ledger: Ledger, run: RunRecord, request_id: Any) -> ControlRecord | None:
     """The rollback request (a control id) this DAG run serves, checked against the run."""
     if request_id in (None, ""):
         return None
@@ -99,7 +100,7 @@ def context_for(
 
 
 def failing_batch(
-    ledger: Any, run: RunRecord, request: ControlRecord | None
+    ledger: Ledger, run: RunRecord, request: ControlRecord | None
 ) -> tuple[int | None, list[str]]:
     """The batch a `batch` / `failed_tenants` scope is about, and the tenants a gate blamed:
     the request's batch, else the run's last decision that did not promote (None: all)."""
@@ -118,7 +119,7 @@ def failing_batch(
 
 def late_targets(
     platform: Any,
-    ledger: Any,
+    ledger: Ledger,
     ctx: RunContext,
     scope: RollbackScope,
     batch: int | None,
@@ -137,7 +138,7 @@ def late_targets(
 
 
 def record_late_rollback(
-    ledger: Any,
+    ledger: Ledger,
     ctx: LateRollbackContext,
     *,
     via: str,
@@ -183,7 +184,10 @@ def record_late_rollback(
     )
     if not targets and not failed:
         note = "no tenant of the run was on the new version: nothing to roll back"
-        run = ledger.get_run(ctx.run_id)
+        found = ledger.get_run(ctx.run_id)
+        if found is None:  # resolve_target_run read it before the rollback began
+            raise UnknownRun(ctx.run_id)
+        run = found
     else:
         note = f"{len(targets)} tenant(s) rolled back by {ctx.by_run}: {outcome}"
         run = ledger.late_rollback(

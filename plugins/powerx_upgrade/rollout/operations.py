@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXConflict, PowerXUnavailable
 from powerx_upgrade.rollout.record import Recorder
@@ -83,12 +84,12 @@ class RetryPolicy:
     max_backoff: float = 10.0
 
     def wait(self, attempt: int) -> float:
-        return min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
 
 
 def deploy_shard(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     *,
@@ -129,7 +130,7 @@ def deploy_shard(
 
 def rollback_shard(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     *,
@@ -164,7 +165,7 @@ def _run_all(
 class _TenantOp:
     """One tenant's upgrade or rollback in this run: who and what, named once."""
 
-    ledger: Any
+    ledger: Ledger
     recorder: Recorder
     ctx: RunContext
     kind: str
@@ -232,7 +233,7 @@ class _TenantOp:
 
 def _upgrade_one(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     batch: int,
@@ -274,7 +275,7 @@ def _upgrade_one(
 
 def _rollback_one(
     platform: PlatformClient,
-    ledger: Any,
+    ledger: Ledger,
     recorder: Recorder,
     ctx: RunContext,
     target: dict[str, Any],
@@ -369,13 +370,14 @@ def verify_rollback(
 ) -> dict[str, Any]:
     """Read every rolled-back tenant from the platform: old version, old config, ready."""
     by_id = {t["id"]: t for t in platform.list_tenants(ctx.plugin)}
-    verified, broken = [], []
+    verified: list[dict[str, Any]] = []
+    broken: list[dict[str, Any]] = []
     for target in targets:
         tenant = target["tenant"]
         state = by_id.get(tenant)
         upgrade = actions.get(tenant)
         want_config = getattr(upgrade, "from_config", None)
-        problems = []
+        problems: list[str] = []
         if state is None:
             problems.append("unknown to the platform")
         else:

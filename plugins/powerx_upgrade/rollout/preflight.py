@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from powerx_upgrade.domain.alerts import artifact_unverified_alert
-from powerx_upgrade.domain.gate import TenantStats, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.planner import Tenant, plan_batches
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder
@@ -23,7 +24,7 @@ LABELS_KEY = "tenant_labels"
 the verdict's segment concentration (rollout/verdicts.py)."""
 
 
-def start_run(ledger: Any, ctx: RunContext, conf: dict[str, Any] | None = None) -> None:
+def start_run(ledger: Ledger, ctx: RunContext, conf: dict[str, Any] | None = None) -> None:
     ledger.start_run(
         ctx.run_id,
         dag_id=ctx.dag_id,
@@ -121,7 +122,7 @@ def _refuse(
     )
 
 
-def artifact_refusal(ledger: Any, run_id: str) -> dict[str, Any] | None:
+def artifact_refusal(ledger: Ledger, run_id: str) -> dict[str, Any] | None:
     """The details of the run's `artifact.refused` audit record, if preflight refused it."""
     for record in ledger.audit_records(run_id):
         if record.event == ARTIFACT_REFUSED:
@@ -136,7 +137,7 @@ def tenants_of(platform_tenants: list[dict[str, Any]]) -> list[Tenant]:
     ]
 
 
-def plan_run(platform: Any, ledger: Any, plan: Plan, ctx: RunContext) -> dict[str, Any]:
+def plan_run(platform: Any, ledger: Ledger, plan: Plan, ctx: RunContext) -> dict[str, Any]:
     """Fetch the plugin's tenants, plan the batches, keep them in the ledger; a summary back."""
     fleet = platform.list_tenants(ctx.plugin)
     tenants = tenants_of(fleet)
@@ -169,17 +170,17 @@ def _labels_of(tenants: list[Tenant], selected: Iterable[str]) -> dict[str, dict
     return {t.id: dict(t.labels) for t in tenants if t.id in wanted and t.labels}
 
 
-def planned_batches(ledger: Any, run_id: str) -> list[dict[str, Any]]:
+def planned_batches(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     run = ledger.get_run(run_id)
     return list(run.batches or []) if run else []
 
 
-def selected_tenants(ledger: Any, run_id: str) -> list[str]:
+def selected_tenants(ledger: Ledger, run_id: str) -> list[str]:
     return [t for b in planned_batches(ledger, run_id) for t in b["tenants"]]
 
 
 def take_baseline(
-    monitoring: Any, ledger: Any, plan: Plan, ctx: RunContext, now: datetime | None = None
+    monitoring: Any, ledger: Ledger, plan: Plan, ctx: RunContext, now: datetime | None = None
 ) -> dict[str, Any]:
     """Query the selected tenants before anything changes: the pre_upgrade baseline."""
     now = now or datetime.now(UTC)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from powerx_upgrade.ledger import Ledger
+
 ERROR, WARNING = "error", "warning"
 
 
@@ -38,7 +40,7 @@ class Finding:
         return asdict(self)
 
 
-def expected_versions(ledger: Any, plugin: str, runs: Iterable[Any]) -> dict[str, Expected]:
+def expected_versions(ledger: Ledger, plugin: str, runs: Iterable[Any]) -> dict[str, Expected]:
     """Per tenant, the version its most recently finished upgrade or rollback left it on.
 
     Only settled actions count (`succeeded`, `skipped`); a failed or unfinished action says
@@ -93,7 +95,7 @@ def version_drift(
 
 
 def unsettled_actions(
-    ledger: Any, runs: Iterable[Any], fleet: Mapping[str, Mapping[str, Any]]
+    ledger: Ledger, runs: Iterable[Any], fleet: Mapping[str, Mapping[str, Any]]
 ) -> list[Finding]:
     """Actions of finished runs that never finished: the tenant's version is not known from
     the ledger, so the platform's answer is quoted for a human to confirm."""
@@ -117,7 +119,7 @@ def unsettled_actions(
     return findings
 
 
-def stale_claims(ledger: Any, runs: Iterable[Any]) -> list[Finding]:
+def stale_claims(ledger: Ledger, runs: Iterable[Any]) -> list[Finding]:
     """Tenants still claimed by a finished run (they block every other run of the plugin)."""
     findings = []
     for run in runs:
@@ -174,7 +176,7 @@ def broken_rollbacks(runs: Iterable[Any]) -> list[Finding]:
     return findings
 
 
-def audit_backlog(ledger: Any, *, now: datetime, max_age: timedelta) -> list[Finding]:
+def audit_backlog(ledger: Ledger, *, now: datetime, max_age: timedelta) -> list[Finding]:
     """Audit records still in the outbox after `max_age` (the audit service is down, or
     nothing has flushed since)."""
     pending = ledger.pending_audit(limit=10_000)
@@ -194,7 +196,7 @@ def audit_backlog(ledger: Any, *, now: datetime, max_age: timedelta) -> list[Fin
 
 
 def reconcile(
-    ledger: Any,
+    ledger: Ledger,
     plugin: str,
     fleet: Iterable[Mapping[str, Any]],
     *,

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.ledger.records import AuditEntry
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXRejected
@@ -95,7 +96,7 @@ class Recorder:
     """
 
     def __init__(
-        self, ledger: Any, audit: AuditClient | None = None, notify: NotifyClient | None = None
+        self, ledger: Ledger, audit: AuditClient | None = None, notify: NotifyClient | None = None
     ) -> None:
         self.ledger = ledger
         self.audit_client = audit

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from powerx_upgrade.domain.gate import TenantStats, metric_value
+from powerx_upgrade.domain.measurement import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.verdicts import (
     Segment,
@@ -16,6 +16,7 @@ from powerx_upgrade.domain.verdicts import (
     failing_check,
     shared_labels,
 )
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.preflight import LABELS_KEY, planned_batches
 
@@ -31,13 +32,13 @@ def should_notify(plan: Plan | None, event: str) -> bool:
     return event in (plan.notify.on if plan is not None else DEFAULT_ON)
 
 
-def tenant_labels(ledger: Any, run_id: str) -> dict[str, dict[str, str]]:
+def tenant_labels(ledger: Ledger, run_id: str) -> dict[str, dict[str, str]]:
     """The labels preflight kept for the run's tenants ({} for runs planned before it did)."""
     run = ledger.get_run(run_id)
     return dict((run.detail or {}).get(LABELS_KEY) or {}) if run else {}
 
 
-def previous_verdict(ledger: Any, run_id: str, batch: int) -> str | None:
+def previous_verdict(ledger: Ledger, run_id: str, batch: int) -> str | None:
     """The verdict in words of the batch before `batch` (for the next batch's approval)."""
     finals = [g for g in ledger.gate_evaluations(run_id, batch - 1, final_only=True)]
     if not finals:
@@ -46,7 +47,7 @@ def previous_verdict(ledger: Any, run_id: str, batch: int) -> str | None:
 
 
 def describe_verdict(
-    ledger: Any,
+    ledger: Ledger,
     plan: Plan,
     ctx: RunContext,
     batch: int,
@@ -72,7 +73,7 @@ def describe_verdict(
     return {"summary": summary, "segment": segment.as_dict() if segment else None}
 
 
-def _breaching(ledger: Any, ctx: RunContext, evaluation: Mapping[str, Any]) -> str:
+def _breaching(ledger: Ledger, ctx: RunContext, evaluation: Mapping[str, Any]) -> str:
     """Without a concentration (too few tenants to pool), the labels the breaching tenants of a
     failed verdict share: a representative canary's one bronze tenant still names its tier."""
     if evaluation.get("phase") != "fail":
@@ -90,7 +91,7 @@ def _breaching(ledger: Any, ctx: RunContext, evaluation: Mapping[str, Any]) -> s
 
 
 def _segment(
-    ledger: Any,
+    ledger: Ledger,
     plan: Plan,
     ctx: RunContext,
     evaluation: Mapping[str, Any],
@@ -140,7 +141,7 @@ def _stats(
     return found
 
 
-def _pre_upgrade_limit(ledger: Any, ctx: RunContext, check: Any) -> Any:
+def _pre_upgrade_limit(ledger: Ledger, ctx: RunContext, check: Any) -> Any:
     """A pre_upgrade-relative limit as it applies to a set of tenants: against their pooled
     baseline, as the gate judges a batch. (A control baseline is one number for everyone: the
     failing measurement's own threshold.)"""

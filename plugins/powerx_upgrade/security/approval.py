@@ -1,6 +1,8 @@
 """Approval tokens: JWTs from an external approval system, each allowing one critical action
-(rollback, takeover, approve, resume, adjust) on one plan, optionally one run; PyJWT checks the
-signature, this module every claim. No Airflow, no HTTP: the settings come in as a value.
+(rollback, takeover, approve, resume, adjust) on one plan, optionally one run. PyJWT checks the
+signature and the registered claims (`exp`, `nbf`, `iat`, `aud`, `iss`, the required ones); this
+module the scope (action, plan, run), MFA and lifetime, and maps PyJWT's errors to our refusal
+codes. No Airflow, no HTTP: the settings come in as a value.
 
 A refusal is an `ApprovalRefused` with a closed `code` and a message that names the claim and
 the value expected; no message ever contains the token.
@@ -18,6 +20,11 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.types import Options
+
+from powerx_upgrade.security.refusals import REFUSAL_CODES as REFUSAL_CODES
+from powerx_upgrade.security.refusals import ApprovalRefused as ApprovalRefused
+from powerx_upgrade.security.refusals import numeric_date, refusal_for
 
 ACTIONS = ("rollback", "takeover", "approve", "resume", "adjust")
 """The values of a token's `action` claim: what an approver allows."""
@@ -39,30 +46,36 @@ DEFAULT_AUDIENCE = "powerx-grey-upgrade"
 ANY_PLAN = "*"
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 PUBLIC_KEY_ALGORITHMS = ("EdDSA", "RS256", "ES256")
-REFUSAL_CODES = (
-    "missing",
-    "malformed",
-    "forged",
-    "expired",
-    "not_yet_valid",
-    "wrong_audience",
-    "wrong_issuer",
-    "wrong_action",
-    "wrong_plan",
-    "wrong_run",
-    "mfa_required",
-    "too_long_lived",
-    "replayed",
-    "not_configured",
-)
 _BEARER = re.compile(r"^bearer(\s+|$)", re.IGNORECASE)
 _MAX_ID = 250  # the ledger's column width for jti and subject
-# PyJWT checks the signature only; every claim is checked below against the caller's `now`
-_SIGNATURE_ONLY = {
+_MEANING = {
+    "jti": "a unique token id",
+    "sub": "the approver's identity",
+    "action": f"one of {', '.join(ACTIONS)}",
+    "plan": f"a plan id or {ANY_PLAN!r}",
+    "exp": "seconds since the epoch (NumericDate)",
+}
+"""The claims every token carries (PyJWT's `require`), and what each holds."""
+# PyJWT compares `exp` with its own clock, and `nbf`/`iat` in the opposite direction, with one
+# leeway per decode: so the signature, the required claims, `exp`, `aud`, `iss`, `sub` and `jti`
+# are checked by one decode, `nbf` and `iat` by a second (see _verified_payload).
+_EXPIRY_CHECKS: Options = {
     "verify_signature": True,
-    "verify_exp": False,
+    "require": list(_MEANING),
+    "verify_exp": True,
     "verify_nbf": False,
     "verify_iat": False,
+    "verify_aud": True,
+    "verify_iss": True,
+    "verify_sub": True,
+    "verify_jti": True,
+}
+_NOT_BEFORE_CHECKS: Options = {
+    "verify_signature": True,
+    "require": [],
+    "verify_exp": False,
+    "verify_nbf": True,
+    "verify_iat": True,
     "verify_aud": False,
     "verify_iss": False,
     "verify_sub": False,
@@ -117,24 +130,6 @@ class ApprovalClaims:
         return values
 
 
-class ApprovalRefused(Exception):
-    """An approval token was refused; `code` is one of `REFUSAL_CODES`.
-
-    :param code: the closed reason code (`expired`, `wrong_plan`, ...).
-    :param message: what is wrong: the claim, its value and the value expected.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        if code not in REFUSAL_CODES:
-            raise ValueError(f"unknown refusal code {code!r}; expected one of {REFUSAL_CODES}")
-        self.code = code
-        self.message = message
-        super().__init__(f"approval token refused ({code}): {message}")
-
-    def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
-
-
 def action_for(operation: str) -> str:
     """The action a token must allow for `operation` (`ACTION_FOR`); ValueError if unknown."""
     try:
@@ -178,15 +173,9 @@ def verify_approval(
             "no approval verification key: set the password (shared secret) or extra"
             " 'public_key' of the Airflow connection 'powerx_approval'",
         )
-    payload = _verified_payload(token, settings)
+    payload = _verified_payload(token, settings, now)
     claims = _claims(payload)
     leeway = timedelta(seconds=settings.leeway_seconds)
-    _check_times(payload, claims, now, leeway)
-    _check_audience(payload.get("aud"), settings.audience)
-    if settings.issuer is not None and claims.issuer != settings.issuer:
-        raise ApprovalRefused(
-            "wrong_issuer", f"claim 'iss' is {claims.issuer!r}; expected {settings.issuer!r}"
-        )
     _check_scope(claims, action=action, operation=operation, plan_id=plan_id, run_id=run_id)
     if require_mfa and not claims.mfa:
         raise ApprovalRefused(
@@ -323,7 +312,7 @@ def _algorithm_of(key: Any) -> str:
     raise ValueError(f"{type(key).__name__} keys are not supported; use Ed25519, RSA or EC P-256")
 
 
-def _verified_payload(token: str, settings: ApprovalSettings) -> dict[str, Any]:
+def _verified_payload(token: str, settings: ApprovalSettings, now: datetime) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -332,27 +321,46 @@ def _verified_payload(token: str, settings: ApprovalSettings) -> dict[str, Any]:
         ) from None
     keys = _verification_keys(settings)
     algorithm = header.get("alg")
-    if algorithm not in keys:
+    if not isinstance(algorithm, str) or algorithm not in keys:
         raise ApprovalRefused(
             "forged",
             f"header 'alg' is {str(algorithm)[:20]!r}; expected one of {', '.join(keys)}"
             " (the algorithms of the configured keys)",
         )
     kind = "shared secret" if algorithm in HMAC_ALGORITHMS else "public key"
+    # PyJWT checks times against its clock; the caller checks against `now` (the same moment in
+    # production, a fixed one in tests and replays): the difference goes into the leeway, which
+    # PyJWT subtracts for `exp` and adds for `nbf` and `iat`.
+    skew = (datetime.now(UTC) - now).total_seconds()
     try:
-        return jwt.decode(token, keys[algorithm], algorithms=[algorithm], options=_SIGNATURE_ONLY)
-    except jwt.InvalidSignatureError:
-        raise ApprovalRefused(
-            "forged", f"the signature does not verify with the configured {kind} ({algorithm})"
-        ) from None
-    except jwt.DecodeError:
-        raise ApprovalRefused(
-            "malformed", "the approval token's payload is not a JSON object of claims"
-        ) from None
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            keys[algorithm],
+            algorithms=[algorithm],
+            options=_EXPIRY_CHECKS,
+            audience=settings.audience,
+            issuer=settings.issuer,
+            leeway=settings.leeway_seconds + skew,
+        )
+        jwt.decode(
+            token,
+            keys[algorithm],
+            algorithms=[algorithm],
+            options=_NOT_BEFORE_CHECKS,
+            leeway=settings.leeway_seconds - skew,
+        )
     except jwt.PyJWTError as exc:
-        raise ApprovalRefused(
-            "forged", f"the token does not verify with the configured {kind}: {type(exc).__name__}"
+        raise refusal_for(
+            exc,
+            token,
+            key=f"the configured {kind} ({algorithm})",
+            audience=settings.audience,
+            issuer=settings.issuer,
+            now=now,
+            leeway_seconds=settings.leeway_seconds,
+            meanings=_MEANING,
         ) from None
+    return payload
 
 
 def _required_text(payload: Mapping[str, Any], claim: str, meaning: str) -> str:
@@ -366,20 +374,11 @@ def _required_text(payload: Mapping[str, Any], claim: str, meaning: str) -> str:
     return value
 
 
-def _time(payload: Mapping[str, Any], claim: str, *, required: bool) -> datetime | None:
-    value = payload.get(claim)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApprovalRefused(
-            "malformed",
-            f"claim {claim!r} is {'missing' if value is None else 'not a number'};"
-            " expected seconds since the epoch (NumericDate)",
-        )
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise ApprovalRefused("malformed", f"claim {claim!r} is out of range") from None
+def _expiry(payload: Mapping[str, Any]) -> datetime:
+    expires = numeric_date(payload, "exp", required=True)
+    if expires is None:  # pragma: no cover - required=True refuses a missing exp
+        raise ApprovalRefused("malformed", f"claim 'exp' is missing; expected {_MEANING['exp']}")
+    return expires
 
 
 def _mfa(payload: Mapping[str, Any]) -> bool:
@@ -393,42 +392,16 @@ def _claims(payload: Mapping[str, Any]) -> ApprovalClaims:
         raise ApprovalRefused("malformed", "claim 'run' must be a run id (a non-empty string)")
     issuer = payload.get("iss")
     return ApprovalClaims(
-        jti=_required_text(payload, "jti", "a unique token id"),
-        subject=_required_text(payload, "sub", "the approver's identity"),
-        action=_required_text(payload, "action", f"one of {', '.join(ACTIONS)}"),
-        plan_id=_required_text(payload, "plan", f"a plan id or {ANY_PLAN!r}"),
+        jti=_required_text(payload, "jti", _MEANING["jti"]),
+        subject=_required_text(payload, "sub", _MEANING["sub"]),
+        action=_required_text(payload, "action", _MEANING["action"]),
+        plan_id=_required_text(payload, "plan", _MEANING["plan"]),
         run_id=run,
         mfa=_mfa(payload),
-        issued_at=_time(payload, "iat", required=False),
-        expires_at=_time(payload, "exp", required=True),  # type: ignore[arg-type]
+        issued_at=numeric_date(payload, "iat", required=False),
+        expires_at=_expiry(payload),
         issuer=issuer if isinstance(issuer, str) else None,
     )
-
-
-def _check_times(
-    payload: Mapping[str, Any], claims: ApprovalClaims, now: datetime, leeway: timedelta
-) -> None:
-    if now > claims.expires_at + leeway:
-        raise ApprovalRefused(
-            "expired",
-            f"claim 'exp' is {claims.expires_at.isoformat()}; expected a time after now"
-            f" ({now.isoformat()}, leeway {leeway.total_seconds():g} s)",
-        )
-    not_before = _time(payload, "nbf", required=False)
-    for claim, moment in (("nbf", not_before), ("iat", claims.issued_at)):
-        if moment is not None and moment > now + leeway:
-            raise ApprovalRefused(
-                "not_yet_valid",
-                f"claim {claim!r} is {moment.isoformat()}; expected a time before now"
-                f" ({now.isoformat()}, leeway {leeway.total_seconds():g} s)",
-            )
-
-
-def _check_audience(aud: Any, expected: str) -> None:
-    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if expected not in audiences:
-        shown = "missing" if aud is None else repr(aud)[:200]
-        raise ApprovalRefused("wrong_audience", f"claim 'aud' is {shown}; expected {expected!r}")
 
 
 def _check_scope(

@@ -8,6 +8,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -109,6 +110,14 @@ def _decode_signature(signature: str) -> bytes | None:
     return None
 
 
+class _Facts(TypedDict):
+    """What an `ArtifactRefused` names about the artifact."""
+
+    plugin: str
+    version: str
+    sha256: str
+
+
 def verify_artifact(
     signature: str | None,
     plugin: str,
@@ -119,7 +128,7 @@ def verify_artifact(
     """The id of the trusted key that signed (plugin, version, sha256); raises ArtifactRefused
     (`unsigned`, `malformed`, `no_keys`, `mismatch`) otherwise."""
     what = f"artifact {plugin} {version} (sha256 {sha256})"
-    facts = {"plugin": plugin, "version": version, "sha256": sha256}
+    facts = _Facts(plugin=plugin, version=version, sha256=sha256)
     if signature is None or not str(signature).strip():
         raise ArtifactRefused(
             "unsigned",
@@ -164,6 +173,7 @@ def verify_artifact(
 def public_key_from_pem(data: bytes | str, where: str) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or an OpenSSH `ssh-ed25519` line."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    key: object
     try:
         if raw.lstrip().startswith(b"ssh-"):
             key = serialization.load_ssh_public_key(raw.strip())

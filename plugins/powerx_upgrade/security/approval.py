@@ -66,7 +66,7 @@ _EXPIRY_CHECKS: Options = {
     "verify_nbf": False,
     "verify_iat": False,
     "verify_aud": True,
-    "verify_iss": True,
+    "verify_iss": False,
     "verify_sub": True,
     "verify_jti": True,
 }
@@ -77,7 +77,7 @@ _NOT_BEFORE_CHECKS: Options = {
     "verify_nbf": True,
     "verify_iat": True,
     "verify_aud": False,
-    "verify_iss": False,
+    "verify_iss": True,
     "verify_sub": False,
     "verify_jti": False,
 }
@@ -339,14 +339,16 @@ def _verified_payload(token: str, settings: ApprovalSettings, now: datetime) -> 
             algorithms=[algorithm],
             options=_EXPIRY_CHECKS,
             audience=settings.audience,
-            issuer=settings.issuer,
             leeway=settings.leeway_seconds + skew,
         )
+        # the issuer second: a token for another audience is refused as such first, whatever
+        # its issuer (PyJWT itself checks `iss` before `aud`)
         jwt.decode(
             token,
             keys[algorithm],
             algorithms=[algorithm],
             options=_NOT_BEFORE_CHECKS,
+            issuer=settings.issuer,
             leeway=settings.leeway_seconds - skew,
         )
     except jwt.PyJWTError as exc:

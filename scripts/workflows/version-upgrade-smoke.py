@@ -1,8 +1,4 @@
 #!/usr/bin/env python3
-# /// script
-# requires-python = ">=3.11"
-# dependencies = ["httpx>=0.27", "rich>=13", "cryptography>=42"]
-# ///
 """Smoke test of a running grey-upgrade deployment, through Airflow's REST API only.
 
 Runs a happy path (a version the platform takes well: the run must succeed, outcome
@@ -21,9 +17,10 @@ Preflight refuses an unsigned artifact: with --signing-key (the release pipeline
 private key) each path's run is signed for its plugin, target version and artifact SHA-256 (the
 conf's, else the DAG's trigger-form defaults), unless its conf already has artifact_signature.
 
-Every option also reads an environment variable (see --help). Imports no Airflow: it runs from
-any machine with httpx and rich, plus cryptography to sign
-(`uv run scripts/workflows/version-upgrade-smoke.py` installs them from the header above).
+Every option also reads an environment variable (see --help). Imports no Airflow: it talks to
+Airflow through the package's REST client (`powerx_upgrade.airflow_client`), so it runs wherever
+the powerx-grey-upgrade package is installed (`uv run scripts/workflows/version-upgrade-smoke.py`
+from the repository uses the project's environment).
 """
 
 from __future__ import annotations
@@ -42,6 +39,9 @@ from urllib.parse import quote
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from powerx_upgrade.airflow_client import AirflowClient, ApiError, Unreachable
+from powerx_upgrade.security.artifacts import artifact_message
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -96,12 +96,9 @@ class Options:
 # -- Airflow REST API ------------------------------------------------------------------------
 
 
-def _q(part: str) -> str:
-    return quote(part, safe="")
-
-
 class AirflowApi:
-    """The few `/api/v2` calls the smoke test makes, with a bearer token from `/auth/token`.
+    """The `/api/v2` calls the smoke test makes, through the package's REST client with a
+    bearer token from `/auth/token` (renewed once on 401); every failure is a SetupError.
 
     :param base_url: the api-server, e.g. http://localhost:8080.
     :param username: a user allowed to trigger DAGs.
@@ -110,109 +107,65 @@ class AirflowApi:
     """
 
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0):
-        self.base_url = base_url.rstrip("/")
-        self._login = {"username": username, "password": password}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
-        self._token: str | None = None
+        self.client = AirflowClient(base_url, username=username, password=password, timeout=timeout)
+        self.base_url = self.client.base_url
 
     def close(self) -> None:
-        self._http.close()
+        self.client.close()
 
     def login(self) -> None:
         try:
-            response = self._http.post("/auth/token", json=self._login)
-        except httpx.HTTPError as exc:
-            raise SetupError(f"cannot reach Airflow at {self.base_url}: {exc}") from exc
-        if response.status_code not in (200, 201):
+            self.client.token(refresh=True)
+        except Unreachable as exc:
+            raise SetupError(f"cannot reach Airflow at {self.base_url}: {exc.detail}") from exc
+        except ApiError as exc:
             raise SetupError(
-                f"login refused: POST {self.base_url}/auth/token answered "
-                f"{response.status_code}: {response.text[:300]}"
-            )
-        try:
-            self._token = response.json()["access_token"]
-        except (ValueError, KeyError) as exc:
-            raise SetupError(
-                f"POST /auth/token gave no access_token: {response.text[:300]}"
+                f"login refused: POST {self.base_url}/auth/token answered {exc.status}: "
+                f"{exc.detail[:300]}"
             ) from exc
+        except (ValueError, KeyError) as exc:
+            raise SetupError(f"POST /auth/token gave no access_token: {exc}") from exc
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """An authenticated request; the token is renewed once on 401. Returns any status."""
-        if self._token is None:
-            self.login()
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self._token}"}
-            try:
-                response = self._http.request(method, path, headers=headers, **kwargs)
-            except httpx.HTTPError as exc:
-                raise SetupError(f"{method} {self.base_url}{path} failed: {exc}") from exc
-            if response.status_code != 401 or attempt == 2:
-                return response
-            self.login()
-        raise AssertionError("unreachable")
-
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON answer of a request that must succeed (else SetupError)."""
-        response = self.request(method, path, **kwargs)
-        if response.is_error:
-            raise SetupError(
-                f"{method} {path} answered {response.status_code}: {response.text[:500]}"
-            )
-        return response.json()
+    def _call(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Unreachable as exc:
+            raise SetupError(f"{exc.method} {exc.url} failed: {exc.detail}") from exc
+        except ApiError as exc:
+            raise SetupError(f"{what} answered {exc.status}: {exc.detail[:500]}") from exc
 
     def dag(self, dag_id: str) -> dict[str, Any] | None:
-        response = self.request("GET", f"/api/v2/dags/{_q(dag_id)}")
-        if response.status_code == 404:
-            return None
-        if response.is_error:
-            raise SetupError(f"GET dag {dag_id} answered {response.status_code}: {response.text}")
-        return response.json()
+        return self._call(f"GET dag {dag_id}", lambda: self.client.dag_or_none(dag_id))
 
     def dag_params(self, dag_id: str) -> dict[str, Any]:
         """The DAG's trigger-form defaults (its Params' values)."""
-        details = self.json("GET", f"/api/v2/dags/{_q(dag_id)}/details")
-        return {k: (v or {}).get("value") for k, v in (details.get("params") or {}).items()}
+        return self._call(f"GET dag {dag_id} details", lambda: self.client.dag_params(dag_id))
 
     def import_errors(self) -> list[dict[str, Any]]:
-        return self.json("GET", "/api/v2/importErrors", params={"limit": 20})["import_errors"]
+        return self._call("GET /api/v2/importErrors", self.client.import_errors)
 
     def unpause(self, dag_id: str) -> dict[str, Any]:
-        return self.json("PATCH", f"/api/v2/dags/{_q(dag_id)}", json={"is_paused": False})
+        return self._call(f"PATCH dag {dag_id}", lambda: self.client.unpause(dag_id))
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
-        body = {"logical_date": None, "conf": dict(conf)}
-        return self.json("POST", f"/api/v2/dags/{_q(dag_id)}/dagRuns", json=body)["dag_run_id"]
+        return self._call(
+            f"POST dag {dag_id} dagRuns",
+            lambda: self.client.trigger(dag_id, conf, unpause=False),
+        )
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
+        return self._call(f"GET run {run_id}", lambda: self.client.run(dag_id, run_id))
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances"
-        answer = self.json("GET", path, params={"limit": 1000})
-        return {
-            ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]": ti[
-                "state"
-            ]
-            for ti in answer["task_instances"]
-        }
+        return self._call(
+            f"GET run {run_id} taskInstances", lambda: self.client.task_states(dag_id, run_id)
+        )
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
         """A task's return value, or None when it has none."""
-        path = (
-            f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}"
-            "/xcomEntries/return_value"
+        return self._call(
+            f"GET {task_id} XCom of {run_id}", lambda: self.client.xcom(dag_id, run_id, task_id)
         )
-        response = self.request("GET", path)
-        if response.status_code == 404:
-            return None
-        if response.is_error:
-            raise SetupError(f"GET {path} answered {response.status_code}: {response.text}")
-        value = response.json().get("value")
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                return value
-        return value
 
 
 class Platform:
@@ -230,7 +183,7 @@ class Platform:
         self._http.close()
 
     def versions(self, plugin: str) -> dict[str, str]:
-        path = f"/internal/plugins/{_q(plugin)}/tenants"
+        path = f"/internal/plugins/{quote(plugin, safe='')}/tenants"
         try:
             response = self._http.get(path)
         except httpx.HTTPError as exc:
@@ -241,13 +194,6 @@ class Platform:
 
 
 # -- signing ---------------------------------------------------------------------------------
-
-
-def artifact_message(plugin: str, version: str, sha256: str) -> bytes:
-    """What is signed; the same bytes as powerx_upgrade.security.artifacts.artifact_message
-    (this script imports no powerx code; tests/deploy/test_smoke_script.py checks they agree)."""
-    body = f"plugin={plugin}\nversion={version}\nsha256={sha256.lower()}\n"
-    return b"powerx-artifact-v1\n" + body.encode("utf-8")
 
 
 def sign(private_key_pem: bytes, plugin: str, version: str, sha256: str) -> str:

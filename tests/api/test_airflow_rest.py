@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from powerx_upgrade.api.airflow_rest import _flat, loopback_url
+from powerx_upgrade.airflow_client import flat_hitl, loopback_url
 
 pytestmark = pytest.mark.unit
 
@@ -17,9 +17,9 @@ def test_the_loopback_address_keeps_the_api_servers_port_and_path():
 
 def test_a_hitl_request_names_its_task_at_the_top():
     nested = {"subject": "s", "task_instance": {"task_id": "batch_2.pause", "map_index": -1}}
-    assert _flat(nested)["task_id"] == "batch_2.pause"
-    assert _flat(nested)["map_index"] == -1
+    assert flat_hitl(nested)["task_id"] == "batch_2.pause"
+    assert flat_hitl(nested)["map_index"] == -1
     assert (
-        _flat({"task_id": "batch_1.approve", "task_instance": {"map_index": None}})["map_index"]
+        flat_hitl({"task_id": "batch_1.approve", "task_instance": {"map_index": None}})["map_index"]
         == -1
     )

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from powerx_upgrade.cli import client as http
+from powerx_upgrade import airflow_client as http
 from powerx_upgrade.cli import plugin
 from powerx_upgrade.cli.main import build_parser, main
 

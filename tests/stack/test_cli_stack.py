@@ -12,8 +12,8 @@ import json
 import pytest
 
 from powerx_dev.devstack import AirflowStack
+from powerx_upgrade.airflow_client import AirflowClient, ControlPlaneMissing
 from powerx_upgrade.cli import plugin
-from powerx_upgrade.cli.client import AirflowClient, ControlPlaneMissing
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.security.approval import issue_approval
 from tests.stack.conftest import APPROVAL_SECRET, AUTO_DAG, explain

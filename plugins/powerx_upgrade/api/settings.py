@@ -37,7 +37,7 @@ class ApiSettings:
     :param now: the clock (approval tokens' exp/nbf).
     :param body_limit: the largest request body, in bytes (413 above).
     :param reports_base: where reports are stored (None: `reporting.store.reports_base()`).
-    :param hitl_settle: see `airflow_rest.HITL_SETTLE_SECONDS`.
+    :param hitl_settle: see `airflow_client.HITL_SETTLE_SECONDS`.
     """
 
     ledger: Callable[[], Ledger]
@@ -99,7 +99,7 @@ def airflow_api_url() -> str:
     """$POWERX_UPGRADE_AIRFLOW_API_URL, else the api-server on 127.0.0.1 at its own port."""
     from airflow.configuration import conf
 
-    from powerx_upgrade.api.airflow_rest import loopback_url
+    from powerx_upgrade.airflow_client import loopback_url
 
     explicit = os.environ.get(AIRFLOW_URL_ENV)
     if explicit:

@@ -12,7 +12,7 @@ from powerx_upgrade.ledger.records import RunRecord
 from powerx_upgrade.reporting.values import iso, minutes_between, ratio
 
 if TYPE_CHECKING:
-    from powerx_upgrade.reporting.model import Facts
+    from powerx_upgrade.reporting.records import Facts
 
 POSTMORTEM_OUTCOMES = frozenset(
     {"rolled_back", "rollback_failed", "stopped", "failed", "partially_promoted"}

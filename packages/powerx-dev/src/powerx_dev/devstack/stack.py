@@ -15,7 +15,7 @@ from powerx_dev.devstack.components import Component
 from powerx_dev.devstack.environment import StackSettings
 from powerx_dev.devstack.errors import AirflowStackError, AirflowStackTimeout
 from powerx_dev.processes import tail
-from powerx_upgrade.cli.client import (
+from powerx_upgrade.airflow_client import (
     HITL_SETTLE_SECONDS,
     AirflowClient,
     AlreadyAnswered,

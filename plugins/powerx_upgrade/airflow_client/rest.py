@@ -1,213 +1,39 @@
-"""HTTP clients of Airflow's REST API (`/api/v2`) and of the project's control-plane API
-(`/internal/version/upgrade`), shared by the `powerx plugin` commands and the local stack
-launcher (`devstack`). Every failure is a typed `ApiError` naming the request, the status and
-the server's own detail; nothing here imports Airflow.
+"""Airflow's public REST API (`/api/v2`) as one caller: a bearer token given, or one a login
+turns into (renewed once on 401). Every failure is a typed `errors.ApiError` naming the request,
+the status and the server's detail; nothing here imports Airflow.
 
     api = AirflowClient.from_settings(ConnectionSettings.from_env())
-    run_id = api.trigger("plugin_upgrade__crm-sync-standard", {"target_version": "2.4.0"})
+    run_id = api.trigger(dag_id_of("crm-sync-standard"), {"target_version": "2.4.0"})
     ControlPlane(api).run(run_id)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
-DEFAULT_AIRFLOW_URL = "http://localhost:8080"
-CONTROL_PLANE_PREFIX = "/internal/version/upgrade"
-CLIENT_HEADER = "X-PowerX-Client"
-"""Sent as `cli` on every control-plane call: the ledger records such requests as via `cli`."""
-DAG_PREFIX = "plugin_upgrade__"
-
-ENV_URL = "POWERX_AIRFLOW_URL"
-ENV_TOKEN = "POWERX_AIRFLOW_TOKEN"
-ENV_USERNAME = "POWERX_AIRFLOW_USERNAME"
-ENV_PASSWORD = "POWERX_AIRFLOW_PASSWORD"
-ENV_APPROVAL_TOKEN = "POWERX_APPROVAL_TOKEN"
-
-HITL_SETTLE_SECONDS = 5.0
-"""How long `answer_hitl` lets a fresh request settle before answering it (see there)."""
-
-
-def dag_id_of(plan_id: str) -> str:
-    """The DAG id of a plan (one DAG per plan)."""
-    return f"{DAG_PREFIX}{plan_id}"
-
-
-def plan_id_of(dag_id: str) -> str | None:
-    """The plan id of a plan's DAG id, None for any other DAG."""
-    return dag_id.removeprefix(DAG_PREFIX) if dag_id.startswith(DAG_PREFIX) else None
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """A request failed: which one, the HTTP status (None when no answer came) and the
-    server's detail.
-
-    :param method: the HTTP method.
-    :param url: the full URL.
-    :param status: the HTTP status, None when the server could not be reached.
-    :param detail: what the server (or the transport) said.
-    :param code: a machine-readable reason when the server gave one (approval refusals).
-    """
-
-    def __init__(
-        self, method: str, url: str, status: int | None, detail: str, *, code: str | None = None
-    ):
-        self.method, self.url, self.status, self.detail, self.code = (
-            method,
-            url,
-            status,
-            detail,
-            code,
-        )
-        answered = f"answered {status}" if status is not None else "failed"
-        super().__init__(f"{method} {url} {answered}: {detail}")
-
-
-class Unreachable(ApiError):
-    """No HTTP answer at all (connection refused, DNS, timeout)."""
-
-
-class NotAuthenticated(ApiError):
-    """401: no token, a bad login or an expired token."""
-
-
-class Forbidden(ApiError):
-    """403: the user lacks the permission (or, with `code`, an approval token was refused)."""
-
-
-class NotFound(ApiError):
-    """404: no such DAG, run, task or route."""
-
-
-class Conflict(ApiError):
-    """409 / 412 / 428: the request clashes with the current state."""
-
-
-class Invalid(ApiError):
-    """400 / 413 / 422: the request itself was refused as malformed."""
-
-
-class ServerError(ApiError):
-    """5xx."""
-
-
-class ControlPlaneMissing(ApiError):
-    """The Airflow at this URL does not serve the control-plane API (the plugin is not
-    installed): its routes answer Starlette's bare `404 Not Found`."""
-
-
-class AlreadyAnswered(Exception):
-    """A human-in-the-loop request was answered before us."""
-
-
-_BY_STATUS: dict[int, type[ApiError]] = {
-    400: Invalid,
-    401: NotAuthenticated,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    412: Conflict,
-    413: Invalid,
-    422: Invalid,
-    428: Conflict,
-}
-
-
-def error_detail(response: httpx.Response) -> tuple[str, str | None]:
-    """The server's detail of an error answer, readable, and its code if it gave one.
-
-    Handles FastAPI's shapes: `{"detail": "text"}`, `{"detail": {"code", "message"}}`,
-    `{"detail": [{"loc"|"path", "msg"|"message"}, ...]}` (validation errors).
-    """
-    try:
-        body = response.json()
-    except ValueError:
-        return (response.text.strip()[:500] or response.reason_phrase), None
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    if isinstance(detail, str):
-        return detail, None
-    if isinstance(detail, dict):
-        message = detail.get("message") or detail.get("msg") or json.dumps(detail)
-        return str(message), detail.get("code")
-    if isinstance(detail, list):
-        return "; ".join(_problem(item) for item in detail), None
-    return json.dumps(detail)[:500], None
-
-
-def _problem(item: Any) -> str:
-    if not isinstance(item, dict):
-        return str(item)
-    where = item.get("path") or ".".join(str(p) for p in item.get("loc") or ())
-    message = item.get("message") or item.get("msg") or json.dumps(item)
-    line = f" (line {item['line']})" if item.get("line") else ""
-    return f"{where}: {message}{line}" if where else f"{message}{line}"
-
-
-def raise_for(method: str, response: httpx.Response) -> None:
-    """Raise the typed ApiError of an error answer; nothing for a success."""
-    if not response.is_error:
-        return
-    detail, code = error_detail(response)
-    kind = _BY_STATUS.get(response.status_code)
-    if kind is None:
-        kind = ServerError if response.status_code >= 500 else ApiError
-    raise kind(method, str(response.request.url), response.status_code, detail, code=code)
-
-
-# -- connection settings ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """Where Airflow is and how to log in: a ready token, or a username and password that
-    `POST /auth/token` turns into one.
-
-    :param url: the api-server's base URL.
-    :param token: a bearer token for the REST API.
-    :param username: login for `POST /auth/token` (when no token is given).
-    :param password: its password.
-    :param timeout: seconds per HTTP request.
-    """
-
-    url: str = DEFAULT_AIRFLOW_URL
-    token: str | None = None
-    username: str | None = None
-    password: str | None = None
-    timeout: float = 30.0
-
-    @classmethod
-    def from_env(
-        cls,
-        env: Mapping[str, str] | None = None,
-        *,
-        url: str | None = None,
-        token: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float = 30.0,
-    ) -> ConnectionSettings:
-        """Flags first, then `POWERX_AIRFLOW_*` variables, then the defaults."""
-        env = os.environ if env is None else env
-        return cls(
-            url=(url or env.get(ENV_URL) or DEFAULT_AIRFLOW_URL).rstrip("/"),
-            token=token or env.get(ENV_TOKEN) or None,
-            username=username or env.get(ENV_USERNAME) or None,
-            password=password or env.get(ENV_PASSWORD) or None,
-            timeout=timeout,
-        )
-
+from powerx_upgrade.airflow_client.constants import (
+    DAG_PREFIX,
+    ENV_PASSWORD,
+    ENV_TOKEN,
+    ENV_USERNAME,
+    HITL_SETTLE_SECONDS,
+)
+from powerx_upgrade.airflow_client.errors import (
+    AlreadyAnswered,
+    Conflict,
+    NotAuthenticated,
+    NotFound,
+    Unreachable,
+    raise_for,
+)
+from powerx_upgrade.airflow_client.settings import ConnectionSettings
 
 # -- Airflow's REST API -----------------------------------------------------------------------
 
@@ -329,8 +155,34 @@ class AirflowClient:
     def dag(self, dag_id: str) -> dict[str, Any]:
         return self.get(f"/api/v2/dags/{_q(dag_id)}")
 
-    def unpause(self, dag_id: str) -> None:
-        self.request("PATCH", f"/api/v2/dags/{_q(dag_id)}", json={"is_paused": False})
+    def dag_or_none(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG, None when Airflow does not know it (not parsed yet)."""
+        response = self.send("GET", f"/api/v2/dags/{_q(dag_id)}")
+        if response.status_code == 404:
+            return None
+        raise_for("GET", response)
+        return response.json()
+
+    def dag_params(self, dag_id: str) -> dict[str, Any]:
+        """The DAG's trigger-form defaults (its Params' values, `GET .../details`)."""
+        details = self.get(f"/api/v2/dags/{_q(dag_id)}/details")
+        return {k: (v or {}).get("value") for k, v in (details.get("params") or {}).items()}
+
+    def import_errors(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The dag-processor's import errors."""
+        return self.get("/api/v2/importErrors", limit=limit)["import_errors"]
+
+    def unpause(self, dag_id: str) -> dict[str, Any]:
+        """Unpause a DAG; returns the DAG as Airflow now has it."""
+        return self.request("PATCH", f"/api/v2/dags/{_q(dag_id)}", json={"is_paused": False}).json()
+
+    def reparse_file_of(self, dag_id: str) -> None:
+        """Ask the dag-processor to parse the file that defines `dag_id` now (a priority parsing
+        request, `PUT /parseDagFile/{file_token}`) instead of at its next scheduled pass."""
+        token = self.dag(dag_id).get("file_token")
+        if not token:
+            raise NotFound("GET", f"{self.base_url}/api/v2/dags/{dag_id}", None, "no file token")
+        self.request("PUT", f"/api/v2/parseDagFile/{_q(token)}")
 
     def trigger(
         self,
@@ -517,19 +369,47 @@ class AirflowClient:
             the exit of the worker that parked the task (the resumed try and the parked one share
             a key); humans never answer that fast, scripts do.
         """
-        path = hitl_path(dag_id, run_id, task_id, map_index)
-        request = self.get(path)
+        request = self.hitl_detail(dag_id, run_id, task_id, map_index=map_index)
         if request.get("response_received"):
             raise AlreadyAnswered(
                 f"{task_id} of {run_id} was already answered: {request.get('chosen_options')} "
                 f"by {request.get('responded_by_user')}"
             )
-        age = _age_seconds(request.get("created_at"))
-        if age is not None and age < settle:
-            time.sleep(settle - age)
         options = [chosen] if isinstance(chosen, str) else list(chosen)
-        body = {"chosen_options": options, "params_input": dict(params_input or {})}
-        return self.request("PATCH", path, json=body).json()
+        return self.patch_hitl(
+            dag_id,
+            run_id,
+            task_id,
+            options,
+            map_index=map_index,
+            params_input=params_input,
+            created_at=request.get("created_at"),
+            settle=settle,
+        )
+
+    def patch_hitl(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        chosen: Sequence[str],
+        *,
+        map_index: int = -1,
+        params_input: Mapping[str, Any] | None = None,
+        created_at: str | None = None,
+        settle: float = HITL_SETTLE_SECONDS,
+    ) -> dict[str, Any]:
+        """Answer a request known to wait, written at `created_at`, without reading it first
+        (`PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails`); see `answer_hitl`."""
+        settle_after(created_at, settle)
+        body = {"chosen_options": list(chosen), "params_input": dict(params_input or {})}
+        path = hitl_path(dag_id, run_id, task_id, map_index)
+        return dict(self.request("PATCH", path, json=body).json() or {})
+
+    def waiting(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's unanswered human-in-the-loop requests, each with its task's id and map
+        index at the top (`flat_hitl`)."""
+        return [flat_hitl(item) for item in self.hitl_details(dag_id, run_id, pending=True)]
 
     # -- pools ----------------------------------------------------------------------------
 
@@ -538,85 +418,15 @@ class AirflowClient:
         return self.get(f"/api/v2/pools/{_q(name)}")
 
 
-# -- the control-plane API --------------------------------------------------------------------
-
-
-class ControlPlane:
-    """The project's API at `/internal/version/upgrade` (mounted in Airflow's api-server by the
-    `powerx_upgrade` plugin), with the same bearer token as the REST API. Operations that need
-    an approval token send it as `X-Approval-Token`; every call says `X-PowerX-Client: cli`.
-
-    :param api: the REST client whose address and token are used.
-    """
-
-    def __init__(self, api: AirflowClient):
-        self.api = api
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        approval: str | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        headers = {CLIENT_HEADER: "cli"}
-        if approval:
-            headers["X-Approval-Token"] = approval
-        response = self.api.send(method, f"{CONTROL_PLANE_PREFIX}{path}", headers=headers, **kwargs)
-        if response.status_code == 404 and error_detail(response)[0] == "Not Found":
-            raise ControlPlaneMissing(
-                method,
-                str(response.request.url),
-                404,
-                f"Airflow at {self.api.base_url} does not serve the control-plane API "
-                f"({CONTROL_PLANE_PREFIX}): is the powerx-grey-upgrade package installed in its "
-                "api-server?",
-            )
-        raise_for(method, response)
-        return response
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        """`GET /runs/{run_id}`: batches, verdicts, decisions, controls, outcome."""
-        return self._call("GET", f"/runs/{_q(run_id)}").json()
-
-    def rollback(self, body: Mapping[str, Any], *, approval: str | None) -> dict[str, Any]:
-        """`POST /rollback` `{run_id | plan_id, scope?, reason}`."""
-        return self._call("POST", "/rollback", json=dict(body), approval=approval).json()
-
-    def adjust(
-        self, run_id: str, adjust: Mapping[str, Any], reason: str, *, approval: str | None
-    ) -> dict[str, Any]:
-        """`PATCH /runs/{run_id}` `{adjust, reason}`."""
-        body = {"adjust": dict(adjust), "reason": reason}
-        return self._call("PATCH", f"/runs/{_q(run_id)}", json=body, approval=approval).json()
-
-    def decide(
-        self,
-        run_id: str,
-        decision: str,
-        *,
-        reason: str,
-        batch: int | None = None,
-        approval: str | None,
-    ) -> dict[str, Any]:
-        """`POST /runs/{run_id}/decisions` `{decision, batch?, reason}`."""
-        body: dict[str, Any] = {"decision": decision, "reason": reason}
-        if batch is not None:
-            body["batch"] = batch
-        path = f"/runs/{_q(run_id)}/decisions"
-        return self._call("POST", path, json=body, approval=approval).json()
-
-    def report(self, run_id: str, fmt: str = "md") -> str:
-        """`GET /runs/{run_id}/report?format=...`: the stored report's text."""
-        return self._call("GET", f"/runs/{_q(run_id)}/report", params={"format": fmt}).text
-
-
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _q(part: str) -> str:
+def quote_part(part: str) -> str:
+    """One path segment of a URL (`~`, Airflow's "any", stays as it is)."""
     return quote(part, safe="~")
+
+
+_q = quote_part
 
 
 def hitl_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
@@ -626,9 +436,41 @@ def hitl_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
     )
 
 
+def flat_hitl(item: dict[str, Any]) -> dict[str, Any]:
+    """A HITL request with its task's id and map index at the top (Airflow nests them in
+    `task_instance`)."""
+    task = item.get("task_instance") or {}
+    map_index = item.get("map_index", task.get("map_index"))
+    return {
+        **item,
+        "task_id": item.get("task_id") or task.get("task_id"),
+        "map_index": -1 if map_index is None else int(map_index),
+    }
+
+
+def loopback_url(base_url: str | None, port: int | None, *, ssl: bool = False) -> str:
+    """The api-server as seen from itself: 127.0.0.1 on its own port, under the path of
+    `[api] base_url` (a server behind a proxy at `/airflow` still serves that path)."""
+    path = urlsplit(base_url).path.rstrip("/") if base_url else ""
+    return f"{'https' if ssl else 'http'}://127.0.0.1:{port or 8080}{path}"
+
+
+def settle_after(created_at: str | None, settle: float) -> None:
+    """Sleep until `settle` seconds after `created_at` (see `HITL_SETTLE_SECONDS`)."""
+    age = _age_seconds(created_at)
+    if age is not None and age < settle:
+        time.sleep(min(settle, settle - age))
+
+
 def _age_seconds(timestamp: str | None) -> float | None:
-    """Seconds since an ISO-8601 timestamp of the API (None when there is none)."""
+    """Seconds since an ISO-8601 timestamp of the API (None when there is none or it does not
+    parse)."""
     if not timestamp:
         return None
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
     return (datetime.now(UTC) - moment).total_seconds()

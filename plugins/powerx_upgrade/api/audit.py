@@ -1,0 +1,103 @@
+"""Every answer of the API in the ledger's audit outbox: `api.accepted` for what it did,
+`api.refused` for what it refused (never a token); the refusal and validation handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from powerx_upgrade.api.auth import Caller
+from powerx_upgrade.api.deps import settings_or_none
+from powerx_upgrade.api.errors import Refused
+from powerx_upgrade.api.settings import ApiSettings
+from powerx_upgrade.rollout.record import audit_payload
+
+log = logging.getLogger(__name__)
+
+
+def accepted(
+    settings: ApiSettings,
+    request: Request,
+    caller: Caller,
+    operation: str,
+    run_id: str | None,
+    detail: dict[str, Any],
+) -> None:
+    settings.ledger().enqueue_audit(
+        run_id=run_id,
+        event="api.accepted",
+        payload=audit_payload(
+            "api.accepted",
+            actor=caller.name,
+            run_id=run_id,
+            details={
+                "operation": operation,
+                "method": request.method,
+                "path": request.url.path,
+                "user": caller.name,
+                "auth": caller.source,
+                **{k: v for k, v in detail.items() if k != "operation"},
+            },
+        ),
+    )
+
+
+def audit_refusal(
+    settings: ApiSettings | None, request: Request, refused: Refused, user: str | None
+) -> None:
+    """`api.refused` in the outbox: reason, status, path, user; never a token. A ledger that
+    cannot be written is logged and does not change the answer."""
+    if settings is None:
+        return
+    payload = audit_payload(
+        "api.refused",
+        actor=user or "anonymous",
+        run_id=refused.run_id,
+        reason=refused.code,
+        details={
+            "reason": refused.code,
+            "status": refused.status,
+            "method": request.method,
+            "path": request.url.path,
+            "user": user,
+            "message": refused.message,
+        },
+    )
+    try:
+        settings.ledger().enqueue_audit(run_id=refused.run_id, event="api.refused", payload=payload)
+    except Exception:  # the refusal still answers; the log keeps the reason
+        log.exception("could not audit a refused API request: %s", payload)
+
+
+async def refused_handler(request: Request, exc: Refused) -> JSONResponse:
+    caller = getattr(request.state, "powerx_caller", None)
+    settings = settings_or_none(request)
+    await run_in_threadpool(audit_refusal, settings, request, exc, caller.name if caller else None)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [_validation_problem(error) for error in exc.errors()]
+    refused = Refused(
+        422,
+        "invalid_body",
+        "; ".join(f"{p['path']}: {p['message']}" for p in problems),
+        problems=problems,
+    )
+    return await refused_handler(request, refused)
+
+
+def _validation_problem(error: Any) -> dict[str, Any]:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+    path = ".".join(loc) or "body"
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        message = f"unknown field '{loc[-1] if loc else ''}'"
+    elif error.get("type") == "missing":
+        message = "required field is missing"
+    return {"path": path, "message": message}

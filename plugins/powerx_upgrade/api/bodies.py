@@ -1,0 +1,38 @@
+"""The request bodies of the control-plane API (unknown fields refused)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RollbackScope = Literal["all_upgraded", "batch", "failed_tenants"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanBody(_Body):
+    plan_id: str = Field(description="the plan id: 1-63 of a-z, 0-9, '-'")
+    plan: dict[str, Any] = Field(description="the plan, as under plans.<plan_id> in the YAML")
+
+
+class RollbackBody(_Body):
+    run_id: str | None = Field(default=None, min_length=1, max_length=250)
+    plan_id: str | None = None
+    scope: RollbackScope | None = None
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DecisionBody(_Body):
+    decision: Literal[
+        "approve", "reject", "resume", "rollback", "stop", "pause", "takeover", "release"
+    ]
+    batch: int | None = Field(default=None, ge=1)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class AdjustBody(_Body):
+    adjust: dict[str, Any]
+    reason: str = Field(min_length=1, max_length=2000)

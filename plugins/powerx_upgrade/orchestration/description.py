@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.orchestration import names
 
 DAG_ID_PREFIX = "plugin_upgrade__"
 TAGS = ("grey-upgrade",)
@@ -97,102 +98,122 @@ def describe_plan(plan: Plan) -> DagShape:
         edges.extend(itertools.pairwise(task_ids))
 
     chain(
-        add("preflight.validate", "validate", doc="check the run's conf against the plan"),
+        add(names.VALIDATE, "validate", doc="check the run's conf against the plan"),
         add(
-            "preflight.verify_artifact",
+            names.VERIFY_ARTIFACT,
             "verify_artifact",
             doc="check the artifact's Ed25519 signature; refuse before any tenant is touched",
         ),
-        add("preflight.plan", "plan", doc="fetch tenants, plan the batches"),
-        add("preflight.window", "window", doc="wait for the window; stop during a freeze"),
-        add("preflight.subscribe", "subscribe", doc="ask monitoring to watch the run"),
-        add("preflight.baseline", "baseline", doc="pre_upgrade metrics of the selected tenants"),
-        add("preflight.announce", "announce", doc="notify and audit the run start"),
-        add("preflight.route", "route", doc="dry run ends here; else batch 1"),
+        add(names.PLAN, "plan", doc="fetch tenants, plan the batches"),
+        add(names.WINDOW, "window", doc="wait for the window; stop during a freeze"),
+        add(names.SUBSCRIBE, "subscribe", doc="ask monitoring to watch the run"),
+        add(names.BASELINE, "baseline", doc="pre_upgrade metrics of the selected tenants"),
+        add(names.ANNOUNCE, "announce", doc="notify and audit the run start"),
+        add(names.ROUTE, "route", doc="dry run ends here; else batch 1"),
     )
-    add("preflight.dry_run", "dry_run", doc="dry run: no tenant is touched")
+    add(names.DRY_RUN, "dry_run", doc="dry run: no tenant is touched")
     record = add(
-        "finalize.record",
+        names.RECORD,
         "record",
         rule=ALL_DONE,
         doc="outcome, notification and audit; runs on every outcome",
     )
     report = add(
-        "finalize.report",
+        names.REPORT,
         "report",
         rule=ALL_DONE,
         doc="report.json/md/html (+ post-mortem); renders even when record failed",
     )
-    result = add("finalize.result", "result", doc="fails the run unless fully promoted")
+    result = add(names.RESULT, "result", doc="fails the run unless fully promoted")
     edges += [
-        ("preflight.route", "batch_1.start"),
-        ("preflight.route", "preflight.dry_run"),
-        ("preflight.dry_run", record),
+        (names.ROUTE, names.batch(1, names.START)),
+        (names.ROUTE, names.DRY_RUN),
+        (names.DRY_RUN, record),
         (record, report),
         (report, result),
     ]
-    branches["preflight.route"] = ("batch_1.start", "preflight.dry_run")
+    branches[names.ROUTE] = (names.batch(1, names.START), names.DRY_RUN)
 
     scope = add(
-        "rollback.scope",
+        names.ROLLBACK_SCOPE,
         "rollback_scope",
         rule=NONE_FAILED_MIN_ONE_SUCCESS,
         doc="which tenants go back (policy scope)",
     )
     execute = add(
-        "rollback.execute",
+        names.ROLLBACK_EXECUTE,
         "rollback_execute",
         mapped_over=scope,
         doc="roll tenants back, concurrently and idempotently",
     )
     verify = add(
-        "rollback.verify",
+        names.ROLLBACK_VERIFY,
         "rollback_verify",
         rule=NONE_SKIPPED,
         doc="read every tenant back from the platform",
     )
-    announce = add("rollback.announce", "rollback_announce", doc="notify and audit the rollback")
+    announce = add(
+        names.ROLLBACK_ANNOUNCE, "rollback_announce", doc="notify and audit the rollback"
+    )
     chain(scope, execute, verify, announce, record)
 
     count = len(plan.policy.batches)
     with_approval = approval_batches(plan)
     for k in range(1, count + 1):
-        g = f"batch_{k}"
         start = add(
-            f"{g}.start",
+            names.batch(k, names.START),
             "start",
             batch=k,
             rule=ALL_SUCCESS if k == 1 else NONE_FAILED_MIN_ONE_SUCCESS,
             doc="skip if not planned; wait for the window",
         )
-        shards = add(f"{g}.shards", "shards", batch=k, doc="cut the batch into deploy shards")
+        shards = add(
+            names.batch(k, names.SHARDS), "shards", batch=k, doc="cut the batch into deploy shards"
+        )
         if k in with_approval:
-            approve = add(f"{g}.approve", "approve", batch=k, doc="a human approves the batch")
-            rejected = add(f"{g}.rejected", "rejected", batch=k, doc="approval refused: stop")
+            approve = add(
+                names.batch(k, names.APPROVE), "approve", batch=k, doc="a human approves the batch"
+            )
+            rejected = add(
+                names.batch(k, names.REJECTED), "rejected", batch=k, doc="approval refused: stop"
+            )
             edges += [(start, approve), (approve, shards), (approve, rejected), (rejected, record)]
             branches[approve] = (shards, rejected)
         else:
             edges.append((start, shards))
         deploy = add(
-            f"{g}.deploy", "deploy", batch=k, mapped_over=shards, doc="upgrade the shard's tenants"
+            names.batch(k, names.DEPLOY),
+            "deploy",
+            batch=k,
+            mapped_over=shards,
+            doc="upgrade the shard's tenants",
         )
         gate = add(
-            f"{g}.gate",
+            names.batch(k, names.GATE),
             "gate",
             batch=k,
             rule=NONE_SKIPPED,
             doc="deferrable metric gate over the bake",
         )
         decide = add(
-            f"{g}.decide", "decide", batch=k, rule=NONE_SKIPPED, doc="promote, roll back or pause"
+            names.batch(k, names.DECIDE),
+            "decide",
+            batch=k,
+            rule=NONE_SKIPPED,
+            doc="promote, roll back or pause",
         )
         chain(shards, deploy, gate, decide)
-        promote = add(f"{g}.promote", "promote", batch=k)
-        rollback = add(f"{g}.rollback", "rollback", batch=k)
-        pause = add(f"{g}.pause", "pause", batch=k, doc="a human decides: resume/roll back/stop")
-        resume = add(f"{g}.resume", "resume", batch=k)
-        pause_rollback = add(f"{g}.pause_rollback", "rollback", batch=k)
-        pause_stop = add(f"{g}.pause_stop", "stop", batch=k)
+        promote = add(names.batch(k, names.PROMOTE), "promote", batch=k)
+        rollback = add(names.batch(k, names.BATCH_ROLLBACK), "rollback", batch=k)
+        pause = add(
+            names.batch(k, names.PAUSE),
+            "pause",
+            batch=k,
+            doc="a human decides: resume/roll back/stop",
+        )
+        resume = add(names.batch(k, names.RESUME), "resume", batch=k)
+        pause_rollback = add(names.batch(k, names.PAUSE_ROLLBACK), "rollback", batch=k)
+        pause_stop = add(names.batch(k, names.PAUSE_STOP), "stop", batch=k)
         edges += [
             (decide, promote),
             (decide, rollback),
@@ -206,7 +227,7 @@ def describe_plan(plan: Plan) -> DagShape:
         ]
         branches[decide] = (promote, rollback, pause)
         branches[pause] = (resume, pause_rollback, pause_stop)
-        following = f"batch_{k + 1}.start" if k < count else record
+        following = names.batch(k + 1, names.START) if k < count else record
         edges += [(promote, following), (resume, following)]
 
     return DagShape(

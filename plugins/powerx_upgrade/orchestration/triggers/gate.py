@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from powerx_upgrade.domain.alerts import (
-    BATCH_RUNTIME,
-    MONITORING_DATA_MISSING,
-    Alert,
-    batch_runtime_alert,
-    missing_data_alert,
-)
 from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.orchestration import runtime
 from powerx_upgrade.orchestration.hooks.sources import async_query
 from powerx_upgrade.rollout.controls import GateControls, gate_controls, requested_evaluation
+from powerx_upgrade.rollout.gate_steps import due_alert
 from powerx_upgrade.rollout.gating import GatePoller
 
 
@@ -177,19 +171,3 @@ class BatchGateTrigger(BaseTrigger):
 def read_gate_controls(run_id: str, gate: GateSpec, watch: dict[str, Any]) -> GateControls:
     """The run's controls from the `powerx_ledger` connection's ledger (blocking I/O)."""
     return gate_controls(runtime.ledger(), run_id, gate, watch)
-
-
-def due_alert(poller: GatePoller, now: datetime, limits: dict[str, float]) -> Alert | None:
-    """The first alert that is due and not yet raised for this batch."""
-    batch = int(poller.watch.get("batch") or 0)
-    if BATCH_RUNTIME not in poller.alerted and "batch_runtime" in limits:
-        alert = batch_runtime_alert(
-            batch, poller.runtime(now), timedelta(seconds=limits["batch_runtime"])
-        )
-        if alert:
-            return alert
-    if MONITORING_DATA_MISSING not in poller.alerted and "missing_data" in limits:
-        return missing_data_alert(
-            batch, poller.silent_for(now), timedelta(seconds=limits["missing_data"])
-        )
-    return None

@@ -166,7 +166,7 @@ def record(plan: Plan) -> dict[str, Any]:
     ti = _ti()
     if not ti.xcom_pull(task_ids=names.VALIDATE):  # preflight refused the run: no run record
         return {"outcome": "failed", "detail": {"note": "the run's conf was refused"}}
-    return run_steps.finish_run(runtime.services(), plan, runtime.run_context(ti))
+    return run_steps.end_run(runtime.services(), plan, runtime.run_context(ti))
 
 
 def report(plan: Plan) -> dict[str, Any]:
@@ -176,35 +176,36 @@ def report(plan: Plan) -> dict[str, Any]:
     preflight, a database down) the report says what the DAG itself knows.
     """
     from powerx_upgrade import reporting
-    from powerx_upgrade.orchestration.operators.report import (
-        airflow_base_url,
-        api_base_url,
-        run_identity,
-    )
-    from powerx_upgrade.rollout.alerts import alerts_of
+    from powerx_upgrade.orchestration.operators.report import api_base_url, run_identity
 
     context = get_current_context()
     run_id = context["dag_run"].run_id
     settled = _ti().xcom_pull(task_ids=names.RECORD)
-    identity = run_identity(plan, context, settled=settled)
-    options: dict[str, Any] = {"identity": identity, "airflow_base_url": airflow_base_url()}
-    try:
-        ledger = runtime.ledger()
-        document = reporting.report_from_ledger(
-            ledger, run_id, alerts=alerts_of(ledger, run_id), **options
-        )
-    except Exception as exc:  # the ledger is unreachable: report what is known, say why
-        note = f"the ledger could not be read ({type(exc).__name__}: {exc})"
-        known = dataclasses.replace(identity, error="; ".join(filter(None, [identity.error, note])))
-        document = reporting.build_report(
-            reporting.RunRecords(None), **{**options, "identity": known}
-        )
+    document = _report_document(run_id, run_identity(plan, context, settled=settled))
     files = reporting.store_reports(reporting.render_reports(document), plan.id, run_id)
     return {
         "outcome": document["outcome"],
         "files": files,
         "link": reporting.report_link(plan.id, run_id, api_base_url=api_base_url()),
     }
+
+
+def _report_document(run_id: str, identity: Any) -> dict[str, Any]:
+    """The report from the ledger; when it cannot be read, from what the DAG knows (and why)."""
+    from powerx_upgrade import reporting
+    from powerx_upgrade.orchestration.operators.report import airflow_base_url
+    from powerx_upgrade.rollout.alerts import alerts_of
+
+    options: dict[str, Any] = {"identity": identity, "airflow_base_url": airflow_base_url()}
+    try:
+        ledger = runtime.ledger()
+        return reporting.report_from_ledger(
+            ledger, run_id, alerts=alerts_of(ledger, run_id), **options
+        )
+    except Exception as exc:  # the ledger is unreachable: report what is known, say why
+        note = f"the ledger could not be read ({type(exc).__name__}: {exc})"
+        known = dataclasses.replace(identity, error="; ".join(filter(None, [identity.error, note])))
+        return reporting.build_report(reporting.RunRecords(None), **{**options, "identity": known})
 
 
 def result() -> dict[str, Any]:

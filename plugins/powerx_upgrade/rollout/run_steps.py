@@ -158,7 +158,7 @@ def _notify_promoted(
     )
 
 
-def finish_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
+def end_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
     """The run's outcome: in the ledger (and its pending controls settled), audited, notified,
     its success rate and exposure as metrics."""
     ledger, recorder = services.ledger, services.recorder

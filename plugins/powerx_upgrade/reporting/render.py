@@ -35,23 +35,25 @@ class TemplatesNotFound(FileNotFoundError):
 
 def templates_location(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The templates to use: an explicit directory, else $POWERX_UPGRADE_TEMPLATES, else
-    `include/templates/` in the working directory, then in the project checkout the package
-    was installed from, then a copy shipped inside the package (`reporting/templates/`)."""
+    Airflow's `[powerx_upgrade] templates`, else `include/templates/` of the project checkout
+    the package was installed from, else a copy shipped inside the package
+    (`reporting/templates/`). Never the working directory."""
+    from powerx_upgrade.config import AIRFLOW_SECTION, airflow_setting
+
     if explicit:
         return _existing(Path(explicit), "the given templates directory")
     from_env = os.environ.get(TEMPLATES_ENV)
     if from_env:
         return _existing(Path(from_env), f"${TEMPLATES_ENV}")
-    for candidate in (
-        Path.cwd() / "include" / "templates",
-        _PACKAGE_ROOT / "include" / "templates",
-        _BUNDLED,
-    ):
+    from_airflow = airflow_setting("templates")
+    if from_airflow:
+        return _existing(Path(from_airflow), f"[{AIRFLOW_SECTION}] templates")
+    for candidate in (_PACKAGE_ROOT / "include" / "templates", _BUNDLED):
         if (candidate / TEMPLATES["report.html"]).is_file():
             return candidate
     raise TemplatesNotFound(
-        f"no report templates found: set ${TEMPLATES_ENV} to a directory with "
-        f"{', '.join(TEMPLATES.values())}, or run from a project with include/templates/"
+        f"no report templates found: set ${TEMPLATES_ENV} (or [{AIRFLOW_SECTION}] templates) "
+        f"to a directory with {', '.join(TEMPLATES.values())}"
     )
 
 

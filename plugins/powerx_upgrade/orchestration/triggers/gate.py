@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from powerx_upgrade.domain.gate import MonitoringError
 from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.orchestration import runtime
 from powerx_upgrade.orchestration.hooks.sources import async_query
@@ -109,14 +110,7 @@ class BatchGateTrigger(BaseTrigger):
                 return requested
         result = await poller.poke(now)
         if result.error is not None:
-            self.log.warning(
-                "batch %s gate: monitoring error (%s, %s in a row, %s in all): %s",
-                self.watch.get("batch"),
-                result.error.kind,
-                result.error.consecutive,
-                result.error.total,
-                result.error.message,
-            )
+            self._log_error(result.error)
         state = {**poller.state(), "applied_controls": applied}
         if result.phase.final:
             evaluation = result.as_dict()
@@ -134,6 +128,16 @@ class BatchGateTrigger(BaseTrigger):
         batch = self.watch.get("batch")
         self.log.info("batch %s gate: %s (%s)", batch, result.phase.value, result.reason)
         return None
+
+    def _log_error(self, error: MonitoringError) -> None:
+        self.log.warning(
+            "batch %s gate: monitoring error (%s, %s in a row, %s in all): %s",
+            self.watch.get("batch"),
+            error.kind,
+            error.consecutive,
+            error.total,
+            error.message,
+        )
 
     def _apply(
         self,

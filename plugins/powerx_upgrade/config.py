@@ -19,23 +19,52 @@ class ConfigNotFound(FileNotFoundError):
     """No config at the place the user (or the environment) named."""
 
 
-def config_location(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The config to use: an explicit path, else $POWERX_UPGRADE_CONFIG, else include/config/.
+AIRFLOW_SECTION = "powerx_upgrade"
+"""Airflow's config section for the package: `config`, `templates`, `signing_keys` (or
+`AIRFLOW__POWERX_UPGRADE__CONFIG` ... in the environment, as for any Airflow option)."""
 
-    `include/config/` is looked up in the working directory first, then in the project checkout
-    the package was installed from. The CLI and the DAG loader both resolve it through here.
+
+def airflow_setting(key: str) -> str | None:
+    """`[powerx_upgrade] <key>` through Airflow's public config API; None when it is unset or
+    Airflow is not installed."""
+    try:
+        from airflow.sdk import conf
+    except ImportError:  # pragma: no cover - the package always comes with Airflow
+        return None
+    value = conf.get(AIRFLOW_SECTION, key, fallback=None)
+    return str(value) if value else None
+
+
+def configured_config() -> tuple[Path, str] | None:
+    """The config named by a setting ($POWERX_UPGRADE_CONFIG, else `[powerx_upgrade] config`),
+    with which setting named it; None when neither does."""
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env), f"${CONFIG_ENV}"
+    from_airflow = airflow_setting("config")
+    if from_airflow:
+        return Path(from_airflow), f"[{AIRFLOW_SECTION}] config"
+    return None
+
+
+def config_location(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config to use: an explicit path, else $POWERX_UPGRADE_CONFIG, else Airflow's
+    `[powerx_upgrade] config`, else the project checkout's `include/config/`.
+
+    Never the working directory: the CLI and the DAG loader resolve it through here and get the
+    same answer wherever the process started.
     """
     if explicit:
         return _existing(Path(explicit), "the given path")
-    from_env = os.environ.get(CONFIG_ENV)
-    if from_env:
-        return _existing(Path(from_env), f"${CONFIG_ENV}")
-    for candidate in (Path.cwd() / "include" / "config", _PACKAGE_ROOT / "include" / "config"):
-        if candidate.is_dir():
-            return candidate
+    configured = configured_config()
+    if configured is not None:
+        return _existing(*configured)
+    checkout = _PACKAGE_ROOT / "include" / "config"
+    if checkout.is_dir():
+        return checkout
     raise ConfigNotFound(
-        f"no config found: set ${CONFIG_ENV} to a YAML file or a directory with {POLICIES_FILE}, "
-        "or run from a project with include/config/"
+        f"no config found: set ${CONFIG_ENV} (or [{AIRFLOW_SECTION}] config in Airflow's "
+        f"config) to a YAML file or a directory with {POLICIES_FILE}"
     )
 
 
@@ -84,9 +113,10 @@ def load_config(locations: Sequence[str | os.PathLike[str]] | None = None) -> Co
 
 
 def _display(path: Path) -> str:
-    """Paths relative to the working directory when below it: shorter, clickable messages."""
+    """Paths relative to the project checkout when below it (shorter messages, the same from
+    any working directory), else absolute."""
     try:
-        return str(path.relative_to(Path.cwd()))
+        return str(path.relative_to(_PACKAGE_ROOT))
     except ValueError:
         return str(path)
 
@@ -136,14 +166,19 @@ SIGNING_KEYS_DIR = "signing_keys"
 
 def signing_keys_dir() -> tuple[Path | None, bool]:
     """The directory of trusted artifact signing keys (`*.pub`) and whether it was named
-    explicitly: $POWERX_UPGRADE_SIGNING_KEYS (must exist), else `<config dir>/signing_keys/`
-    (may be absent: the keys can all come from the `powerx_signing` connection)."""
+    explicitly. The trust root comes from settings only, never from where a process started:
+    $POWERX_UPGRADE_SIGNING_KEYS, else `[powerx_upgrade] signing_keys` (either must exist),
+    else `signing_keys/` beside a config that a setting named (may be absent: the keys can all
+    come from the `powerx_signing` connection); else no directory."""
     from_env = os.environ.get(SIGNING_KEYS_ENV)
     if from_env:
         return Path(from_env), True
-    try:
-        base = config_location()
-    except ConfigNotFound:
+    from_airflow = airflow_setting("signing_keys")
+    if from_airflow:
+        return Path(from_airflow), True
+    configured = configured_config()
+    if configured is None:
         return None, False
+    base = configured[0]
     folder = base if base.is_dir() else base.parent
     return folder / SIGNING_KEYS_DIR, False

@@ -11,6 +11,7 @@ from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.api.settings import ApiSettings
 from powerx_upgrade.api.steps import request_control
 from powerx_upgrade.ledger import Ledger, RunRecord
+from powerx_upgrade.orchestration import names
 
 HITL_DECISIONS = {
     # decision -> (the waiting task's suffix, the option to choose)
@@ -42,7 +43,7 @@ def waiting_for(
         task_id = str(waiting.get("task_id", ""))
         if not task_id.endswith(suffix):
             continue
-        if batch is not None and task_id != f"batch_{batch}{suffix}":
+        if batch is not None and task_id != names.batch_group(batch) + suffix:
             continue
         return waiting
     where = f" at batch {batch}" if batch is not None else ""

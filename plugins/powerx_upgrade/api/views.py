@@ -8,6 +8,7 @@ from typing import Any
 from fastapi.responses import Response
 
 from powerx_upgrade.api.errors import Refused
+from powerx_upgrade.config import airflow_setting
 from powerx_upgrade.ledger import Ledger, RunRecord
 
 MEDIA_TYPES = {
@@ -86,7 +87,7 @@ def report_response(ledger: Ledger, run: RunRecord, fmt: str, *, base: str | Non
         from powerx_upgrade.rollout.alerts import alerts_of
 
         document = report_from_ledger(ledger, run.run_id, alerts=alerts_of(ledger, run.run_id))
-        files = render_reports(document)
+        files = render_reports(document, templates=airflow_setting("templates"))
         live = {"X-PowerX-Report": "live"}
         return Response(files[name], media_type=MEDIA_TYPES[fmt], headers=live)
     raise Refused(

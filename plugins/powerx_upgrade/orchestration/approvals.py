@@ -8,7 +8,7 @@ import logging
 from contextlib import suppress
 from typing import Any
 
-from airflow.exceptions import AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from powerx_upgrade.security.approval import DEFAULT_AUDIENCE, ApprovalRefused, ApprovalSettings
 

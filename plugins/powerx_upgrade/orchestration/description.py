@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.orchestration import names
 
 DAG_ID_PREFIX = "plugin_upgrade__"
 TAGS = ("grey-upgrade",)
@@ -75,13 +76,16 @@ def approval_batches(plan: Plan) -> set[int]:
     return {k for k in range(1, len(flags) + 1) if any(flags[k - 1 :])}
 
 
-def describe_plan(plan: Plan) -> DagShape:
-    """The DAG of a plan, as data."""
-    nodes: list[TaskNode] = []
-    edges: list[tuple[str, str]] = []
-    branches: dict[str, tuple[str, ...]] = {}
+@dataclass
+class _Builder:
+    """Collects a DAG's nodes, edges and branch targets in reading order."""
+
+    nodes: list[TaskNode] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    branches: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def add(
+        self,
         task_id: str,
         kind: str,
         *,
@@ -90,125 +94,29 @@ def describe_plan(plan: Plan) -> DagShape:
         mapped_over: str | None = None,
         doc: str = "",
     ) -> str:
-        nodes.append(TaskNode(task_id, kind, task_id.split(".")[0], batch, rule, mapped_over, doc))
+        group = task_id.split(".")[0]
+        self.nodes.append(TaskNode(task_id, kind, group, batch, rule, mapped_over, doc))
         return task_id
 
-    def chain(*task_ids: str) -> None:
-        edges.extend(itertools.pairwise(task_ids))
+    def chain(self, *task_ids: str) -> None:
+        self.edges.extend(itertools.pairwise(task_ids))
 
-    chain(
-        add("preflight.validate", "validate", doc="check the run's conf against the plan"),
-        add(
-            "preflight.verify_artifact",
-            "verify_artifact",
-            doc="check the artifact's Ed25519 signature; refuse before any tenant is touched",
-        ),
-        add("preflight.plan", "plan", doc="fetch tenants, plan the batches"),
-        add("preflight.window", "window", doc="wait for the window; stop during a freeze"),
-        add("preflight.subscribe", "subscribe", doc="ask monitoring to watch the run"),
-        add("preflight.baseline", "baseline", doc="pre_upgrade metrics of the selected tenants"),
-        add("preflight.announce", "announce", doc="notify and audit the run start"),
-        add("preflight.route", "route", doc="dry run ends here; else batch 1"),
-    )
-    add("preflight.dry_run", "dry_run", doc="dry run: no tenant is touched")
-    record = add(
-        "finalize.record",
-        "record",
-        rule=ALL_DONE,
-        doc="outcome, notification and audit; runs on every outcome",
-    )
-    report = add(
-        "finalize.report",
-        "report",
-        rule=ALL_DONE,
-        doc="report.json/md/html (+ post-mortem); renders even when record failed",
-    )
-    result = add("finalize.result", "result", doc="fails the run unless fully promoted")
-    edges += [
-        ("preflight.route", "batch_1.start"),
-        ("preflight.route", "preflight.dry_run"),
-        ("preflight.dry_run", record),
-        (record, report),
-        (report, result),
-    ]
-    branches["preflight.route"] = ("batch_1.start", "preflight.dry_run")
+    def branch(self, source: str, *targets: str) -> None:
+        self.edges.extend((source, t) for t in targets)
+        self.branches[source] = targets
 
-    scope = add(
-        "rollback.scope",
-        "rollback_scope",
-        rule=NONE_FAILED_MIN_ONE_SUCCESS,
-        doc="which tenants go back (policy scope)",
-    )
-    execute = add(
-        "rollback.execute",
-        "rollback_execute",
-        mapped_over=scope,
-        doc="roll tenants back, concurrently and idempotently",
-    )
-    verify = add(
-        "rollback.verify",
-        "rollback_verify",
-        rule=NONE_SKIPPED,
-        doc="read every tenant back from the platform",
-    )
-    announce = add("rollback.announce", "rollback_announce", doc="notify and audit the rollback")
-    chain(scope, execute, verify, announce, record)
 
+def describe_plan(plan: Plan) -> DagShape:
+    """The DAG of a plan, as data."""
+    dag = _Builder()
+    _preflight(dag)
+    record = _finalize(dag)
+    scope = _rollback_group(dag, record)
     count = len(plan.policy.batches)
     with_approval = approval_batches(plan)
     for k in range(1, count + 1):
-        g = f"batch_{k}"
-        start = add(
-            f"{g}.start",
-            "start",
-            batch=k,
-            rule=ALL_SUCCESS if k == 1 else NONE_FAILED_MIN_ONE_SUCCESS,
-            doc="skip if not planned; wait for the window",
-        )
-        shards = add(f"{g}.shards", "shards", batch=k, doc="cut the batch into deploy shards")
-        if k in with_approval:
-            approve = add(f"{g}.approve", "approve", batch=k, doc="a human approves the batch")
-            rejected = add(f"{g}.rejected", "rejected", batch=k, doc="approval refused: stop")
-            edges += [(start, approve), (approve, shards), (approve, rejected), (rejected, record)]
-            branches[approve] = (shards, rejected)
-        else:
-            edges.append((start, shards))
-        deploy = add(
-            f"{g}.deploy", "deploy", batch=k, mapped_over=shards, doc="upgrade the shard's tenants"
-        )
-        gate = add(
-            f"{g}.gate",
-            "gate",
-            batch=k,
-            rule=NONE_SKIPPED,
-            doc="deferrable metric gate over the bake",
-        )
-        decide = add(
-            f"{g}.decide", "decide", batch=k, rule=NONE_SKIPPED, doc="promote, roll back or pause"
-        )
-        chain(shards, deploy, gate, decide)
-        promote = add(f"{g}.promote", "promote", batch=k)
-        rollback = add(f"{g}.rollback", "rollback", batch=k)
-        pause = add(f"{g}.pause", "pause", batch=k, doc="a human decides: resume/roll back/stop")
-        resume = add(f"{g}.resume", "resume", batch=k)
-        pause_rollback = add(f"{g}.pause_rollback", "rollback", batch=k)
-        pause_stop = add(f"{g}.pause_stop", "stop", batch=k)
-        edges += [
-            (decide, promote),
-            (decide, rollback),
-            (decide, pause),
-            (pause, resume),
-            (pause, pause_rollback),
-            (pause, pause_stop),
-            (rollback, scope),
-            (pause_rollback, scope),
-            (pause_stop, record),
-        ]
-        branches[decide] = (promote, rollback, pause)
-        branches[pause] = (resume, pause_rollback, pause_stop)
-        following = f"batch_{k + 1}.start" if k < count else record
-        edges += [(promote, following), (resume, following)]
-
+        following = names.batch(k + 1, names.START) if k < count else record
+        _batch_group(dag, k, k in with_approval, scope=scope, record=record, following=following)
     return DagShape(
         dag_id=dag_id_for(plan.id),
         plan_id=plan.id,
@@ -216,10 +124,167 @@ def describe_plan(plan: Plan) -> DagShape:
         timezone=plan.window.timezone if plan.window else "UTC",
         tags=(*TAGS, f"plugin:{plan.plugin}", f"policy:{plan.policy_id}"),
         doc_md=doc_md(plan),
-        nodes=tuple(nodes),
-        edges=tuple(edges),
-        branch_targets=branches,
+        nodes=tuple(dag.nodes),
+        edges=tuple(dag.edges),
+        branch_targets=dag.branches,
     )
+
+
+def _preflight(dag: _Builder) -> None:
+    add = dag.add
+    dag.chain(
+        add(names.VALIDATE, "validate", doc="check the run's conf against the plan"),
+        add(
+            names.VERIFY_ARTIFACT,
+            "verify_artifact",
+            doc="check the artifact's Ed25519 signature; refuse before any tenant is touched",
+        ),
+        add(names.PLAN, "plan", doc="fetch tenants, plan the batches"),
+        add(names.WINDOW, "window", doc="wait for the window; stop during a freeze"),
+        add(names.SUBSCRIBE, "subscribe", doc="ask monitoring to watch the run"),
+        add(names.BASELINE, "baseline", doc="pre_upgrade metrics of the selected tenants"),
+        add(names.ANNOUNCE, "announce", doc="notify and audit the run start"),
+        add(names.ROUTE, "route", doc="dry run ends here; else batch 1"),
+    )
+    add(names.DRY_RUN, "dry_run", doc="dry run: no tenant is touched")
+
+
+def _finalize(dag: _Builder) -> str:
+    record = dag.add(
+        names.RECORD,
+        "record",
+        rule=ALL_DONE,
+        doc="outcome, notification and audit; runs on every outcome",
+    )
+    report = dag.add(
+        names.REPORT,
+        "report",
+        rule=ALL_DONE,
+        doc="report.json/md/html (+ post-mortem); renders even when record failed",
+    )
+    result = dag.add(names.RESULT, "result", doc="fails the run unless fully promoted")
+    first = names.batch(1, names.START)
+    dag.edges += [
+        (names.ROUTE, first),
+        (names.ROUTE, names.DRY_RUN),
+        (names.DRY_RUN, record),
+        (record, report),
+        (report, result),
+    ]
+    dag.branches[names.ROUTE] = (first, names.DRY_RUN)
+    return record
+
+
+def _rollback_group(dag: _Builder, record: str) -> str:
+    scope = dag.add(
+        names.ROLLBACK_SCOPE,
+        "rollback_scope",
+        rule=NONE_FAILED_MIN_ONE_SUCCESS,
+        doc="which tenants go back (policy scope)",
+    )
+    execute = dag.add(
+        names.ROLLBACK_EXECUTE,
+        "rollback_execute",
+        mapped_over=scope,
+        doc="roll tenants back, concurrently and idempotently",
+    )
+    verify = dag.add(
+        names.ROLLBACK_VERIFY,
+        "rollback_verify",
+        rule=NONE_SKIPPED,
+        doc="read every tenant back from the platform",
+    )
+    announce = dag.add(
+        names.ROLLBACK_ANNOUNCE, "rollback_announce", doc="notify and audit the rollback"
+    )
+    dag.chain(scope, execute, verify, announce, record)
+    return scope
+
+
+def _batch_group(
+    dag: _Builder, k: int, approval: bool, *, scope: str, record: str, following: str
+) -> None:
+    start = dag.add(
+        names.batch(k, names.START),
+        "start",
+        batch=k,
+        rule=ALL_SUCCESS if k == 1 else NONE_FAILED_MIN_ONE_SUCCESS,
+        doc="skip if not planned; wait for the window",
+    )
+    shards = dag.add(
+        names.batch(k, names.SHARDS), "shards", batch=k, doc="cut the batch into deploy shards"
+    )
+    if approval:
+        _approval(dag, k, start, shards, record)
+    else:
+        dag.edges.append((start, shards))
+    decide = _deploy_and_gate(dag, k, shards)
+    promote, resume = _outcomes(dag, k, decide, scope=scope, record=record)
+    dag.edges += [(promote, following), (resume, following)]
+
+
+def _approval(dag: _Builder, k: int, start: str, shards: str, record: str) -> None:
+    approve = dag.add(
+        names.batch(k, names.APPROVE), "approve", batch=k, doc="a human approves the batch"
+    )
+    rejected = dag.add(
+        names.batch(k, names.REJECTED), "rejected", batch=k, doc="approval refused: stop"
+    )
+    dag.edges += [(start, approve), (approve, shards), (approve, rejected), (rejected, record)]
+    dag.branches[approve] = (shards, rejected)
+
+
+def _deploy_and_gate(dag: _Builder, k: int, shards: str) -> str:
+    deploy = dag.add(
+        names.batch(k, names.DEPLOY),
+        "deploy",
+        batch=k,
+        mapped_over=shards,
+        doc="upgrade the shard's tenants",
+    )
+    gate = dag.add(
+        names.batch(k, names.GATE),
+        "gate",
+        batch=k,
+        rule=NONE_SKIPPED,
+        doc="deferrable metric gate over the bake",
+    )
+    decide = dag.add(
+        names.batch(k, names.DECIDE),
+        "decide",
+        batch=k,
+        rule=NONE_SKIPPED,
+        doc="promote, roll back or pause",
+    )
+    dag.chain(shards, deploy, gate, decide)
+    return decide
+
+
+def _outcomes(dag: _Builder, k: int, decide: str, *, scope: str, record: str) -> tuple[str, str]:
+    """decide -> promote | rollback | pause; pause -> resume | pause_rollback | pause_stop."""
+    add = dag.add
+    promote = add(names.batch(k, names.PROMOTE), "promote", batch=k)
+    rollback = add(names.batch(k, names.BATCH_ROLLBACK), "rollback", batch=k)
+    pause = add(
+        names.batch(k, names.PAUSE), "pause", batch=k, doc="a human decides: resume/roll back/stop"
+    )
+    resume = add(names.batch(k, names.RESUME), "resume", batch=k)
+    pause_rollback = add(names.batch(k, names.PAUSE_ROLLBACK), "rollback", batch=k)
+    pause_stop = add(names.batch(k, names.PAUSE_STOP), "stop", batch=k)
+    dag.edges += [
+        (decide, promote),
+        (decide, rollback),
+        (decide, pause),
+        (pause, resume),
+        (pause, pause_rollback),
+        (pause, pause_stop),
+        (rollback, scope),
+        (pause_rollback, scope),
+        (pause_stop, record),
+    ]
+    dag.branches[decide] = (promote, rollback, pause)
+    dag.branches[pause] = (resume, pause_rollback, pause_stop)
+    return promote, resume
 
 
 def doc_md(plan: Plan) -> str:

@@ -16,8 +16,7 @@ from typing import Any
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator
-from airflow.sdk import DAG, Param, TaskGroup
-from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk import DAG, Param, ParamsDict, TaskGroup
 from airflow.sdk.exceptions import AirflowFailException
 
 from powerx_upgrade.config import load_config
@@ -234,7 +233,7 @@ def materialise(shape: DagShape, plan: Plan) -> DAG:
 def _schedule(shape: DagShape) -> Any:
     if shape.schedule is None:
         return None
-    from airflow.timetables.trigger import CronTriggerTimetable
+    from airflow.timetables.trigger import CronTriggerTimetable  # see test_airflow_imports
 
     return CronTriggerTimetable(shape.schedule, timezone=shape.timezone)
 

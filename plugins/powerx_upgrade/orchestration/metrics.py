@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 
-log = logging.getLogger(__name__)
+from powerx_upgrade.rollout.metrics import (  # noqa: F401  (the names, re-exported)
+    ALERT_TOTAL,
+    ALL,
+    BATCH_DURATION,
+    EXPOSURE,
+    PAUSED_TOTAL,
+    ROLLBACK_DURATION,
+    SUCCESS_RATE,
+)
 
-SUCCESS_RATE = "version.upgrade.success_rate"
-BATCH_DURATION = "version.upgrade.batch_duration_minutes"
-ROLLBACK_DURATION = "version.rollback.duration_ms"
-ALERT_TOTAL = "version.upgrade.alert_total"
-PAUSED_TOTAL = "version.upgrade.paused_total"
-EXPOSURE = "version.upgrade.exposure_tenant_minutes"
-ALL = (SUCCESS_RATE, BATCH_DURATION, ROLLBACK_DURATION, ALERT_TOTAL, PAUSED_TOTAL, EXPOSURE)
+log = logging.getLogger(__name__)
 
 
 def _stats():

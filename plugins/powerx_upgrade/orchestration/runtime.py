@@ -12,8 +12,10 @@ from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
 from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
 from powerx_upgrade.orchestration.hooks.notify import PowerXNotifyHook
 from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
+from powerx_upgrade.orchestration.names import VALIDATE
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder
+from powerx_upgrade.rollout.services import Services
 
 LEDGER_CONN_ID = "powerx_ledger"
 
@@ -52,19 +54,27 @@ def monitoring() -> PowerXMonitoringHook:
     return PowerXMonitoringHook(retries=2, names=monitoring_names())
 
 
-def recorder(book: Ledger | None = None) -> Recorder:
+def recorder(ledger_: Ledger | None = None) -> Recorder:
     return Recorder(
-        book or ledger(),
+        ledger_ or ledger(),
         PowerXAuditHook(retries=1, timeout=10),
         PowerXNotifyHook(retries=1, timeout=10),
     )
 
 
+def services() -> Services:
+    """A rollout step's clients: the ledger, its recorder, the platform, StatsD metrics."""
+    from powerx_upgrade.orchestration import metrics
+
+    shared = ledger()
+    return Services(shared, recorder(shared), platform(), metrics)
+
+
 def run_context(ti: Any) -> RunContext:
     """The run's context, as `preflight.validate` resolved it (its XCom)."""
-    data = ti.xcom_pull(task_ids="preflight.validate")
+    data = ti.xcom_pull(task_ids=VALIDATE)
     if not data:
-        raise RuntimeError("preflight.validate left no run context: the run cannot go on")
+        raise RuntimeError(f"{VALIDATE} left no run context: the run cannot go on")
     if isinstance(data, str):
         data = json.loads(data)
     return RunContext.from_dict(data)

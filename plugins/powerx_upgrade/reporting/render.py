@@ -34,24 +34,22 @@ class TemplatesNotFound(FileNotFoundError):
 
 
 def templates_location(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The templates to use: an explicit directory, else $POWERX_UPGRADE_TEMPLATES, else
-    `include/templates/` in the working directory, then in the project checkout the package
-    was installed from, then a copy shipped inside the package (`reporting/templates/`)."""
+    """The templates to use: an explicit directory (the report tasks and the control plane pass
+    Airflow's `[powerx_upgrade] templates` here: reporting itself never imports Airflow), else
+    $POWERX_UPGRADE_TEMPLATES, else `include/templates/` of the project checkout the package was
+    installed from, else a copy shipped inside the package (`reporting/templates/`). Never the
+    working directory."""
     if explicit:
         return _existing(Path(explicit), "the given templates directory")
     from_env = os.environ.get(TEMPLATES_ENV)
     if from_env:
         return _existing(Path(from_env), f"${TEMPLATES_ENV}")
-    for candidate in (
-        Path.cwd() / "include" / "templates",
-        _PACKAGE_ROOT / "include" / "templates",
-        _BUNDLED,
-    ):
+    for candidate in (_PACKAGE_ROOT / "include" / "templates", _BUNDLED):
         if (candidate / TEMPLATES["report.html"]).is_file():
             return candidate
     raise TemplatesNotFound(
-        f"no report templates found: set ${TEMPLATES_ENV} to a directory with "
-        f"{', '.join(TEMPLATES.values())}, or run from a project with include/templates/"
+        f"no report templates found: set ${TEMPLATES_ENV} (or [powerx_upgrade] templates) "
+        f"to a directory with {', '.join(TEMPLATES.values())}"
     )
 
 

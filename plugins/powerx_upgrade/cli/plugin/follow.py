@@ -21,6 +21,7 @@ from powerx_upgrade.cli.plugin.status import (
     status_from_api,
     waiting_prompts,
 )
+from powerx_upgrade.orchestration import names
 
 
 class RunReader:
@@ -59,7 +60,7 @@ class RunReader:
         then the control plane would only answer 404, and audit each one as a refusal."""
         if not self._in_ledger_seen and self.control_plane:
             try:
-                ti = self.api.task_instance(str(self.dag_id), self.run_id, "preflight.validate")
+                ti = self.api.task_instance(str(self.dag_id), self.run_id, names.VALIDATE)
             except http.NotFound:  # a DAG without that task: ask the control plane directly
                 ti = {"state": "success"}
             self._in_ledger_seen = ti.get("state") == "success"
@@ -80,17 +81,13 @@ class RunReader:
         dag_id, run_id = str(self.dag_id), self.run_id
         tis = self.api.task_instances(dag_id, run_id)
         done = {ti["task_id"] for ti in tis if ti.get("state") in ("success", "failed")}
-        if self._plan is None and "preflight.plan" in done:
-            self._plan = self.api.xcom(dag_id, run_id, "preflight.plan")
+        if self._plan is None and names.PLAN in done:
+            self._plan = self.api.xcom(dag_id, run_id, names.PLAN)
         for task in sorted(done):
             match = BATCH_TASK.match(task)
             if match and match[2] == "gate" and int(match[1]) not in self._gates:
                 self._gates[int(match[1])] = self.api.xcom(dag_id, run_id, task) or {}
-        record = (
-            self.api.xcom(dag_id, run_id, "finalize.record")
-            if ("finalize.record" in done)
-            else None
-        )
+        record = self.api.xcom(dag_id, run_id, names.RECORD) if (names.RECORD in done) else None
         return status_from_airflow(
             run, tis, plan_summary=self._plan, gates=self._gates, record=record, waiting=waiting
         )
@@ -99,7 +96,7 @@ class RunReader:
         """The run's outcome: the control plane's, else `finalize.record`'s XCom."""
         if status.outcome:
             return status.outcome
-        record = self.api.xcom(str(self.dag_id), self.run_id, "finalize.record")
+        record = self.api.xcom(str(self.dag_id), self.run_id, names.RECORD)
         return record.get("outcome") if isinstance(record, Mapping) else None
 
 

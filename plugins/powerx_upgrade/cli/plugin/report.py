@@ -17,6 +17,7 @@ from powerx_upgrade.airflow_client import (
 )
 from powerx_upgrade.cli.plugin.common import EXIT_OK
 from powerx_upgrade.cli.plugin.guard import connect, guarded
+from powerx_upgrade.orchestration import names
 
 
 @guarded
@@ -34,7 +35,7 @@ def _report_from_xcom(api: AirflowClient, args: argparse.Namespace, missing: Api
     """Without the control plane: the report file named in `finalize.report`'s XCom, when it
     is on a filesystem this machine can read."""
     dag_id = dag_id_of(args.plan) if args.plan else api.find_run(args.run_id)["dag_id"]
-    stored = api.xcom(dag_id, args.run_id, "finalize.report") or {}
+    stored = api.xcom(dag_id, args.run_id, names.REPORT) or {}
     uri = (stored.get("files") or {}).get(f"report.{args.format}")
     if not uri:
         raise http.NotFound(

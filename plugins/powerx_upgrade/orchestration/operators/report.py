@@ -8,6 +8,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import BaseOperatorLink
 
 from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.orchestration import names
 from powerx_upgrade.reporting import RunIdentity, report_link
 
 DEFAULT_AIRFLOW_URL = "http://localhost:8080"
@@ -52,14 +53,14 @@ class ReportOperator(PythonOperator):
 def api_base_url() -> str | None:
     """The api-server's configured address (`[api] base_url`), or None when it is not set: the
     report link then points at the stored file instead of the control-plane API's view."""
-    from airflow.sdk.configuration import conf
+    from airflow.sdk import conf
 
     return conf.get("api", "base_url", fallback=None) or None
 
 
 def airflow_base_url() -> str:
     """The Airflow UI's address (`[api] base_url`), for the report's link back to the run."""
-    from airflow.sdk.configuration import conf
+    from airflow.sdk import conf
 
     return str(conf.get("api", "base_url", fallback=None) or DEFAULT_AIRFLOW_URL)
 
@@ -68,7 +69,7 @@ def run_identity(plan: Plan, context: Any, *, settled: dict[str, Any] | None) ->
     """What the DAG knows of its run, for a report even when the ledger has no record of it."""
     run = context["dag_run"]
     params = dict(context.get("params") or {})
-    validated = context["ti"].xcom_pull(task_ids="preflight.validate")
+    validated = context["ti"].xcom_pull(task_ids=names.VALIDATE)
     return RunIdentity(
         run_id=run.run_id,
         dag_id=run.dag_id,
@@ -80,6 +81,6 @@ def run_identity(plan: Plan, context: Any, *, settled: dict[str, Any] | None) ->
         conf={k: v for k, v in params.items() if k != "artifact_signature"},
         error=None
         if validated
-        else "preflight.validate refused the run (its task log names every problem)",
+        else f"{names.VALIDATE} refused the run (its task log names every problem)",
         outcome=(settled or {}).get("outcome"),
     )

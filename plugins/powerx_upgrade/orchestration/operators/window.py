@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -10,10 +9,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from powerx_upgrade.domain.models import Plan
-from powerx_upgrade.domain.windows import window_state
 from powerx_upgrade.orchestration import runtime
-from powerx_upgrade.rollout.controls import replan_remaining
-from powerx_upgrade.rollout.preflight import planned_batches
+from powerx_upgrade.rollout import window
+from powerx_upgrade.rollout.window import BatchNotPlanned, Frozen, NeverOpens
 
 
 class WindowWaitOperator(BaseOperator):
@@ -37,45 +35,16 @@ class WindowWaitOperator(BaseOperator):
 
     def execute(self, context: Any, event: Any = None) -> dict[str, Any]:
         ctx = runtime.run_context(context["ti"])
-        book = runtime.ledger()
-        if self.batch is not None:
-            if event is None:  # adjusted ratios re-cut the batches not started (run controls)
-                replan_remaining(book, self.plan, ctx, self.batch, runtime.recorder(book))
-            planned = [b["index"] for b in planned_batches(book, ctx.run_id)]
-            if self.batch not in planned:
-                raise AirflowSkipException(
-                    f"batch {self.batch} is not in this run's plan (planned: {planned})"
-                )
-        if self.plan.window is None or not ctx.respect_window:
-            return {
-                "open": True,
-                "reason": "no window"
-                if self.plan.window is None
-                else "respect_window is off for this run",
-            }
-        state = window_state(self.plan.window, datetime.now(UTC))
-        if state.open or ctx.dry_run:
-            return state.as_dict()
-        if self.batch is None and state.frozen_by:
-            book.record_decision(
-                ctx.run_id,
-                batch_index=None,
-                kind="stop",
-                decision="stop",
-                actor="window",
-                via="auto",
-                detail={"reason": f"frozen by {state.frozen_by}"},
+        try:
+            check = window.check_window(
+                runtime.services(), self.plan, ctx, self.batch, resumed=event is not None
             )
-            recorder = runtime.recorder(book)
-            recorder.audit(
-                ctx,
-                "run.stopped.freeze",
-                audit_id=f"{ctx.run_id}:freeze",
-                details={"freeze": state.frozen_by},
-            )
-            recorder.flush()
-            raise AirflowSkipException(f"the window is frozen ({state.frozen_by}): not starting")
-        if state.next_open is None:
-            raise AirflowFailException(f"the window does not open again: {state.reason}")
-        self.log.info("window closed: %s; waiting", state.reason)
-        self.defer(trigger=DateTimeTrigger(moment=state.next_open), method_name="execute")
+        except (BatchNotPlanned, Frozen) as exc:
+            raise AirflowSkipException(str(exc)) from None
+        except NeverOpens as exc:
+            raise AirflowFailException(str(exc)) from None
+        if check.opens_at is None:
+            return check.state
+        self.log.info("window closed: %s; waiting", check.reason)
+        self.defer(trigger=DateTimeTrigger(moment=check.opens_at), method_name="execute")
+        return check.state  # pragma: no cover (defer raises)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from powerx_upgrade.domain.alerts import (
-    BATCH_RUNTIME,
-    MONITORING_DATA_MISSING,
-    Alert,
-    batch_runtime_alert,
-    missing_data_alert,
-)
+from powerx_upgrade.domain.gate import MonitoringError
 from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.orchestration import runtime
 from powerx_upgrade.orchestration.hooks.sources import async_query
 from powerx_upgrade.rollout.controls import GateControls, gate_controls, requested_evaluation
+from powerx_upgrade.rollout.gate_steps import due_alert
 from powerx_upgrade.rollout.gating import GatePoller
 
 
@@ -86,76 +81,87 @@ class BatchGateTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            spec = GateSpec.model_validate(self.gate)
-            source = self.source or {"conn_id": self.conn_id, "names": self.names}
-            query = async_query(source, self.watch["plugin"])
-            state = dict(self.state)
-            applied: list[dict[str, Any]] = list(state.pop("applied_controls", None) or [])
-            poller = GatePoller(spec, self.watch, query, **state)
-            interval = spec.poke_interval.total_seconds()
-            while True:
-                now = datetime.now(UTC)
-                found = await self._controls(spec)
-                if found is not None:
-                    known = {a["id"] for a in applied}
-                    applied += [
-                        {"id": i, "at": now.isoformat()} for i in found.applied if i not in known
-                    ]
-                    if found.request is not None:
-                        batch = int(self.watch.get("batch") or 0)
-                        result = requested_evaluation(found.request, batch)
-                        yield TriggerEvent(
-                            {
-                                "status": "done",
-                                "evaluation": result.as_dict(),
-                                "pokes": poller.pokes,
-                                "state": {**poller.state(), "applied_controls": applied},
-                                "control": found.request.id,
-                            }
-                        )
-                        return
-                    poller.gate = found.gate
-                    poller.watch = {**poller.watch, "bake_seconds": found.bake_seconds}
-                result = await poller.poke(now)
-                if result.error is not None:
-                    self.log.warning(
-                        "batch %s gate: monitoring error (%s, %s in a row, %s in all): %s",
-                        self.watch.get("batch"),
-                        result.error.kind,
-                        result.error.consecutive,
-                        result.error.total,
-                        result.error.message,
-                    )
-                if result.phase.final:
-                    yield TriggerEvent(
-                        {
-                            "status": "done",
-                            "evaluation": result.as_dict(),
-                            "pokes": poller.pokes,
-                            "state": {**poller.state(), "applied_controls": applied},
-                        }
-                    )
-                    return
-                alert = due_alert(poller, now, self.limits)
-                if alert is not None:
-                    poller.alerted.append(alert.rule)
-                    yield TriggerEvent(
-                        {
-                            "status": "alert",
-                            "alert": alert.as_dict(),
-                            "state": {**poller.state(), "applied_controls": applied},
-                        }
-                    )
-                    return
-                self.log.info(
-                    "batch %s gate: %s (%s)",
-                    self.watch.get("batch"),
-                    result.phase.value,
-                    result.reason,
-                )
-                await asyncio.sleep(interval)
+            event = await self._poll()
         except Exception as exc:
-            yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
+            event = {"status": "error", "message": f"{type(exc).__name__}: {exc}"}
+        yield TriggerEvent(event)
+
+    async def _poll(self) -> dict[str, Any]:
+        """Poke every `poke_interval` until an event is due (a verdict, a request, an alert)."""
+        spec = GateSpec.model_validate(self.gate)
+        source = self.source or {"conn_id": self.conn_id, "names": self.names}
+        state = dict(self.state)
+        applied: list[dict[str, Any]] = list(state.pop("applied_controls", None) or [])
+        poller = GatePoller(spec, self.watch, async_query(source, self.watch["plugin"]), **state)
+        while True:
+            event = await self._poke(poller, spec, applied, datetime.now(UTC))
+            if event is not None:
+                return event
+            await asyncio.sleep(spec.poke_interval.total_seconds())
+
+    async def _poke(
+        self, poller: GatePoller, spec: GateSpec, applied: list[dict[str, Any]], now: datetime
+    ) -> dict[str, Any] | None:
+        """One poke: the run's controls first, then the metrics; the event it ends on, if any."""
+        found = await self._controls(spec)
+        if found is not None:
+            requested = self._apply(poller, found, applied, now)
+            if requested is not None:
+                return requested
+        result = await poller.poke(now)
+        if result.error is not None:
+            self._log_error(result.error)
+        state = {**poller.state(), "applied_controls": applied}
+        if result.phase.final:
+            evaluation = result.as_dict()
+            return {
+                "status": "done",
+                "evaluation": evaluation,
+                "pokes": poller.pokes,
+                "state": state,
+            }
+        alert = due_alert(poller, now, self.limits)
+        if alert is not None:
+            poller.alerted.append(alert.rule)
+            state = {**poller.state(), "applied_controls": applied}
+            return {"status": "alert", "alert": alert.as_dict(), "state": state}
+        batch = self.watch.get("batch")
+        self.log.info("batch %s gate: %s (%s)", batch, result.phase.value, result.reason)
+        return None
+
+    def _log_error(self, error: MonitoringError) -> None:
+        self.log.warning(
+            "batch %s gate: monitoring error (%s, %s in a row, %s in all): %s",
+            self.watch.get("batch"),
+            error.kind,
+            error.consecutive,
+            error.total,
+            error.message,
+        )
+
+    def _apply(
+        self,
+        poller: GatePoller,
+        found: GateControls,
+        applied: list[dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """Put the adjustments in force (noted for the sensor to settle); a pending rollback or
+        pause request ends the gate: its event."""
+        known = {a["id"] for a in applied}
+        applied += [{"id": i, "at": now.isoformat()} for i in found.applied if i not in known]
+        if found.request is not None:
+            result = requested_evaluation(found.request, int(self.watch.get("batch") or 0))
+            return {
+                "status": "done",
+                "evaluation": result.as_dict(),
+                "pokes": poller.pokes,
+                "state": {**poller.state(), "applied_controls": applied},
+                "control": found.request.id,
+            }
+        poller.gate = found.gate
+        poller.watch = {**poller.watch, "bake_seconds": found.bake_seconds}
+        return None
 
     async def _controls(self, base: GateSpec) -> GateControls | None:
         """The run's controls, read in a thread (the ledger is synchronous); None without a run
@@ -177,19 +183,3 @@ class BatchGateTrigger(BaseTrigger):
 def read_gate_controls(run_id: str, gate: GateSpec, watch: dict[str, Any]) -> GateControls:
     """The run's controls from the `powerx_ledger` connection's ledger (blocking I/O)."""
     return gate_controls(runtime.ledger(), run_id, gate, watch)
-
-
-def due_alert(poller: GatePoller, now: datetime, limits: dict[str, float]) -> Alert | None:
-    """The first alert that is due and not yet raised for this batch."""
-    batch = int(poller.watch.get("batch") or 0)
-    if BATCH_RUNTIME not in poller.alerted and "batch_runtime" in limits:
-        alert = batch_runtime_alert(
-            batch, poller.runtime(now), timedelta(seconds=limits["batch_runtime"])
-        )
-        if alert:
-            return alert
-    if MONITORING_DATA_MISSING not in poller.alerted and "missing_data" in limits:
-        return missing_data_alert(
-            batch, poller.silent_for(now), timedelta(seconds=limits["missing_data"])
-        )
-    return None

@@ -1,0 +1,315 @@
+"""The one rollback implementation: the batch rollback group of a plan DAG and the
+`plugin_upgrade_rollback` DAG both choose their tenants here, roll them back, verify them and
+record the result with these functions (they differ only in how the scope is chosen and which
+run record they finish).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from powerx_upgrade.domain.alerts import Alert, rollback_failure_alert
+from powerx_upgrade.domain.models import DeploySpec, Plan, RollbackSpec
+from powerx_upgrade.ledger.records import ControlRecord
+from powerx_upgrade.rollout import controls, finalize, late_rollback, metrics, operations
+from powerx_upgrade.rollout.alerts import raise_alert
+from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.late_rollback import LateRollbackContext, RollbackRefused
+from powerx_upgrade.rollout.operations import RetryPolicy
+from powerx_upgrade.rollout.services import Services
+from powerx_upgrade.rollout.verdicts import ALERT, ROLLBACK, should_notify
+
+# -- shared by both DAGs -----------------------------------------------------------------------
+
+
+def shards(targets: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The targets cut into the mapped rollback tasks' kwargs, `size` tenants each."""
+    return [{"targets": targets[i : i + size]} for i in range(0, len(targets), size)]
+
+
+def execute(
+    services: Services,
+    ctx: RunContext,
+    targets: list[dict[str, Any]],
+    *,
+    rollback: RollbackSpec,
+    deploy: DeploySpec,
+) -> dict[str, Any]:
+    """Roll `targets` back, concurrently and idempotently (one mapped task's shard)."""
+    summary = operations.rollback_shard(
+        services.platform,
+        services.ledger,
+        services.recorder,
+        ctx,
+        targets=targets,
+        concurrency=rollback.concurrency,
+        retry=RetryPolicy(retries=deploy.retries),
+    )
+    return summary.as_dict()
+
+
+def verify(
+    services: Services, ctx: RunContext, targets: list[dict[str, Any]], started: datetime
+) -> dict[str, Any]:
+    """Read every target back from the platform; with the rollback's duration since `started`."""
+    upgrades = {a.tenant_id: a for a in services.ledger.actions(ctx.run_id, kind="upgrade")}
+    verification = operations.verify_rollback(services.platform, ctx, targets, upgrades)
+    verification["duration_ms"] = int((datetime.now(UTC) - started).total_seconds() * 1000)
+    return verification
+
+
+def alert_failures(
+    services: Services,
+    plan: Plan | None,
+    ctx: RunContext,
+    failed: list[str],
+    broken: list[dict[str, Any]],
+) -> Alert | None:
+    """Raise `rollback_failed` when a tenant could not be rolled back or read back wrong."""
+    alert = rollback_failure_alert(failed, broken)
+    if alert is not None:
+        raise_alert(
+            services.recorder,
+            ctx,
+            alert,
+            channels=plan.notify.channels if plan else [],
+            count=services.metrics.count,
+            notify=should_notify(plan, ALERT),
+        )
+    return alert
+
+
+def time_it(services: Services, ctx: RunContext, duration_ms: int) -> None:
+    tags = {"plan": ctx.plan_id, "plugin": ctx.plugin}
+    services.metrics.timing(metrics.ROLLBACK_DURATION, duration_ms, tags)
+
+
+# -- the batch rollback group of a plan DAG ----------------------------------------------------
+
+
+def start_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> list[dict[str, Any]]:
+    """The run's rollback scope (the last rollback decision's batch and breaching tenants), in
+    the run record (`rolling_back`), cut into shards."""
+    ledger = services.ledger
+    chosen = [d for d in ledger.decisions(ctx.run_id) if d.decision == "rollback"]
+    last = chosen[-1] if chosen else None
+    failing = last.batch_index if last else None
+    breaching = list((last.detail or {}).get("breaching", [])) if last else []
+    targets = finalize.rollback_plan(services.platform, ledger, plan, ctx, failing, breaching)
+    run = ledger.get_run(ctx.run_id)
+    detail = dict(run.detail or {}) if run else {}
+    detail.update(
+        {
+            "rollback_started_at": (last.decided_at if last else datetime.now(UTC)).isoformat(),
+            "rollback_scope": plan.policy.rollback.scope,
+            "rollback_targets": targets,
+        }
+    )
+    if not targets:
+        detail["rollback_verification"] = {
+            "verified": [],
+            "broken": [],
+            "note": "no tenant was on the new version",
+        }
+    ledger.update_run(ctx.run_id, status="rolling_back", detail=detail)
+    return shards(targets, plan.policy.deploy.shard_size)
+
+
+def execute_batch_rollback(
+    services: Services, plan: Plan, ctx: RunContext, targets: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One shard of the run's rollback, at the concurrency in force (adjustable)."""
+    spec = controls.effective_policy(plan, services.ledger, ctx.run_id).rollback
+    return execute(services, ctx, targets, rollback=spec, deploy=plan.policy.deploy)
+
+
+def verify_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
+    """Verify the run's rollback targets, keep the verification in the run record, alert on a
+    tenant not back, time it."""
+    ledger = services.ledger
+    run = ledger.get_run(ctx.run_id)
+    detail = dict(run.detail or {}) if run else {}
+    started = datetime.fromisoformat(
+        detail.get("rollback_started_at") or datetime.now(UTC).isoformat()
+    )
+    verification = verify(services, ctx, detail.get("rollback_targets", []), started)
+    detail["rollback_verification"] = verification
+    ledger.update_run(ctx.run_id, detail=detail)
+    failed = [a.tenant_id for a in ledger.actions(ctx.run_id, kind="rollback", state="failed")]
+    alert_failures(services, plan, ctx, failed, verification["broken"])
+    time_it(services, ctx, verification["duration_ms"])
+    return {
+        "verified": len(verification["verified"]),
+        "broken": verification["broken"][:50],
+        "duration_ms": verification["duration_ms"],
+    }
+
+
+def announce_batch_rollback(
+    services: Services, plan: Plan, ctx: RunContext, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Audit `run.rolled_back` and notify it."""
+    recorder = services.recorder
+    recorder.audit(
+        ctx,
+        "run.rolled_back",
+        audit_id=f"{ctx.run_id}:rolled_back",
+        details={
+            "verified": result.get("verified"),
+            "broken": result.get("broken"),
+            "duration_ms": result.get("duration_ms"),
+        },
+    )
+    if should_notify(plan, ROLLBACK):
+        recorder.notify(
+            ctx,
+            "plugin.version.gray.rollback",
+            key="rollback.done",
+            severity="critical" if result.get("broken") else "warning",
+            title=f"{plan.id}: rolled back {result.get('verified', 0)} tenant(s) in "
+            f"{(result.get('duration_ms') or 0) / 1000:.1f}s",
+            channels=plan.notify.channels,
+        )
+    recorder.flush()
+    return result
+
+
+# -- the `plugin_upgrade_rollback` DAG ---------------------------------------------------------
+
+
+def specs(plan: Plan | None) -> tuple[RollbackSpec, DeploySpec]:
+    """The plan's rollback and deploy settings; defaults for a plan no longer in the config."""
+    return (plan.policy.rollback, plan.policy.deploy) if plan else (RollbackSpec(), DeploySpec())
+
+
+def resolve_late(
+    services: Services, form: dict[str, Any], *, dag_run_id: str, user: str | None
+) -> dict[str, Any]:
+    """The run to roll back and who asks, from the DAG's form (refused without a reason)."""
+    reason = str(form.get("reason") or "").strip()
+    if not reason:
+        raise RollbackRefused("reason: say why the run is rolled back (audit and report)")
+    ledger = services.ledger
+    run = late_rollback.resolve_target_run(
+        ledger, run_id=form.get("run_id") or None, plan_id=form.get("plan_id") or None
+    )
+    request = late_rollback.request_of(ledger, run, form.get("request_id"))
+    return {
+        "run_id": run.run_id,
+        "plan_id": run.plan_id,
+        "scope": form.get("scope") or "all_upgraded",
+        "reason": reason,
+        "request_id": request.id if request else None,
+        "actor": (request.actor if request else None) or user or "unknown",
+        "via": (request.via if request else None) or "ui",
+        "dag_run_id": dag_run_id,
+        "requested_at": (request.requested_at if request else datetime.now(UTC)).isoformat(),
+    }
+
+
+def late_context(services: Services, data: dict[str, Any]) -> LateRollbackContext:
+    run = services.ledger.get_run(data["run_id"])
+    if run is None:
+        raise RollbackRefused(f"run {data['run_id']!r} is not in the ledger")
+    return late_rollback.context_for(
+        run, by_run=data["dag_run_id"], actor=data["actor"], reason=data["reason"]
+    )
+
+
+def run_active(services: Services, run_id: str) -> str | None:
+    """The run's status while it is still active (the rollback waits), else None."""
+    run = services.ledger.get_run(run_id)
+    return run.status if run is not None and run.active else None
+
+
+def _request(services: Services, ctx: RunContext, data: dict[str, Any]) -> ControlRecord | None:
+    run = services.ledger.get_run(ctx.run_id)
+    if run is None:
+        return None
+    return late_rollback.request_of(services.ledger, run, data["request_id"])
+
+
+def start_late_rollback(
+    services: Services, ctx: LateRollbackContext, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The finished run's tenants to roll back under the asked scope (and those another active
+    run holds), audited as `run.rollback.started`."""
+    ledger = services.ledger
+    run = ledger.get_run(ctx.run_id)
+    if run is None:
+        raise RollbackRefused(f"run {ctx.run_id!r} is not in the ledger")
+    batch, breaching = late_rollback.failing_batch(ledger, run, _request(services, ctx, data))
+    targets, held = late_rollback.late_targets(
+        services.platform, ledger, ctx, data["scope"], batch, breaching
+    )
+    services.recorder.audit(
+        ctx,
+        "run.rollback.started",
+        tenants=[t["tenant"] for t in targets],
+        audit_id=f"{ctx.run_id}:late-rollback-start:{ctx.by_run}",
+        details={"scope": data["scope"], "held": held, "batch": batch, "by": ctx.by_run},
+    )
+    services.recorder.flush()
+    return {"targets": targets, "held": held}
+
+
+def unverified(chosen: dict[str, Any]) -> dict[str, Any]:
+    """The verification of a rollback whose verify step left nothing: no tenant verified."""
+    broken = [{"tenant": t["tenant"], "problems": ["not verified"]} for t in chosen["targets"]]
+    return {"verified": [], "broken": broken}
+
+
+def record_late(
+    services: Services,
+    plan: Plan | None,
+    ctx: LateRollbackContext,
+    data: dict[str, Any],
+    chosen: dict[str, Any],
+    verification: dict[str, Any],
+) -> tuple[dict[str, Any], bool]:
+    """The rollback under the rolled-back run (decision, audit, outcome), its alert, duration
+    metric and notification. Returns the summary and whether every tenant came back."""
+    ledger = services.ledger
+    run = late_rollback.record_late_rollback(
+        ledger,
+        ctx,
+        via=data["via"],
+        request=_request(services, ctx, data),
+        scope=data["scope"],
+        targets=chosen["targets"],
+        held=chosen["held"],
+        verification=verification,
+        started_at=datetime.fromisoformat(data["requested_at"]),
+    )
+    failed = [
+        a.tenant_id
+        for a in ledger.actions(ctx.run_id, kind="rollback", state="failed")
+        if f"@{ctx.by_run}:" in a.idempotency_key
+    ]
+    alert = alert_failures(services, plan, ctx, failed, verification.get("broken", []))
+    duration = verification.get("duration_ms")
+    if duration is not None and chosen["targets"]:
+        time_it(services, ctx, duration)
+    if should_notify(plan, ROLLBACK):
+        services.recorder.notify(
+            ctx,
+            "plugin.version.gray.rollback",
+            key=f"late-rollback:{ctx.by_run}",
+            severity="critical" if alert else "warning",
+            title=f"{ctx.plan_id}: run {ctx.run_id} rolled back ({run.outcome}): "
+            f"{len(verification.get('verified', []))} tenant(s) in {(duration or 0) / 1000:.1f}s",
+            message=f"By {ctx.triggered_by} via {data['via']}. Reason: {ctx.reason}",
+            channels=plan.notify.channels if plan else [],
+        )
+    services.recorder.flush()
+    summary = {
+        "run_id": ctx.run_id,
+        "outcome": run.outcome,
+        "tenants": len(chosen["targets"]),
+        "verified": len(verification.get("verified", [])),
+        "broken": verification.get("broken", [])[:50],
+        "held": chosen["held"],
+        "duration_ms": duration,
+    }
+    return summary, alert is None

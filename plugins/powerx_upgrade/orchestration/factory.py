@@ -40,53 +40,59 @@ from powerx_upgrade.rollout.late_rollback import ROLLBACK_DAG_ID
 START_DATE = datetime(2026, 1, 1)
 
 
-def params_for(plan: Plan) -> dict[str, Param]:
-    """The trigger form: what a release manager (or CI, through `conf`) may set per run."""
+FORM = (
+    (
+        "target_version",
+        "string",
+        "Target version",
+        "Version to roll out; the plan's default when left as is.",
+    ),
+    ("artifact_uri", "string", "Artifact URI", "Where the platform fetches the build."),
+    ("artifact_sha256", "string", "Artifact SHA-256", "Hex digest of the build (64 characters)."),
+    (
+        "artifact_signature",
+        "string",
+        "Artifact signature",
+        "Ed25519 signature (base64) over "
+        "plugin, version and SHA-256, made with `powerx artifact sign`; preflight refuses an "
+        "unsigned or mismatched artifact.",
+    ),
+    ("dry_run", "boolean", "Dry run", "Plan and preflight only: no tenant is touched."),
+    (
+        "reason",
+        "string",
+        "Change reason",
+        "Why this rollout happens; it goes to the audit log and the report.",
+    ),
+    (
+        "respect_window",
+        "boolean",
+        "Respect the window",
+        "Start batches only inside the plan's window (off: emergency runs).",
+    ),
+)
+"""The trigger form's fields: name, JSON type, title, description (defaults: `form_defaults`)."""
+
+
+def form_defaults(plan: Plan) -> dict[str, object]:
     artifact = plan.artifact
     return {
-        "target_version": Param(
-            plan.target_version or "",
-            type="string",
-            title="Target version",
-            description="Version to roll out; the plan's default when left as is.",
-        ),
-        "artifact_uri": Param(
-            artifact.uri if artifact else "",
-            type="string",
-            title="Artifact URI",
-            description="Where the platform fetches the build.",
-        ),
-        "artifact_sha256": Param(
-            artifact.sha256 if artifact else "",
-            type="string",
-            title="Artifact SHA-256",
-            description="Hex digest of the build (64 characters).",
-        ),
-        "artifact_signature": Param(
-            (artifact.signature or "") if artifact else "",
-            type="string",
-            title="Artifact signature",
-            description="Ed25519 signature (base64) over plugin, version and SHA-256, made with "
-            "`powerx artifact sign`; preflight refuses an unsigned or mismatched artifact.",
-        ),
-        "dry_run": Param(
-            False,
-            type="boolean",
-            title="Dry run",
-            description="Plan and preflight only: no tenant is touched.",
-        ),
-        "reason": Param(
-            "",
-            type="string",
-            title="Change reason",
-            description="Why this rollout happens; it goes to the audit log and the report.",
-        ),
-        "respect_window": Param(
-            True,
-            type="boolean",
-            title="Respect the window",
-            description="Start batches only inside the plan's window (off: emergency runs).",
-        ),
+        "target_version": plan.target_version or "",
+        "artifact_uri": artifact.uri if artifact else "",
+        "artifact_sha256": artifact.sha256 if artifact else "",
+        "artifact_signature": (artifact.signature or "") if artifact else "",
+        "dry_run": False,
+        "reason": "",
+        "respect_window": True,
+    }
+
+
+def params_for(plan: Plan) -> dict[str, Param]:
+    """The trigger form: what a release manager (or CI, through `conf`) may set per run."""
+    defaults = form_defaults(plan)
+    return {
+        name: Param(defaults[name], type=kind, title=title, description=description)
+        for name, kind, title, description in FORM
     }
 
 

@@ -61,23 +61,18 @@ def range_requests(
     first = start + step
     if not tenants or first > end:
         return []
-    values = {
-        "plugin": _quoted(plugin),
-        "version": _quoted(version or ""),
-        "step": promql_duration(step),
+    values = {"plugin": _quoted(plugin), "version": _quoted(version or "")}
+    values["step"] = promql_duration(step)
+    window = {
+        "start": f"{first.timestamp():.3f}",
+        "end": f"{end.timestamp():.3f}",
+        "step": f"{step.total_seconds():g}",
     }
-    calls: list[tuple[str, dict[str, str]]] = []
-    for page in _pages(sorted(set(tenants)), tenants_per_query):
-        regex = tenant_regex(page)
-        for name, template in queries.items():
-            form = {
-                "query": expand(template, {**values, "tenant": regex}),
-                "start": f"{first.timestamp():.3f}",
-                "end": f"{end.timestamp():.3f}",
-                "step": f"{step.total_seconds():g}",
-            }
-            calls.append((name, form))
-    return calls
+    return [
+        (name, {"query": expand(template, {**values, "tenant": tenant_regex(page)}), **window})
+        for page in _pages(sorted(set(tenants)), tenants_per_query)
+        for name, template in queries.items()
+    ]
 
 
 def _pages(tenants: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -96,28 +91,14 @@ def matrix_series(name: str, payload: Any) -> Series:
     An answer that is not a matrix, or a series without a `tenant` label, is a configuration
     error (the PromQL must keep `by (tenant)`), raised rather than read as no data.
     """
-    data = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(data, dict) or payload.get("status") != "success":
-        raise PowerXRejected(
-            f"query {name}: unexpected answer {str(payload)[:200]}",
-            method="POST",
-            endpoint=QUERY_RANGE,
-        )
-    if data.get("resultType") != "matrix":
-        raise PowerXRejected(
-            f"query {name}: a range query must give a matrix, got {data.get('resultType')}",
-            method="POST",
-            endpoint=QUERY_RANGE,
-        )
     series: Series = {}
-    for item in data.get("result") or []:
+    for item in _matrix(name, payload):
         tenant = (item.get("metric") or {}).get("tenant")
         if tenant is None:
-            raise PowerXRejected(
-                f"query {name}: a series has no tenant label ({item.get('metric')}); "
-                "keep `by (tenant)` in the PromQL",
-                method="POST",
-                endpoint=QUERY_RANGE,
+            raise _rejected(
+                name,
+                f"a series has no tenant label ({item.get('metric')}); keep `by (tenant)` in "
+                "the PromQL",
                 code="no_tenant_label",
             )
         points = series.setdefault(str(tenant), {})
@@ -126,6 +107,22 @@ def matrix_series(name: str, payload: Any) -> Series:
             if math.isfinite(value):
                 points[float(timestamp)] = value
     return series
+
+
+def _matrix(name: str, payload: Any) -> list[dict[str, Any]]:
+    """The result list of a successful matrix answer; anything else is refused."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, dict) or payload.get("status") != "success":
+        raise _rejected(name, f"unexpected answer {str(payload)[:200]}")
+    if data.get("resultType") != "matrix":
+        raise _rejected(name, f"a range query must give a matrix, got {data.get('resultType')}")
+    return list(data.get("result") or [])
+
+
+def _rejected(name: str, message: str, code: str | None = None) -> PowerXRejected:
+    return PowerXRejected(
+        f"query {name}: {message}", method="POST", endpoint=QUERY_RANGE, code=code
+    )
 
 
 def fold(results: Mapping[str, Series], pools: Mapping[str, str]) -> dict[str, Any]:

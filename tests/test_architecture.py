@@ -120,3 +120,16 @@ def test_layers_import_one_way_only():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_orchestration_functions_only_adapt_so_they_are_short():
+    """An adapter turns Airflow's context into one rollout call and back: about 30 lines at most
+    (32 allows a signature that wraps and a docstring)."""
+    long = []
+    for path in (PACKAGE / "orchestration").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 32:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
+    assert not long, "functions in orchestration/ over about 30 lines:\n" + "\n".join(long)

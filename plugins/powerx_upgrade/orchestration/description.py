@@ -287,30 +287,40 @@ def _outcomes(dag: _Builder, k: int, decide: str, *, scope: str, record: str) ->
     return promote, resume
 
 
-def doc_md(plan: Plan) -> str:
-    """The DAG's documentation in the UI: the plan in the release manager's words."""
-    policy = plan.policy
-    rows = "\n".join(
+def _batch_rows(plan: Plan) -> str:
+    return "\n".join(
         f"| {k} | {b.name or f'batch_{k}'} | "
         f"{f'{b.ratio:.0%}' if b.ratio is not None else f'{b.count} tenants'} | "
         f"{format_duration(b.bake)} | {'required' if b.approval == 'required' else '-'} |"
-        for k, b in enumerate(policy.batches, start=1)
+        for k, b in enumerate(plan.policy.batches, start=1)
     )
-    checks = "\n".join(
+
+
+def _check_lines(plan: Plan) -> str:
+    return "\n".join(
         f"- `{c.metric} {c.op} {c.limit}`"
         + (f" against {c.baseline}" if c.baseline else "")
         + f" ({c.scope}"
         + (f", up to {c.max_breaching_tenants} breaching" if c.max_breaching_tenants else "")
         + ")"
-        for c in policy.gate.checks
+        for c in plan.policy.gate.checks
     )
-    window = (
+
+
+def _window_text(plan: Plan) -> str:
+    if not plan.window:
+        return "any time (no window)"
+    frozen = f"; frozen {', '.join(plan.window.freeze)}" if plan.window.freeze else ""
+    return (
         f"`{plan.window.schedule}` for {format_duration(plan.window.duration)} "
-        f"({plan.window.timezone})"
-        + (f"; frozen {', '.join(plan.window.freeze)}" if plan.window.freeze else "")
-        if plan.window
-        else "any time (no window)"
+        f"({plan.window.timezone}){frozen}"
     )
+
+
+def doc_md(plan: Plan) -> str:
+    """The DAG's documentation in the UI: the plan in the release manager's words."""
+    policy = plan.policy
+    rows, checks, window = _batch_rows(plan), _check_lines(plan), _window_text(plan)
     select = plan.tenants
     return f"""### Grey upgrade: `{plan.id}`
 

@@ -41,43 +41,45 @@ WAIT_POKE = timedelta(seconds=10)
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+ROLLBACK_NODES = (
+    TaskNode(names.LATE_RESOLVE, "resolve", names.ROLLBACK, doc="which run; refuse clearly"),
+    TaskNode(names.LATE_WAIT, "wait", names.ROLLBACK, doc="wait while the run is active"),
+    TaskNode(names.ROLLBACK_SCOPE, "scope", names.ROLLBACK, doc="its tenants on the new version"),
+    TaskNode(
+        names.ROLLBACK_EXECUTE,
+        "execute",
+        names.ROLLBACK,
+        mapped_over=names.ROLLBACK_SCOPE,
+        doc="roll tenants back, concurrently and idempotently",
+    ),
+    TaskNode(
+        names.ROLLBACK_VERIFY,
+        "verify",
+        names.ROLLBACK,
+        trigger_rule=ALL_DONE,
+        doc="read every tenant back from the platform",
+    ),
+    TaskNode(
+        names.LATE_RECORD,
+        "record",
+        names.ROLLBACK,
+        trigger_rule=ALL_DONE,
+        doc="decision, audit, outcome rolled_back, duration metric",
+    ),
+    TaskNode(
+        names.LATE_REPORT,
+        "report",
+        names.ROLLBACK,
+        trigger_rule=ALL_DONE,
+        doc="re-render the run's report with the rollback",
+    ),
+)
+"""The rollback DAG's tasks, in dependency order."""
+
+
 def describe_rollback_dag() -> DagShape:
     """The rollback DAG as data (tasks in dependency order, edges)."""
-    nodes = (
-        TaskNode(names.LATE_RESOLVE, "resolve", names.ROLLBACK, doc="which run; refuse clearly"),
-        TaskNode(names.LATE_WAIT, "wait", names.ROLLBACK, doc="wait while the run is active"),
-        TaskNode(
-            names.ROLLBACK_SCOPE, "scope", names.ROLLBACK, doc="its tenants on the new version"
-        ),
-        TaskNode(
-            names.ROLLBACK_EXECUTE,
-            "execute",
-            names.ROLLBACK,
-            mapped_over=names.ROLLBACK_SCOPE,
-            doc="roll tenants back, concurrently and idempotently",
-        ),
-        TaskNode(
-            names.ROLLBACK_VERIFY,
-            "verify",
-            names.ROLLBACK,
-            trigger_rule=ALL_DONE,
-            doc="read every tenant back from the platform",
-        ),
-        TaskNode(
-            names.LATE_RECORD,
-            "record",
-            names.ROLLBACK,
-            trigger_rule=ALL_DONE,
-            doc="decision, audit, outcome rolled_back, duration metric",
-        ),
-        TaskNode(
-            names.LATE_REPORT,
-            "report",
-            names.ROLLBACK,
-            trigger_rule=ALL_DONE,
-            doc="re-render the run's report with the rollback",
-        ),
-    )
+    nodes = ROLLBACK_NODES
     order = [n.task_id for n in nodes]
     edges = (*itertools.pairwise(order), (names.ROLLBACK_SCOPE, names.ROLLBACK_VERIFY))
     return DagShape(

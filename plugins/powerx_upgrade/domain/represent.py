@@ -13,7 +13,7 @@ Pure: tenants and the plan in, tuples out (docs/plans.md, "represent").
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
@@ -66,8 +66,19 @@ def segment_counts(
     """How many of `tenants` each segment holds, segments sorted by name."""
     if not by:
         return ()
-    counts = Counter(segment_of(fleet[t].labels, by) for t in tenants)
-    return tuple(sorted(counts.items()))
+    # count label tuples and name only the distinct ones: 100,000 tenants, a handful of names
+    counts = Counter(tuple(fleet[t].labels.get(label, NO_VALUE) for label in by) for t in tenants)
+    named = {_named(key, by): n for key, n in counts.items()}
+    return tuple(sorted(named.items()))
+
+
+def _named(key: Sequence[str], by: Sequence[str]) -> str:
+    return ",".join(f"{label}={value}" for label, value in zip(by, key, strict=True))
+
+
+def _segments(tenants: Iterable[str], fleet: Mapping[str, Labelled], by: Sequence[str]) -> set[str]:
+    keys = {tuple(fleet[t].labels.get(label, NO_VALUE) for label in by) for t in tenants}
+    return {_named(key, by) for key in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +271,8 @@ def _unasked_gaps(
     """Segments of the selection batch 1 leaves out when the plan does not stratify it."""
     if not by or not batches:
         return []
-    present = {segment_of(fleet[t].labels, by) for t in batches[0]}
-    selection = {segment_of(fleet[t].labels, by) for t in ordered}
+    present = _segments(batches[0], fleet, by)
+    selection = _segments(ordered, fleet, by)
     reason = (
         "tenants.represent.through_batch is 0"
         if spec is not None

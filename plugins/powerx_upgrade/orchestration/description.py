@@ -16,11 +16,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from powerx_upgrade.domain.dag_ids import dag_id_of
 from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import names
 
-DAG_ID_PREFIX = "plugin_upgrade__"
 TAGS = ("grey-upgrade",)
 
 NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
@@ -65,7 +65,7 @@ class DagShape:
 
 
 def dag_id_for(plan_id: str) -> str:
-    return f"{DAG_ID_PREFIX}{plan_id}"
+    return dag_id_of(plan_id)
 
 
 def approval_batches(plan: Plan) -> set[int]:

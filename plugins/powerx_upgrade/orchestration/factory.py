@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from powerx_upgrade.config import load_config
 from powerx_upgrade.domain.config import ConfigResult
+from powerx_upgrade.domain.dag_ids import ROLLBACK_DAG_ID
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.problems import Problem
 from powerx_upgrade.orchestration import tasks
@@ -35,7 +36,6 @@ from powerx_upgrade.orchestration.operators.report import ReportOperator
 from powerx_upgrade.orchestration.operators.window import WindowWaitOperator
 from powerx_upgrade.orchestration.rollback_dag import build_rollback_dag
 from powerx_upgrade.orchestration.sensors.gate import BatchGateSensor
-from powerx_upgrade.rollout.late_rollback import ROLLBACK_DAG_ID
 
 START_DATE = datetime(2026, 1, 1)
 

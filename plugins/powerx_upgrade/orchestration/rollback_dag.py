@@ -27,13 +27,14 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from powerx_upgrade.config import airflow_setting
+from powerx_upgrade.domain.dag_ids import ROLLBACK_DAG_ID
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import names, runtime
 from powerx_upgrade.orchestration.description import ALL_DONE, DagShape, TaskNode
 from powerx_upgrade.orchestration.operators.report import ReportOperator, airflow_base_url
 from powerx_upgrade.rollout import rollback
 from powerx_upgrade.rollout.alerts import alerts_of
-from powerx_upgrade.rollout.late_rollback import ROLLBACK_DAG_ID, SCOPES, RollbackRefused
+from powerx_upgrade.rollout.late_rollback import SCOPES, RollbackRefused
 
 WAIT_TIMEOUT = timedelta(hours=3)
 """How long the rollback waits for an active run to end (a pause waits 1 h by default)."""

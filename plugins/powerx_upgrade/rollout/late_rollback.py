@@ -19,7 +19,6 @@ from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.finalize import rollback_candidates
 from powerx_upgrade.rollout.record import audit_entry
 
-ROLLBACK_DAG_ID = "plugin_upgrade_rollback"
 SCOPES: tuple[RollbackScope, ...] = ("all_upgraded", "batch", "failed_tenants")
 
 

@@ -10,6 +10,7 @@ the status and the server's detail; nothing here imports Airflow.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from powerx_upgrade.airflow_client.errors import (
     raise_for,
 )
 from powerx_upgrade.airflow_client.settings import ConnectionSettings
+
+log = logging.getLogger(__name__)
 
 # -- Airflow's REST API -----------------------------------------------------------------------
 
@@ -463,14 +466,16 @@ def settle_after(created_at: str | None, settle: float) -> None:
 
 
 def _age_seconds(timestamp: str | None) -> float | None:
-    """Seconds since an ISO-8601 timestamp of the API (None when there is none or it does not
-    parse)."""
+    """Seconds since an ISO-8601 timestamp of the API (None when there is none). A timestamp that
+    does not parse is logged and taken as "just now", so the caller waits the whole settle time
+    rather than none."""
     if not timestamp:
         return None
     try:
         moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
-        return None
+        log.warning("Airflow sent an unreadable timestamp %r: waiting as if it were now", timestamp)
+        return 0.0
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (datetime.now(UTC) - moment).total_seconds()

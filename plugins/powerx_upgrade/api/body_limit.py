@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ from powerx_upgrade.api.auth import presented_token
 from powerx_upgrade.api.deps import settings_or_none
 from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
 
 
 class BodyLimit:
@@ -91,5 +94,6 @@ async def _user_for_audit(request: Request, settings: ApiSettings | None) -> str
         return None
     try:
         return (await settings.auth.authenticate(request)).name
-    except Exception:
+    except Exception as exc:  # the refusal is audited all the same, without a user
+        log.warning("a refused request's user could not be read from its token: %s", exc)
         return None

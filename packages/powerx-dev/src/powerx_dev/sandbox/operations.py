@@ -33,9 +33,8 @@ class TenantOperations:
     first_upgrade_at: int | None
     _idempotent: dict[tuple[str, str, str], _Idempotent]
     _op_seq: int
-
-    def now_ms(self) -> int:
-        raise NotImplementedError
+    now_ms: Callable[[], int]
+    """The sandbox clock in epoch milliseconds (`SandboxState.now_ms`)."""
 
     def _holding(self, version: str, role: str) -> dict[str, Any]:
         return {"version": version, "role": role, "amounts": self.scenario.resources_for(version)}

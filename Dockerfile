@@ -1,6 +1,6 @@
 # The image of every Airflow service in docker-compose.yaml (stage `runtime`): the official
-# Airflow image with this package installed from the checkout, plus the PostgreSQL driver of
-# the ledger. Stage `sandbox` adds the dev package (packages/powerx-dev: the PowerX platform
+# Airflow image with this package installed from the checkout with its production extras
+# (PostgreSQL driver, Celery provider). Stage `sandbox` adds the dev package (packages/powerx-dev: the PowerX platform
 # simulator) for the compose file's sandbox service; the Airflow services never have it. The base image's Airflow version is the one pinned in uv.lock
 # (tests/deploy/test_compose.py checks it).
 FROM apache/airflow:3.3.2-python3.11 AS runtime
@@ -16,11 +16,17 @@ COPY --chown=airflow:0 pyproject.toml README.md /opt/powerx/src/
 COPY --chown=airflow:0 plugins/powerx_upgrade /opt/powerx/src/plugins/powerx_upgrade
 
 # Pin Airflow to the image's own version (AIRFLOW_VERSION is set by the base image), so that
-# installing the package never upgrades or downgrades Airflow underneath the image.
+# installing the package never upgrades or downgrades Airflow underneath the image. The
+# production extras (pyproject: `postgres` = the ledger's driver, `celery` = the
+# CeleryExecutor's provider) at the versions uv.lock resolved; tests/deploy/test_compose.py
+# checks that these pins and extras agree with the lock and pyproject.toml.
+ARG PSYCOPG_VERSION=3.3.9
+ARG CELERY_PROVIDER_VERSION=3.26.0
 RUN pip install --no-cache-dir \
         "apache-airflow==${AIRFLOW_VERSION}" \
-        /opt/powerx/src \
-        "psycopg[binary]>=3.1"
+        "/opt/powerx/src[postgres,celery]" \
+        "psycopg[binary]==${PSYCOPG_VERSION}" \
+        "apache-airflow-providers-celery==${CELERY_PROVIDER_VERSION}"
 
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 include /opt/airflow/include

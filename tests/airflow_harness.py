@@ -73,15 +73,17 @@ def dags_test(
     config: Path = E2E_CONFIG,
     timeout: float = 600,
     extra_env: dict[str, str] | None = None,
+    ledger_conn: str | None = None,
 ) -> DagTestRun:
-    """`airflow dags test DAG_ID -c CONF` with the connections set through the environment."""
+    """`airflow dags test DAG_ID -c CONF` with the connections set through the environment
+    (`ledger_conn`: the `powerx_ledger` definition as given, instead of the file's URL)."""
     env = base_env(home)
     env["POWERX_UPGRADE_CONFIG"] = str(config)
     for name in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT"):
         env[f"AIRFLOW_CONN_POWERX_{name}"] = sandbox_url
     ledger_url = f"sqlite:///{ledger_file}"
     env.update(extra_env or {})
-    env["AIRFLOW_CONN_POWERX_LEDGER"] = json.dumps(
+    env["AIRFLOW_CONN_POWERX_LEDGER"] = ledger_conn or json.dumps(
         {"conn_type": "generic", "extra": {"url": ledger_url}}
     )
     done = subprocess.run(

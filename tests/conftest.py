@@ -49,6 +49,24 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real PostgreSQL server (pgserver's binaries, a free port) for the whole session;
+    tests take a fresh database of their own with `postgres_server.create_database(name)`."""
+    from powerx_dev.servers.postgres import running_postgres
+
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's PostgreSQL server (its SQLAlchemy URL)."""
+    import uuid
+
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="session")
 def prometheus_binary() -> Path:
     """The `prometheus` server binary; installs Debian's package when it is missing (never
     skips: the Prometheus tests are part of the default suite)."""

@@ -747,6 +747,42 @@ def dockerfile_problems(
     return problems
 
 
+LOCK_PINS = {
+    "PSYCOPG_VERSION": "psycopg",
+    "CELERY_PROVIDER_VERSION": "apache-airflow-providers-celery",
+}
+"""Dockerfile ARGs that pin a production extra's package, and the package in uv.lock."""
+
+
+def dockerfile_lock_problems(dockerfile: str, lock: Path = ROOT / "uv.lock") -> list[str]:
+    """The image installs the package with every extra pyproject.toml declares, and pins each
+    extra's package at the version uv.lock resolved."""
+    import tomllib
+
+    extras = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get(
+            "optional-dependencies", {}
+        )
+    )
+    problems = []
+    logical = dockerfile.replace("\\\n", " ")
+    installed = re.search(r'"/opt/powerx/src\[([^\]]*)\]"', logical)
+    found = {e.strip() for e in installed.group(1).split(",")} if installed else set()
+    if found != extras:
+        problems.append(
+            f"Dockerfile installs extras {sorted(found)}, pyproject has {sorted(extras)}"
+        )
+    for arg, package in LOCK_PINS.items():
+        pinned = re.search(rf"^ARG\s+{arg}=(\S+)$", dockerfile, re.M)
+        locked = locked_version(package, lock)
+        if pinned is None or pinned.group(1) != locked:
+            shown = pinned.group(1) if pinned else "no pin"
+            problems.append(f"Dockerfile {arg}: {shown}, uv.lock has {package} {locked}")
+        elif f"=={{{arg}}}" not in logical.replace("$", ""):
+            problems.append(f"Dockerfile defines {arg} but does not install {package} with it")
+    return problems
+
+
 def _dockerignore(root: Path) -> set[str]:
     path = root / ".dockerignore"
     if not path.is_file():

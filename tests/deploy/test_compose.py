@@ -116,6 +116,34 @@ def test_dockerfile_base_image_is_the_locked_airflow_on_the_project_python():
     assert rules.dockerfile_problems(dockerfile, airflow, python) == []
 
 
+def test_dockerfile_installs_the_extras_at_the_locked_versions():
+    dockerfile = rules.DOCKERFILE.read_text(encoding="utf-8")
+    assert rules.dockerfile_lock_problems(dockerfile) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("ARG PSYCOPG_VERSION=3.3.9", "ARG PSYCOPG_VERSION=3.1.0"), "uv.lock has psycopg 3.3.9"),
+        (("[postgres,celery]", "[postgres]"), "pyproject has ['celery', 'postgres']"),
+        (("==${CELERY_PROVIDER_VERSION}", ">=3.8"), "does not install"),
+    ],
+)
+def test_a_dockerfile_that_drifts_from_the_lock_is_caught(edit, expected):
+    dockerfile = rules.DOCKERFILE.read_text(encoding="utf-8")
+    bad = dockerfile.replace(*edit)
+    assert bad != dockerfile
+    problems = rules.dockerfile_lock_problems(bad)
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_init_job_migrates_the_ledger_after_airflow(doc):
+    script = "\n".join(doc["services"]["airflow-init"]["command"])
+    assert "airflow version" in script and "powerx ledger upgrade" in script
+    assert script.index("airflow version") < script.index("powerx ledger upgrade")
+    assert "set -euo pipefail" in script  # a failed upgrade fails the init job
+
+
 def test_the_compose_file_interpolates_with_defaults_alone(doc):
     """With no .env at all (`docker compose up` on a fresh clone) every value is complete."""
     bare = rules.resolve(doc, {})
@@ -315,7 +343,7 @@ def test_a_grafana_dashboard_folder_mounted_elsewhere_is_caught(resolved):
     [
         (("3.3.2-python3.11", "3.2.0-python3.11"), "expected apache/airflow:3.3.2-python3.11"),
         (("3.3.2-python3.11", "3.3.2-python3.12"), "expected apache/airflow:3.3.2-python3.11"),
-        (('"psycopg[binary]>=3.1"', ""), "psycopg[binary]"),
+        (('"psycopg[binary]==${PSYCOPG_VERSION}"', ""), "psycopg[binary]"),
         (("COPY --chown=airflow:0 dags", "COPY --chown=airflow:0 nodags"), "COPY nodags"),
     ],
 )

@@ -1,34 +1,28 @@
 """Ledger test helpers: a ledger on a fresh database, a started run, an upgrade, raw SQL.
 
-The tests run on an SQLite file in tmp_path. With `POWERX_LEDGER_TEST_POSTGRES_URL` set (e.g.
-`postgresql+psycopg://postgres@127.0.0.1:5432/powerx_ledger_test`, a throwaway database: the
-ledger tables are dropped before every test), they run on PostgreSQL as well.
+Every test that takes `ledger_url` (or `ledger`) runs twice: on an SQLite file in tmp_path and
+on a fresh database of the session's real PostgreSQL server (tests/conftest.py
+`postgres_server`: the pgserver wheel's binaries on a free port; no set-up, never skipped).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from powerx_upgrade.ledger import Ledger, RunRecord
-from powerx_upgrade.ledger.schema import metadata
 
 PLUGIN = "crm-sync"
-POSTGRES_URL = os.environ.get("POWERX_LEDGER_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
 def ledger_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
-    engine = create_engine(POSTGRES_URL)
-    metadata.drop_all(engine)
-    engine.dispose()
-    return POSTGRES_URL
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from powerx_upgrade.ledger import InvalidLedgerValue, Ledger, UnknownRun
+from powerx_upgrade.ledger import InvalidLedgerValue, Ledger, LedgerNotMigrated, UnknownRun, migrate
 from tests.ledger.conftest import sql, start
 
 pytestmark = pytest.mark.unit
@@ -137,11 +137,16 @@ def test_a_final_verdict_keeps_its_sentence_and_segment(ledger):
     assert stored == final
 
 
-def test_a_ledger_from_before_verdict_sentences_opens_and_gains_the_table(ledger_url):
+def test_a_ledger_from_before_verdict_sentences_gains_the_table_when_upgraded(ledger_url):
     with Ledger(ledger_url) as old:
         start(old)
         old.record_gate("run-1", 1, phase="pass", reason="ok", measurements=[], final=True)
-    sql(ledger_url, "DROP TABLE powerx_ledger_gate_verdicts")  # as a ledger of the last release
+    # as a ledger of an early release: no verdict table, no migrations yet
+    sql(ledger_url, "DROP TABLE powerx_ledger_gate_verdicts")
+    sql(ledger_url, "DROP TABLE powerx_ledger_alembic_version")
+    with pytest.raises(LedgerNotMigrated, match="run powerx ledger upgrade"):
+        Ledger(ledger_url)
+    assert migrate.upgrade(ledger_url).after == migrate.head_revision()
     with Ledger(ledger_url) as reopened:
         (kept,) = reopened.gate_evaluations("run-1")
         assert (kept.reason, kept.summary) == ("ok", None)

@@ -13,12 +13,11 @@ import pytest
 from powerx_upgrade.ledger import (
     InvalidLedgerValue,
     Ledger,
-    SchemaMismatch,
     UnknownRun,
     default_ledger_url,
     normalize_url,
 )
-from tests.ledger.conftest import sql, sqlite_path, start
+from tests.ledger.conftest import sqlite_path, start
 
 pytestmark = pytest.mark.unit
 
@@ -173,13 +172,6 @@ def test_a_second_ledger_on_the_same_file_sees_the_data_and_keeps_the_schema(led
 def test_the_sqlite_file_is_in_wal_mode(ledger, ledger_url):
     raw = sqlite3.connect(sqlite_path(ledger_url))
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_a_database_of_another_schema_version_is_refused(ledger_url):
-    Ledger(ledger_url).close()
-    sql(ledger_url, "UPDATE powerx_ledger_meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(SchemaMismatch, match="schema version 99"):
-        Ledger(ledger_url)
 
 
 def test_default_url_is_an_sqlite_file_under_airflow_home(monkeypatch, tmp_path: Path):

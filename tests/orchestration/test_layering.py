@@ -117,8 +117,16 @@ EXCEPTIONS = {
     ("orchestration/approvals.py", "airflow.models.connection"),
     ("orchestration/approvals.py", "airflow._shared.secrets_masker"),
     ("orchestration/approvals.py", "airflow.sdk.log"),  # the Task SDK's masker, in tasks
-    ("api/settings.py", "airflow.models.connection"),
     ("api/settings.py", "airflow.configuration"),
+    # the one ledger URL resolution (tasks, control plane, CLI) asks Airflow's secrets backends
+    # one by one: Airflow's own lookup turns a failing backend or an execution API error into
+    # "isn't defined", which would fall back silently to the SQLite file (docs/ledger.md)
+    ("orchestration/ledger_connection.py", "airflow.sdk.execution_time"),
+    ("orchestration/ledger_connection.py", "airflow.sdk.execution_time.supervisor"),
+    ("orchestration/ledger_connection.py", "airflow.sdk.execution_time.comms"),
+    ("orchestration/ledger_connection.py", "airflow.sdk.execution_time.context"),
+    ("orchestration/ledger_connection.py", "airflow.sdk.execution_time.task_runner"),
+    ("orchestration/ledger_connection.py", "airflow.configuration"),
     ("api/auth.py", "airflow.api_fastapi.core_api"),
     ("api/auth.py", "airflow.api_fastapi.app"),
     ("api/auth.py", "airflow.api_fastapi.auth.managers.models.resource_details"),

@@ -64,20 +64,11 @@ class ApiSettings:
 
 
 def ledger_url_from_airflow() -> str:
-    """The `powerx_ledger` connection as the api-server sees it (its secrets backends: env
-    `AIRFLOW_CONN_POWERX_LEDGER`, the metadata database, ...), else the tasks' resolution."""
-    from powerx_upgrade.orchestration.runtime import LEDGER_CONN_ID, ledger_url
+    """The `powerx_ledger` connection as the api-server sees it: the same resolution as the
+    tasks (`orchestration.ledger_connection.resolve_ledger_url`), its errors included."""
+    from powerx_upgrade.orchestration.ledger_connection import resolve_ledger_url
 
-    try:
-        from airflow.models.connection import Connection
-
-        conn = Connection.get_connection_from_secrets(LEDGER_CONN_ID)
-    except Exception:  # no such connection here: the same default the tasks use
-        return ledger_url()
-    extra = conn.extra_dejson or {}
-    if extra.get("url"):
-        return str(extra["url"])
-    return conn.get_uri().replace("postgres://", "postgresql://", 1)
+    return resolve_ledger_url()
 
 
 @functools.cache

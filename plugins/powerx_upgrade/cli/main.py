@@ -14,6 +14,7 @@ from importlib.metadata import EntryPoint, entry_points
 from powerx_upgrade import __version__
 from powerx_upgrade.cli import approval as approval_cmd
 from powerx_upgrade.cli import artifact as artifact_cmd
+from powerx_upgrade.cli import ledger as ledger_cmd
 from powerx_upgrade.cli import plan as plan_cmd
 from powerx_upgrade.cli import plugin as plugin_cmd
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugin_cmd.register(nouns)
     approval_cmd.register(nouns)
     artifact_cmd.register(nouns)
+    ledger_cmd.register(nouns)
     return parser
 
 

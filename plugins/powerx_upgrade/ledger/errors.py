@@ -125,3 +125,17 @@ class SchemaMismatch(LedgerError):
             f"ledger at {url} has schema version {found}, this code expects {expected};"
             " migrate the database or point the ledger elsewhere"
         )
+
+
+class LedgerNotMigrated(SchemaMismatch):
+    """The database holds a ledger at another Alembic revision than this code needs (or one made
+    before migrations existed): `powerx ledger upgrade` brings it to the code's revision."""
+
+    def __init__(self, url: str, found: str | None, expected: str) -> None:
+        self.url, self.found, self.expected = url, found, expected
+        shown = found or "none (a ledger created before migrations, no version table)"
+        LedgerError.__init__(
+            self,
+            f"ledger at {url} is at revision {shown}, code needs {expected}: "
+            "run powerx ledger upgrade",
+        )

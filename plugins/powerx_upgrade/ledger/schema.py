@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -24,6 +25,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 SCHEMA_VERSION = "1"
+"""`powerx_ledger_meta.schema_version`: the shape before migrations existed (still written)."""
+
+REVISION = "0001"
+"""The Alembic revision this code needs (the head of `ledger/migrations/versions`; a test checks
+that they agree). A ledger at another revision is refused with `LedgerNotMigrated`."""
+
+VERSION_TABLE = "powerx_ledger_alembic_version"
+"""The ledger's own Alembic version table: never Airflow's `alembic_version`."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -145,8 +154,8 @@ gate_verdicts = Table(
     "powerx_ledger_gate_verdicts",
     metadata,
     # the final verdict in words (and where a failure concentrates), one row per gate record
-    # that has one. A table of its own, not new columns: an existing ledger gains a missing
-    # table when it is opened (create_all), while columns would need a migration.
+    # that has one (a table of its own since before migrations: early ledgers gained it when
+    # opened; the baseline revision creates it where it is missing)
     Column(
         "gate_id",
         Integer,
@@ -231,4 +240,14 @@ controls = Table(
     Column("outcome", String(32)),
     Column("note", Text),
     Index("ix_powerx_ledger_controls_run", "run_id", "kind"),
+)
+
+version_metadata = MetaData()
+version_table = Table(
+    # Alembic's own layout (what `alembic stamp` would create), in a metadata of its own: not a
+    # ledger table, and never compared by autogenerate
+    VERSION_TABLE,
+    version_metadata,
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
 )

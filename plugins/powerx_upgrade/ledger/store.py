@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from typing import Self
 
-from sqlalchemy import Connection, inspect, select
-from sqlalchemy.exc import OperationalError, ProgrammingError
-
 from powerx_upgrade.ledger import schema
 from powerx_upgrade.ledger.actions import ActionRepository
 from powerx_upgrade.ledger.audit import AuditRepository
@@ -21,14 +18,14 @@ from powerx_upgrade.ledger.controls import ControlRepository
 from powerx_upgrade.ledger.engine import (
     create_ledger_engine,
     default_ledger_url,
-    insert_ignoring_conflicts,
     normalize_url,
     read_transaction,
     serialize_on,
     write_transaction,
 )
-from powerx_upgrade.ledger.errors import SchemaMismatch
+from powerx_upgrade.ledger.errors import LedgerNotMigrated
 from powerx_upgrade.ledger.gates import GateRepository
+from powerx_upgrade.ledger.migrate import SCHEMA_LOCK, create_fresh, read_state
 from powerx_upgrade.ledger.runs import RunRepository
 
 __all__ = ["AUDIT_RETENTION_FLOOR", "RUN_UPDATABLE_FIELDS", "Ledger"]
@@ -62,31 +59,19 @@ class Ledger(RunRepository, ActionRepository, GateRepository, ControlRepository,
     # -- schema -------------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
-        wanted = set(schema.metadata.tables)
+        """A new database gets today's tables stamped at `schema.REVISION`; an existing ledger
+        must be at that revision (`LedgerNotMigrated` otherwise: nothing is changed)."""
         with read_transaction(self._engine) as conn:
-            missing = wanted - set(inspect(conn).get_table_names())
-            version = None if missing else self._schema_version(conn)
-        if missing or version is None:
-            # tables are created once, under the write lock, so that processes racing to
-            # open a fresh database do not trip over each other's CREATE TABLE
+            state = read_state(conn)
+        if state.empty:
+            # created once, under the write lock, so that processes racing to open a fresh
+            # database do not trip over each other's CREATE TABLE
             with write_transaction(self._engine) as conn:
-                serialize_on(conn, "powerx_ledger_schema")
-                schema.metadata.create_all(conn)
-                insert_ignoring_conflicts(
-                    conn,
-                    schema.meta,
-                    [{"key": "schema_version", "value": schema.SCHEMA_VERSION}],
-                    ["key"],
-                )
-                version = self._schema_version(conn)
-        if version != schema.SCHEMA_VERSION:
+                serialize_on(conn, SCHEMA_LOCK)
+                state = read_state(conn)
+                if state.empty:
+                    create_fresh(conn)
+                    state = read_state(conn)
+        if state.revision != schema.REVISION:
             shown = self._engine.url.render_as_string(hide_password=True)
-            raise SchemaMismatch(shown, str(version), schema.SCHEMA_VERSION)
-
-    @staticmethod
-    def _schema_version(conn: Connection) -> str | None:
-        try:
-            query = select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
-            return conn.execute(query).scalar_one_or_none()
-        except (OperationalError, ProgrammingError):  # pragma: no cover - a foreign table
-            return None
+            raise LedgerNotMigrated(shown, state.revision, schema.REVISION)

@@ -7,33 +7,22 @@ import json
 from typing import Any
 
 from powerx_upgrade.config import monitoring_names
-from powerx_upgrade.ledger import Ledger, default_ledger_url
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
 from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
 from powerx_upgrade.orchestration.hooks.notify import PowerXNotifyHook
 from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
+from powerx_upgrade.orchestration.ledger_connection import resolve_ledger_url
 from powerx_upgrade.orchestration.names import VALIDATE
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder
 from powerx_upgrade.rollout.services import Services
 
-LEDGER_CONN_ID = "powerx_ledger"
-
 
 def ledger_url() -> str:
-    """The ledger's SQLAlchemy URL: the `powerx_ledger` connection (its extra `url`, or the
-    connection's own URI), else an SQLite file under $AIRFLOW_HOME."""
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(LEDGER_CONN_ID)
-    except Exception:  # no such connection: the default file
-        return default_ledger_url()
-    extra = conn.extra_dejson or {}
-    if extra.get("url"):
-        return str(extra["url"])
-    uri = conn.get_uri()
-    return uri.replace("postgres://", "postgresql://", 1)
+    """The ledger's SQLAlchemy URL (`ledger_connection.resolve_ledger_url`: the `powerx_ledger`
+    connection; the SQLite file only when it is not defined; any other problem raises)."""
+    return resolve_ledger_url()
 
 
 @functools.cache

@@ -17,8 +17,11 @@ from powerx_upgrade.airflow_client import CONTROL_PLANE_PREFIX
 from powerx_upgrade.api.audit import refused_handler, validation_handler
 from powerx_upgrade.api.body_limit import BodyLimit
 from powerx_upgrade.api.errors import Refused
+from powerx_upgrade.api.ledger_errors import ledger_unavailable_handler
 from powerx_upgrade.api.routers import decisions, plans, rollback, runs
 from powerx_upgrade.api.settings import ApiSettings
+from powerx_upgrade.ledger import LedgerNotMigrated
+from powerx_upgrade.orchestration.ledger_connection import LedgerConnectionError
 
 URL_PREFIX = CONTROL_PLANE_PREFIX
 
@@ -35,6 +38,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_exception_handler(Refused, refused_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_handler)  # type: ignore[arg-type]
+    for unusable in (LedgerNotMigrated, LedgerConnectionError):
+        app.add_exception_handler(unusable, ledger_unavailable_handler)
     for concept in (plans, rollback, runs, decisions):
         app.include_router(concept.router)
     return app

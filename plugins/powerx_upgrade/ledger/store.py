@@ -34,7 +34,7 @@ __all__ = ["AUDIT_RETENTION_FLOOR", "RUN_UPDATABLE_FIELDS", "Ledger"]
 class Ledger(RunRepository, ActionRepository, GateRepository, ControlRepository, AuditRepository):
     """The durable record of every rollout; one instance per process, safe to share by threads.
 
-    :param url: an SQLAlchemy URL (`postgresql+psycopg2://...`, `sqlite:////abs/path.db`);
+    :param url: an SQLAlchemy URL (`postgresql+psycopg://...`, `sqlite:////abs/path.db`);
         Airflow's `postgres://` form is accepted. Default: `default_ledger_url()`.
     """
 

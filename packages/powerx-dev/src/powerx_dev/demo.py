@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from powerx_dev.paths import CONFIG_DIR, DAGS_DIR, SCENARIOS_DIR
-from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.ledger import Ledger, migrate
 
 PLAN_ID = "crm-sync-demo"
 DAG_ID = f"plugin_upgrade__{PLAN_ID}"
@@ -207,6 +207,10 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
 
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.reports.mkdir(parents=True, exist_ok=True)
+    # what the compose file's init job does: a ledger kept in --home from an older release is
+    # migrated, a new one created at the head (the tasks refuse an un-migrated ledger)
+    ledger_schema = migrate.upgrade(settings.ledger_url)
+    log(f"ledger {ledger_schema.url} at revision {ledger_schema.after}")
     with ExitStack() as stack:
         log(f"starting the sandbox platform ({settings.case.scenario})")
         sandbox = stack.enter_context(

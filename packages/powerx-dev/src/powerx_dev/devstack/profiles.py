@@ -59,6 +59,9 @@ def distributed_settings(
     return {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        # The api-server's async engine: Airflow would derive `postgresql+asyncpg` (not
+        # installed); psycopg 3 is both a sync and an async driver.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
         # Task states go to the metadata database, as in Airflow's own compose file.
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_url}",
@@ -76,6 +79,7 @@ def distributed_settings(
 COMPOSE_SHARED_KEYS = (
     "AIRFLOW__CORE__EXECUTOR",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC",
     "AIRFLOW__CELERY__BROKER_URL",
     "AIRFLOW__CELERY__RESULT_BACKEND",
     "AIRFLOW_CONN_POWERX_LEDGER",

@@ -178,7 +178,7 @@ def running_distributed_airflow(
     The parameters are those of `running_airflow`, plus `shape` (counts and timeouts). The
     `powerx_ledger` connection points at the PostgreSQL ledger database unless `env` names
     another one. `home` holds the PostgreSQL cluster (`postgres/`), Redis (`redis/`) and
-    AIRFLOW_HOME; a reused home starts from fresh databases.
+    AIRFLOW_HOME; a reused home keeps its databases (metadata and ledger).
     """
     from powerx_dev.servers.postgres import running_postgres
     from powerx_dev.servers.redis import running_redis
@@ -198,12 +198,10 @@ def running_distributed_airflow(
     with ExitStack() as servers:
         postgres = servers.enter_context(running_postgres(root / "postgres"))
         redis = servers.enter_context(running_redis(root / "redis"))
-        for name in (METADATA_DB, LEDGER_DB):
-            postgres.drop_database(name)
         applied = distributed_settings(
-            metadata_url=postgres.create_database(METADATA_DB),
+            metadata_url=_database(postgres, METADATA_DB),
             broker_url=redis.url(0),
-            ledger_url=postgres.create_database(LEDGER_DB),
+            ledger_url=_database(postgres, LEDGER_DB),
             shape=shape,
         )
         stack = DistributedStack(
@@ -214,6 +212,7 @@ def running_distributed_airflow(
             broker_url=redis.url(0),
             shape=shape,
         )
+        _create_ledger(stack.ledger_url)
         stack.timings["servers"] = time.monotonic() - started
         stack.env = stack_environment(
             settings,
@@ -256,6 +255,24 @@ def _start(
     stack.token()
     stack.wait_until_distributed(timeout=_left(startup_timeout, started))
     stack.timings["start"] = time.monotonic() - started
+
+
+def _database(postgres: Any, name: str) -> str:
+    """The URL of database `name`, created unless a reused home has it already."""
+    import psycopg
+
+    try:
+        return str(postgres.create_database(name))
+    except psycopg.errors.DuplicateDatabase:
+        return str(postgres.url(name))
+
+
+def _create_ledger(url: str) -> None:
+    """The ledger's schema, made before any task runs (the compose file's init step does the
+    same), so that no two tasks on two workers race to create it."""
+    from powerx_upgrade.ledger import Ledger
+
+    Ledger(url).close()
 
 
 def _log_ports(host: str, which: str = "") -> dict[str, str]:

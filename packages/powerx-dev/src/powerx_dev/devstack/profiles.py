@@ -87,3 +87,7 @@ COMPOSE_SHARED_KEYS = (
 """The settings docker-compose.yaml and the distributed profile must agree on (up to hosts,
 ports and passwords). The heartbeat timeout and the worker concurrency are the test stack's own:
 shorter than production's, so that a killed worker's task is retried within seconds."""
+
+POWERX_CONNECTIONS = ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT", "APPROVAL", "LEDGER")
+"""The `powerx_*` Airflow connections a deployment defines (`AIRFLOW_CONN_POWERX_<NAME>`): the
+compose file and every dev stack set all of them."""

@@ -79,9 +79,7 @@ class DistributedStack(AirflowStack):
         component = self.components.pop(name)
         self.killed[name] = component
         pids = [component.pid, *descendants(component.pid)]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        _kill(pids)
         component.process.wait(timeout=10)
         return pids
 
@@ -120,13 +118,15 @@ class DistributedStack(AirflowStack):
         )
 
     def worker_running(self, ti_id: str) -> str | None:
-        """The worker whose process tree runs the task instance `ti_id` (the task process is
-        titled `airflow worker -- <ti id>`), or None."""
-        title = f"airflow worker -- {ti_id}".encode()
+        """The worker whose process tree runs the task instance `ti_id` (Airflow titles the
+        task's supervisor `airflow supervisor: <ti id>` and the task `airflow worker -- <ti
+        id>`), or None."""
+        needle = ti_id.encode()
         for name in self.workers:
             for pid in descendants(self.components[name].pid):
                 with contextlib.suppress(OSError):
-                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title):
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if title.startswith(b"airflow ") and needle in title:
                         return name
         return None
 
@@ -152,6 +152,12 @@ def descendants(root: int) -> list[int]:
 
 def _hostname(worker: str) -> str:
     return worker
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager
@@ -229,7 +235,12 @@ def running_distributed_airflow(
         finally:
             stack.close()
             everything = [*stack.components.values(), *stack.killed.values()]
+            # Celery workers, the api-server and task processes retitle themselves
+            # (setproctitle), which overwrites the environment `sweep` looks for: their
+            # descendants are collected by parentage before the stop, and killed after it.
+            under = [pid for c in everything for pid in descendants(c.pid)]
             stop_components(everything, settings.stack_id, grace=stop_grace)
+            _kill(under)
 
 
 def _start(

@@ -35,7 +35,8 @@ class RedisUnavailable(RuntimeError):
 
 
 class RedisStartError(RuntimeError):
-    """The server did not answer PING in time or exited; the message has its log tail."""
+    """The server did not answer PING in time or exited (e.g. its port was taken); the message
+    has its log tail."""
 
 
 def redis_server_binary() -> Path:
@@ -81,19 +82,30 @@ class RedisServer:
 
     def ping(self, timeout: float = 1.0) -> bool:
         """True when the server answers `PING` with `+PONG` (plain RESP over a socket)."""
+        return self._ask(b"PING", timeout).startswith(b"+PONG")
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        """Our process runs, answers PING, and is the one on the port (`INFO server` names our
+        pid: another Redis already listening there does not count)."""
+        if self.process.poll() is not None or not self.ping(timeout):
+            return False
+        return f"process_id:{self.pid}\r\n".encode() in self._ask(b"INFO server", timeout)
+
+    def _ask(self, command: bytes, timeout: float) -> bytes:
         try:
             with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(command + b"\r\n")
+                return sock.recv(65536)
         except OSError:
-            return False
+            return b""
 
 
 @contextmanager
 def running_redis(
     data_dir: Path, port: int = 0, *, host: str = "127.0.0.1", timeout: float = 20
 ) -> Iterator[RedisServer]:
-    """Start `redis-server` on `host:port` (0: a free port), wait for PING, yield it, and stop
+    """Start `redis-server` on `host:port` (0: a free port), wait until it answers PING (and is
+    the server on that port), yield it, and stop
     it when the block ends (also on errors): SIGTERM, then SIGKILL after 5 s.
 
     :param data_dir: its working directory and log (`redis.log`); created if missing.
@@ -126,7 +138,7 @@ def running_redis(
     server = RedisServer(host, port, process, log_path)
     try:
         deadline = time.monotonic() + timeout
-        while not server.ping():
+        while not server.healthy():
             if process.poll() is not None:
                 raise RedisStartError(
                     f"redis-server exited with {process.returncode}:\n{tail(log_path)}"

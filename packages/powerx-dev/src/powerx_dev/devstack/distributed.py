@@ -172,6 +172,7 @@ def running_distributed_airflow(
     password: str = "admin",
     dag_ids: Sequence[str] = (),
     shape: DistributedShape | None = None,
+    postgres_dir: str | os.PathLike[str] | None = None,
     parallelism: int = 8,
     dag_refresh_seconds: int = 10,
     startup_timeout: float = 300,
@@ -184,7 +185,10 @@ def running_distributed_airflow(
     The parameters are those of `running_airflow`, plus `shape` (counts and timeouts). The
     `powerx_ledger` connection points at the PostgreSQL ledger database unless `env` names
     another one. `home` holds the PostgreSQL cluster (`postgres/`), Redis (`redis/`) and
-    AIRFLOW_HOME; a reused home keeps its databases (metadata and ledger).
+    AIRFLOW_HOME; a reused home keeps its databases (metadata and ledger). `postgres_dir`
+    puts the cluster elsewhere: as root the server runs as the user `pgserver`, which must be
+    able to reach it for as long as it runs (pytest makes /tmp/pytest-of-<user>/ 0700 again
+    whenever another pytest session starts, so tests keep the cluster outside that tree).
     """
     from powerx_dev.servers.postgres import running_postgres
     from powerx_dev.servers.redis import running_redis
@@ -202,7 +206,8 @@ def running_distributed_airflow(
     prepare_home(settings)
     started = time.monotonic()
     with ExitStack() as servers:
-        postgres = servers.enter_context(running_postgres(root / "postgres"))
+        pg_dir = Path(postgres_dir).resolve() if postgres_dir else root / "postgres"
+        postgres = servers.enter_context(running_postgres(pg_dir))
         redis = servers.enter_context(running_redis(root / "redis"))
         applied = distributed_settings(
             metadata_url=_database(postgres, METADATA_DB),

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,16 +65,23 @@ def dist_stack(
     )
     env["POWERX_UPGRADE_SIGNING_KEYS"] = str(SIGNING_KEYS)  # the TEST-ONLY public key
     home = tmp_path_factory.mktemp("distributed-stack")
+    # The PostgreSQL cluster lives outside /tmp/pytest-of-<user>/: another pytest session
+    # starting meanwhile makes that tree 0700 again, and the server (user `pgserver` when we
+    # are root) would lose its data directory mid-test.
+    pg_dir = Path(tempfile.mkdtemp(prefix="powerx-dist-pg-"))
     started = time.monotonic()
-    with running_distributed_airflow(
-        home, dags_folder=ROOT / "dags", env=env, dag_ids=DAG_IDS
-    ) as live:
-        FIGURES["distributed stack: PostgreSQL + Redis up (s)"] = live.timings["servers"]
-        FIGURES["distributed stack: start to healthy (s)"] = live.timings["start"]
-        FIGURES["distributed stack: start to DAGs parsed (s)"] = time.monotonic() - started
-        yield live
-        stopping = time.monotonic()
-    FIGURES["distributed stack: stop (s)"] = time.monotonic() - stopping
+    try:
+        with running_distributed_airflow(
+            home, dags_folder=ROOT / "dags", env=env, dag_ids=DAG_IDS, postgres_dir=pg_dir
+        ) as live:
+            FIGURES["distributed stack: PostgreSQL + Redis up (s)"] = live.timings["servers"]
+            FIGURES["distributed stack: start to healthy (s)"] = live.timings["start"]
+            FIGURES["distributed stack: start to DAGs parsed (s)"] = time.monotonic() - started
+            yield live
+            stopping = time.monotonic()
+        FIGURES["distributed stack: stop (s)"] = time.monotonic() - stopping
+    finally:
+        shutil.rmtree(pg_dir, ignore_errors=True)
     assert marked_processes(live.settings.stack_id) == []
 
 

@@ -33,7 +33,9 @@ from tests.stack.runs import follow_upgrade
 
 pytestmark = pytest.mark.stack
 
-RUN_TIMEOUT = 300
+RUN_TIMEOUT = 420
+"""Seconds a run may take: generous, for a 2-core machine under heavy load (a run usually
+takes one to three minutes here)."""
 
 
 def _conf(version: str, reason: str) -> dict[str, Any]:
@@ -108,7 +110,8 @@ def test_case_b_end_to_end_through_the_rest_api(
 ):
     """`powerx plugin upgrade --wait` of 2.5.0: the bronze batch fails its gate, every upgraded
     tenant rolls back, the run fails; the ledger on PostgreSQL holds the story."""
-    run = follow_upgrade(dist_stack, dist_sandbox, "2.5.0", f"dist-b-{uuid.uuid4().hex[:8]}")
+    run_id = f"dist-b-{uuid.uuid4().hex[:8]}"
+    run = follow_upgrade(dist_stack, dist_sandbox, "2.5.0", run_id, timeout=RUN_TIMEOUT)
     FIGURES["distributed: case B start to run end (s)"] = run.seconds
     assert run.state == "failed", explain(dist_stack, CASE_B_DAG, run.run_id)
     assert run.cli.code == 1, run.cli

@@ -65,9 +65,12 @@ class DistributedStack(AirflowStack):
     def schedulers(self) -> list[str]:
         return sorted(n for n, c in self.components.items() if c.kind == "scheduler")
 
-    def start(self, name: str, args: Sequence[str], extra_env: Mapping[str, str] = {}) -> None:
+    def start(
+        self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None
+    ) -> None:
         """Start one component (`airflow <args>`) and remember how, for `restart`."""
-        self.launch[name] = (list(args), dict(extra_env))
+        extra_env = dict(extra_env or {})
+        self.launch[name] = (list(args), extra_env)
         self.components[name] = start_component(
             name, self.env, self.settings.log_dir, args=args, extra_env=extra_env
         )
@@ -106,7 +109,7 @@ class DistributedStack(AirflowStack):
 
     def wait_until_distributed(self, timeout: float) -> None:
         """Every scheduler has an alive job, every worker answers the broker's ping."""
-        expected_workers = {_hostname(name) for name in self.workers}
+        expected_workers = set(self.workers)  # hostnames `worker-N@<host>`
         self.wait_for(
             lambda: (
                 len(self.alive_jobs("SchedulerJob")) >= len(self.schedulers)
@@ -148,10 +151,6 @@ def descendants(root: int) -> list[int]:
         found.append(pid)
         queue.extend(children.get(pid, []))
     return found
-
-
-def _hostname(worker: str) -> str:
-    return worker
 
 
 def _kill(pids: list[int]) -> None:

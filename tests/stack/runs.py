@@ -60,7 +60,7 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "powerx_upgrade.cli.main", "plugin", *args]
 
 
-def upgrade_args(version: str, run_id: str) -> list[str]:
+def upgrade_args(version: str, run_id: str, timeout: float = RUN_TIMEOUT) -> list[str]:
     artifact = artifact_for(version)  # signed with the TEST-ONLY key the stack trusts
     return [
         "upgrade",
@@ -82,7 +82,7 @@ def upgrade_args(version: str, run_id: str) -> list[str]:
         run_id,
         "--wait",
         "--timeout",
-        f"{RUN_TIMEOUT}s",
+        f"{timeout:g}s",
         "--poll",
         "1",
     ]
@@ -108,14 +108,19 @@ class FollowedRun:
 
 
 def follow_upgrade(
-    stack: AirflowStack, sandbox: httpx.Client, version: str, run_id: str
+    stack: AirflowStack,
+    sandbox: httpx.Client,
+    version: str,
+    run_id: str,
+    timeout: float = RUN_TIMEOUT,
 ) -> FollowedRun:
     """Start `powerx plugin upgrade --wait` for the stack plan, watch the run to its end through
-    the REST API (keeping evidence of every deferred gate), then collect the CLI's exit."""
+    the REST API (keeping evidence of every deferred gate), then collect the CLI's exit.
+    `timeout`: seconds for the run (the CLI's `--timeout` and this watch)."""
     before = versions(sandbox)
     timeline = Timeline()
     process = subprocess.Popen(
-        cli_command(*upgrade_args(version, run_id)),
+        cli_command(*upgrade_args(version, run_id, timeout)),
         env=cli_env(stack),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,7 +129,7 @@ def follow_upgrade(
     gates: list[dict[str, Any]] = []
     pools: list[dict[str, Any]] = []
     triggerers: list[list[int]] = []
-    deadline = time.monotonic() + RUN_TIMEOUT
+    deadline = time.monotonic() + timeout
     try:
         while True:
             stack.check_alive()

@@ -87,6 +87,12 @@ class DemoSettings:
     """Where the gate reads its metrics: `powerx` (the sandbox's monitoring query) or
     `prometheus` (a Prometheus server scraping the sandbox's /metrics, queried with PromQL)."""
     plan_id: str = PLAN_ID
+    engine: str = "local"
+    """`local` (LocalExecutor, SQLite) or `celery` (the distributed profile: CeleryExecutor with
+    two workers and two schedulers on PostgreSQL and Redis; the ledger on PostgreSQL)."""
+    ledger_override: str | None = None
+    """The ledger the stack writes to when it is not the home's SQLite file (set by
+    `running_demo` for the celery engine)."""
 
     @property
     def dag_id(self) -> str:
@@ -94,7 +100,12 @@ class DemoSettings:
 
     @property
     def ledger_url(self) -> str:
-        return f"sqlite:///{self.home / 'powerx_ledger.db'}"
+        return self.ledger_override or f"sqlite:///{self.home / 'powerx_ledger.db'}"
+
+    def ledger_ready(self) -> bool:
+        """Whether the ledger exists yet (the SQLite file appears with the run's first task;
+        the distributed stack makes its PostgreSQL ledger before it starts)."""
+        return self.ledger_override is not None or (self.home / "powerx_ledger.db").exists()
 
     @property
     def reports(self) -> Path:
@@ -202,7 +213,6 @@ def scenario_path(name: str) -> Path:
 def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator[tuple[Any, str]]:
     """Sandbox (+ Prometheus scraping it with `metrics="prometheus"`) + Airflow, healthy;
     yields (stack, sandbox URL) and stops them all at the end."""
-    from powerx_dev.devstack import running_airflow
     from powerx_dev.sandbox.testing import running_sandbox
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -217,20 +227,18 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
             running_sandbox(settings.scenario_path, port=settings.sandbox_port)
         )
         metrics_env = _metrics_environment(settings, sandbox, stack, log)
-        log(
-            f"sandbox ready at {sandbox}; starting Airflow (migrate, api-server, scheduler, "
-            "dag-processor, triggerer)"
-        )
+        log(f"sandbox ready at {sandbox}; starting Airflow ({ENGINES[settings.engine]})")
         env = {
             f"AIRFLOW_CONN_POWERX_{name}": sandbox
             for name in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")
         }
         env.update(metrics_env)
+        if settings.engine == "local":  # the distributed profile has its PostgreSQL ledger
+            env["AIRFLOW_CONN_POWERX_LEDGER"] = json.dumps(
+                {"conn_type": "generic", "extra": {"url": settings.ledger_url}}
+            )
         env.update(
             {
-                "AIRFLOW_CONN_POWERX_LEDGER": (
-                    json.dumps({"conn_type": "generic", "extra": {"url": settings.ledger_url}})
-                ),
                 "POWERX_UPGRADE_CONFIG": str(settings.config),
                 "POWERX_UPGRADE_REPORTS": str(settings.reports),
                 "POWERX_UPGRADE_SIGNING_KEYS": str(settings.signing_keys),
@@ -239,16 +247,42 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
                 ),
             }
         )
-        airflow = stack.enter_context(
-            running_airflow(
-                settings.home / "airflow",
-                dags_folder=settings.dags_folder,
-                env=env,
-                api_port=settings.api_port,
-                dag_ids=[settings.dag_id],
-            )
-        )
+        airflow = stack.enter_context(_running_engine(settings, env))
+        if settings.engine == "celery":
+            settings.ledger_override = airflow.ledger_url
         yield airflow, sandbox
+
+
+ENGINES = {
+    "local": "LocalExecutor on SQLite: migrate, api-server, scheduler, dag-processor, triggerer",
+    "celery": "CeleryExecutor: PostgreSQL, Redis, migrate, api-server, 2 schedulers, "
+    "dag-processor, triggerer, 2 Celery workers",
+}
+"""The engines of `powerx demo --engine`, as the demo announces them."""
+
+
+def _running_engine(settings: DemoSettings, env: dict[str, str]) -> Any:
+    if settings.engine not in ENGINES:
+        raise ValueError(f"unknown engine {settings.engine!r}; known: {', '.join(ENGINES)}")
+    if settings.engine == "celery":
+        from powerx_dev.devstack.distributed import running_distributed_airflow
+
+        return running_distributed_airflow(
+            settings.home / "distributed",
+            dags_folder=settings.dags_folder,
+            env=env,
+            api_port=settings.api_port,
+            dag_ids=[settings.dag_id],
+        )
+    from powerx_dev.devstack import running_airflow
+
+    return running_airflow(
+        settings.home / "airflow",
+        dags_folder=settings.dags_folder,
+        env=env,
+        api_port=settings.api_port,
+        dag_ids=[settings.dag_id],
+    )
 
 
 def _metrics_environment(
@@ -339,7 +373,7 @@ def wait_for_end(
     ledger: Ledger | None = None
     view = RunView()
     while True:
-        if ledger is None and (settings.home / "powerx_ledger.db").exists():
+        if ledger is None and settings.ledger_ready():
             ledger = Ledger(settings.ledger_url)
         view = observe(airflow, sandbox, run_id, ledger, settings.dag_id)
         show(view)

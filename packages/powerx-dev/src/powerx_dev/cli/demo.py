@@ -80,6 +80,14 @@ def register(nouns: argparse._SubParsersAction) -> None:
         "missing)",
     )
     parser.add_argument(
+        "--engine",
+        choices=tuple(demo.ENGINES),
+        default="local",
+        help="local: LocalExecutor on SQLite (default); celery: the production topology as "
+        "native processes (PostgreSQL, Redis, CeleryExecutor with 2 workers, 2 schedulers; the "
+        "ledger on PostgreSQL; docs/deployment.md)",
+    )
+    parser.add_argument(
         "--representative",
         action="store_true",
         help=f"run {demo.REPRESENTATIVE_PLAN_ID}: its canary holds a tenant of every tier "
@@ -118,6 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         metrics=args.metrics,
         plan_id=demo.REPRESENTATIVE_PLAN_ID if args.representative else demo.PLAN_ID,
+        engine=args.engine,
     )
     began = time.time()
     # A terminal closing or `kill` ends the demo like Ctrl-C: every process it started stops.
@@ -125,6 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.rule("[bold]PowerX grey upgrade: demo")
     console.print(f"scenario [bold]{escape(case.scenario)}[/]: {escape(case.story)}")
     console.print(f"metrics: the gate reads [bold]{args.metrics}[/]")
+    console.print(f"engine [bold]{args.engine}[/]: {escape(demo.ENGINES[args.engine])}")
     try:
         signing = demo.demo_signing(settings)
         signature = signing.conf(settings.config, case.target_version, settings.plan_id)
@@ -176,6 +186,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except Exception as exc:
         console.print(f"[red]demo failed:[/] {escape(str(exc))}")
         return 1
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def render(view: RunView, case: DemoCase) -> Group:
@@ -245,7 +261,7 @@ def summary(
     for path in reports:
         if path.name == "report.json":
             console.print(exposure_line(json.loads(path.read_text()).get("exposure") or {}))
-    console.print(f"ledger: {settings.home / 'powerx_ledger.db'}")
+    console.print(f"ledger: {_hide_password(settings.ledger_url)}")
     console.print(f"run in the UI: {airflow.base_url}/dags/{settings.dag_id}/runs/{run_id}")
     user, password = airflow.login
     secret = settings.approval_secret_file

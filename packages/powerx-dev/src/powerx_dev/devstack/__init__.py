@@ -1,5 +1,8 @@
 """Run a live Airflow 3 stack on one machine (api-server, scheduler, dag-processor, triggerer;
 LocalExecutor, SQLite) as subprocesses, drive it through its REST API, and always stop it.
+`running_distributed_airflow` runs the distributed profile instead (PostgreSQL, Redis,
+CeleryExecutor with two workers, two schedulers: what docker-compose.yaml describes; see
+`profiles`).
 
 This is what the stack tests and `powerx demo` stand on. Airflow is never imported here: every
 component is an `airflow ...` subprocess of the same environment, so the caller's process keeps
@@ -25,6 +28,7 @@ from powerx_dev.devstack.components import (
     stop_components,
     sweep,
 )
+from powerx_dev.devstack.distributed import DistributedStack, running_distributed_airflow
 from powerx_dev.devstack.environment import StackSettings, migrate, stack_environment
 from powerx_dev.devstack.errors import AirflowStackError, AirflowStackTimeout
 from powerx_dev.devstack.launcher import running_airflow
@@ -40,6 +44,7 @@ __all__ = [
     "AirflowStackError",
     "AirflowStackTimeout",
     "Component",
+    "DistributedStack",
     "StackApi",
     "StackSettings",
     "airflow_executable",
@@ -48,6 +53,7 @@ __all__ = [
     "migrate",
     "parent_death_signal",
     "running_airflow",
+    "running_distributed_airflow",
     "stack_environment",
     "start_component",
     "stop_components",

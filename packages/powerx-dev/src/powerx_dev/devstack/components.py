@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,13 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    kind: str = ""
+    """The Airflow command (`scheduler`, `celery worker`, ...); the name when empty. Two
+    schedulers of the distributed profile are `scheduler-1` and `scheduler-2` of kind
+    `scheduler`."""
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name
 
     @property
     def pid(self) -> int:
@@ -52,25 +59,46 @@ class Component:
         return self.process.poll() is None
 
 
-def start_component(name: str, env: Mapping[str, str], log_dir: Path) -> Component:
-    """Start `airflow <name>` in a new process group, output to `<log_dir>/<name>.log`.
+def start_component(
+    name: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> Component:
+    """Start `airflow <args or name>` in a new process group, output to `<log_dir>/<name>.log`.
 
-    :param name: one of COMPONENTS.
+    :param name: one of COMPONENTS, or a name of its own when `args` says the command
+        (e.g. `worker-1` for `celery worker --celery-hostname worker-1@%h`).
     :param env: the stack's environment.
     :param log_dir: where the component's log goes.
+    :param args: the `airflow` arguments; default: `[name]`.
+    :param extra_env: this component's own variables (e.g. its log-server port).
     """
     log_path = log_dir / f"{name}.log"
+    argv = list(args) or [name]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [airflow_executable(), name],
-            env=dict(env),
+            [airflow_executable(), *argv],
+            env={**env, **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # own group: Ctrl-C reaches us, we stop it on our terms
             preexec_fn=parent_death_signal(),
         )
-    return Component(name, process, log_path)
+    return Component(name, process, log_path, kind=_kind(argv))
+
+
+def _kind(argv: Sequence[str]) -> str:
+    """`scheduler`, `celery worker`, ...: the command words before the first option."""
+    words = []
+    for arg in argv:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return " ".join(words)
 
 
 def stop_components(

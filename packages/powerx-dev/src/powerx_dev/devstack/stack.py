@@ -130,7 +130,8 @@ class AirflowStack:
             health = self.health()
         except (httpx.HTTPError, ValueError):
             return ["api-server"]
-        wanted = ["metadatabase"] + [HEALTH_KEYS[c] for c in self.components if c in HEALTH_KEYS]
+        kinds = {HEALTH_KEYS[c.kind] for c in self.components.values() if c.kind in HEALTH_KEYS}
+        wanted = ["metadatabase", *sorted(kinds)]
         return [key for key in wanted if (health.get(key) or {}).get("status") != "healthy"]
 
     def check_alive(self) -> None:

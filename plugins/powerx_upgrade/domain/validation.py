@@ -41,9 +41,11 @@ def describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[Path, s
         message = _message(model, error, tuple(clean))
         grouped.setdefault(tuple(clean), []).append((depth_after_tag, message))
     # A union reports one error per member; keep those of the member that got furthest.
+    # Every proper prefix of an error's path: linear in the errors (times their depth).
+    explained = {other[:end] for other in grouped for end in range(len(other))}
     described: list[tuple[Path, str]] = []
     for path, items in grouped.items():
-        if any(other[: len(path)] == path and len(other) > len(path) for other in grouped):
+        if path in explained:
             continue  # a deeper error under the same path explains it better
         deepest = max(depth for depth, _ in items)
         messages = list(dict.fromkeys(msg for depth, msg in items if depth == deepest))

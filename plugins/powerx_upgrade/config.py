@@ -99,11 +99,12 @@ def config_files(location: Path) -> list[Path]:
 def load_config(locations: Sequence[str | os.PathLike[str]] | None = None) -> ConfigResult:
     """Read and validate the config at `locations` (default: `config_location()`)."""
     paths = [config_location(p) for p in locations] if locations else [config_location()]
-    seen: dict[Path, None] = {}
+    seen: dict[Path, Path] = {}  # resolved -> as found (a dangling link keeps its own name)
     for location in paths:
         for file in config_files(location):
-            seen.setdefault(file.resolve(), None)
-    texts = [(_display(file), read_config_file(file)) for file in seen]
+            resolved = file.resolve()
+            seen.setdefault(resolved, resolved if resolved.exists() else file.absolute())
+    texts = [(_display(file), read_config_file(file)) for file in seen.values()]
     if not texts:
         raise ConfigNotFound(
             f"no config files in {', '.join(map(str, paths))}: expected {POLICIES_FILE} "
@@ -146,9 +147,11 @@ def _display(path: Path) -> str:
     """Paths relative to the project checkout when below it (shorter messages, the same from
     any working directory), else absolute."""
     try:
-        return str(path.relative_to(_PACKAGE_ROOT))
+        text = str(path.relative_to(_PACKAGE_ROOT))
     except ValueError:
-        return str(path)
+        text = str(path)
+    # A name that is not UTF-8 (surrogate-escaped by the OS layer) is shown with \x escapes.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 MONITORING_FILE = Path("monitoring") / "version_upgrade_dashboards.json"

@@ -49,6 +49,16 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        """The scanner's `[`/`{` nesting, checked before it reads ahead (a line of 5,000 `[`
+        would cost seconds of look-ahead before the composer sees the depth)."""
+        if self.flow_level >= MAX_DEPTH:
+            raise LimitError(
+                f"nesting deeper than {MAX_DEPTH} levels (the limit)",
+                self.get_mark(),
+            )
+        super().fetch_flow_collection_start(token_class)
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             return super().compose_node(parent, index)

@@ -57,7 +57,11 @@ def test_every_hostile_file_is_its_own_problem(hostile_config):
     assert "out of range" in by_file["ratio_overflow.yaml"].message
     assert "unknown time zone of 5,000 characters" in by_file["long_timezone.yaml"].message
     assert "over 100,000 values" in by_file["alias_bomb.yaml"].message
-    assert "lone surrogate" in by_file["lone_surrogate.yaml"].message
+    # libyaml refuses the escape itself; the Python loader names the lone surrogate
+    assert any(
+        text in by_file["lone_surrogate.yaml"].message
+        for text in ("lone surrogate", "invalid Unicode character escape")
+    )
     assert "cannot read the file" in by_file["dangling_symlink.yaml"].message
     assert "cannot read the file" in by_file["directory.yaml"].message
     assert "262,144" in by_file["too_large.yaml"].message

@@ -4,6 +4,7 @@ field's allowed names with a did-you-mean, and the value at fault."""
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import types
 import typing
@@ -78,7 +79,7 @@ def _message(model: type[BaseModel], error: Any, path: Path) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_fields(model, path[:-1])
         listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        hint = difflib.get_close_matches(str(path[-1]), allowed, n=1) if allowed else []
+        hint = _close_match(str(path[-1]), tuple(allowed)) if allowed else []
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"unknown field '{path[-1]}'{listing}{suggestion}"
     if kind == "missing":
@@ -91,6 +92,12 @@ def _message(model: type[BaseModel], error: Any, path: Path) -> str:
     if "input" in error and not isinstance(error["input"], dict | list):
         return f"{message} (got {error['input']!r})"
     return message
+
+
+@functools.lru_cache(maxsize=4096)
+def _close_match(name: str, allowed: tuple[str, ...]) -> list[str]:
+    """The did-you-mean of an unknown field (cached: the same typo costs once)."""
+    return difflib.get_close_matches(name, allowed, n=1)
 
 
 def _allowed_fields(model: type[BaseModel], path: Path) -> list[str]:

@@ -37,51 +37,20 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 class LimitError(yaml.MarkedYAMLError):
     """A document beyond one of the limits; carries the mark of the node at fault."""
 
-    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+    def __init__(self, problem: str, mark: Any) -> None:
         super().__init__(problem=problem, problem_mark=mark)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans (only true/false, so `on:` or a tier `no` stay strings)
-    and the nesting depth and scalar sizes checked while composing."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def fetch_flow_collection_start(self, token_class: Any) -> None:
-        """The scanner's `[`/`{` nesting, checked before it reads ahead (a line of 5,000 `[`
-        would cost seconds of look-ahead before the composer sees the depth)."""
-        if self.flow_level >= MAX_DEPTH:
-            raise LimitError(
-                f"nesting deeper than {MAX_DEPTH} levels (the limit)",
-                self.get_mark(),
-            )
-        super().fetch_flow_collection_start(token_class)
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            return super().compose_node(parent, index)
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise LimitError(
-                    f"nesting deeper than {MAX_DEPTH} levels (the limit)",
-                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
-                )
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if isinstance(node, yaml.ScalarNode):
-            _check_scalar(node)
-        return node
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor whose value errors (`!!int abc`, `2026-13-45`) and overflowing numbers
+    are located problems, not exceptions."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, OverflowError) as exc:  # `!!int abc`, `2026-13-45`
+        except (ValueError, TypeError, OverflowError) as exc:
             raise LimitError(
                 f"cannot read the value {_clip(str(node.value))}: {exc}", node.start_mark
             ) from None
@@ -96,6 +65,76 @@ class _Loader(yaml.SafeLoader):
         return value
 
 
+_Constructor.add_constructor(_FLOAT_TAG, _Constructor.construct_yaml_float)  # type: ignore[type-var]
+
+
+class _Loader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _Constructor,
+    yaml.resolver.Resolver,
+):
+    """The pure-Python loader (when PyYAML has no libyaml): the nesting depth is checked while
+    scanning and composing, so deep input never recurses far."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _Constructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        """`[`/`{` nesting, checked before the scanner reads ahead (a line of 5,000 `[` costs
+        seconds of look-ahead before the composer sees the depth)."""
+        if self.flow_level >= MAX_DEPTH:
+            raise LimitError(_too_deep(), self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise LimitError(_too_deep(), mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
+"""PyYAML's wheels come with libyaml; a build without it falls back to the Python loader."""
+
+
+def _make_loader(text: str) -> Any:
+    """libyaml's parser (about 7 times faster; it refuses nesting over 1,000 levels itself, so
+    its composing in C recurses no deeper; MAX_DEPTH is checked on the nodes), else the
+    pure-Python loader; both with the same constructor and resolver."""
+    if not _LIBYAML:  # pragma: no cover
+        return _Loader(text)
+    return _CLoader(text)
+
+
+if _LIBYAML:
+    from yaml._yaml import CParser as _CParser
+
+    class _CLoader(_CParser, _Constructor, yaml.resolver.Resolver):
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            _Constructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+
+def _too_deep() -> str:
+    return f"nesting deeper than {MAX_DEPTH} levels (the limit)"
+
+
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -105,14 +144,15 @@ _Loader.add_implicit_resolver(
     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
-_Loader.add_constructor(_FLOAT_TAG, _Loader.construct_yaml_float)
+if _LIBYAML:
+    _CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
 def _clip(text: str, keep: int = 20) -> str:
     return repr(text) if len(text) <= keep else f"{text[:keep]!r}... ({len(text):,} characters)"
 
 
-def _check_scalar(node: yaml.ScalarNode) -> None:
+def _check_scalar(node: yaml.Node) -> None:
     value = node.value
     if len(value) > MAX_STRING_CHARS:
         raise LimitError(
@@ -164,21 +204,31 @@ def parse_yaml(text: str, file: str) -> YamlSource:
             )
         )
         return source
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        at = text.count("\n", 0, surrogate.start()) + 1
+        source.problems.append(_unusable(file, at, "the text holds a lone surrogate"))
+        return source
     loader = None
     try:
-        loader = _Loader(text)
+        loader = _make_loader(text)
         node = loader.get_single_node()
         if node is None:
             source.data = {}
             return source
-        _check_expansion(node)
-        _record_lines(node, source)
-        source.data = loader.construct_document(node)
+        if _plain(text):
+            source.data = _build(node, source, loader)
+        else:
+            _check_expansion(node)
+            _record_lines(node, source)
+            source.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
-        if not isinstance(exc, LimitError):
+        if "maximum nesting depth" in what:  # libyaml's own limit, met while reading ahead
+            what = _too_deep()
+        elif not isinstance(exc, LimitError):
             what = f"invalid YAML: {what}"
         source.problems.append(_unusable(file, line, what))
         source.data = None
@@ -210,18 +260,100 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def _plain(text: str) -> bool:
+    """No alias (`*name`), merge key (`<<`) or explicit tag (`!`) anywhere in the text: the
+    nodes are a tree of plain values, which `_build` turns into data in one walk."""
+    return "*" not in text and "<<" not in text and "!" not in text
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _build(root: yaml.Node, source: YamlSource, loader: Any) -> Any:
+    """Data, the line of every path, duplicate keys and the limits (depth, values, scalars) in
+    one top-down walk of a tree without aliases, merge keys or tags; what PyYAML's
+    constructor would give, at a fraction of its cost."""
+    source.lines[()] = root.start_mark.line + 1
+    count = 0
+    result = _scalar(root, loader) if isinstance(root, yaml.ScalarNode) else _empty(root)
+    stack: list[tuple[yaml.Node, Any, Path]] = []
+    if not isinstance(root, yaml.ScalarNode):
+        stack.append((root, result, ()))
+    while stack:
+        node, container, path = stack.pop()
+        if len(path) >= MAX_DEPTH:
+            raise LimitError(_too_deep(), node.start_mark)
+        count += len(node.value)
+        if count > MAX_NODES:
+            raise LimitError(
+                f"the document has over {MAX_NODES:,} values (the limit)", node.start_mark
+            )
+        if isinstance(node, yaml.MappingNode):
+            first_seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise LimitError("a mapping key must be a plain value", key_node.start_mark)
+                key = _scalar(key_node, loader)
+                line = key_node.start_mark.line + 1
+                if key_node.value in first_seen:
+                    full = (*path, key_node.value)
+                    source.problems.append(_duplicate(source.file, full, line, first_seen))
+                else:
+                    first_seen[key_node.value] = line
+                child_path = (*path, key_node.value)
+                source.lines[child_path] = line
+                container[key] = _child(value_node, child_path, stack, loader)
+        else:
+            for index, item in enumerate(node.value):
+                child_path = (*path, index)
+                source.lines[child_path] = item.start_mark.line + 1
+                container.append(_child(item, child_path, stack, loader))
+    return result
+
+
+def _child(
+    node: yaml.Node, path: Path, stack: list[tuple[yaml.Node, Any, Path]], loader: Any
+) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return _scalar(node, loader)
+    container = _empty(node)
+    stack.append((node, container, path))
+    return container
+
+
+def _empty(node: yaml.Node) -> Any:
+    return {} if isinstance(node, yaml.MappingNode) else []
+
+
+def _scalar(node: yaml.Node, loader: Any) -> Any:
+    _check_scalar(node)
+    if node.tag == _STR_TAG:
+        return node.value
+    constructor = loader.yaml_constructors.get(node.tag)
+    if constructor is None:
+        return loader.construct_object(node)  # PyYAML's own error for an unknown tag
+    try:
+        return constructor(loader, node)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise LimitError(
+            f"cannot read the value {_clip(str(node.value))}: {exc}", node.start_mark
+        ) from None
+
+
 def _check_expansion(root: yaml.Node) -> None:
     """Refuse a node graph that refers to itself, expands beyond MAX_NODES values or nests
-    deeper than MAX_DEPTH once aliases are expanded; linear in the distinct nodes."""
+    deeper than MAX_DEPTH once aliases are expanded, or holds a scalar beyond its limits;
+    linear in the distinct nodes, without recursion."""
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
     open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[yaml.Node, list[yaml.Node] | None]] = [(root, None)]
     while stack:
-        node, finished = stack.pop()
+        node, children = stack.pop()
         key = id(node)
-        if finished:
-            children = _children(node)
+        if children is not None:  # all children done
             size[key] = 1 + sum(size[id(child)] for child in children)
             depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
             open_nodes.discard(key)
@@ -229,21 +361,26 @@ def _check_expansion(root: yaml.Node) -> None:
                 raise LimitError(
                     f"the aliases expand to over {MAX_NODES:,} values (the limit)", node.start_mark
                 )
-            if depth[key] > MAX_DEPTH:
-                raise LimitError(
-                    f"the aliases nest deeper than {MAX_DEPTH} levels (the limit)",
-                    node.start_mark,
-                )
             continue
-        if key in size:
+        # open_nodes: exactly the ancestors of `node` (depth-first order)
+        if key in size:  # met again through an alias: its depth counts from here
+            if len(open_nodes) + depth[key] > MAX_DEPTH:
+                raise LimitError(_too_deep(), node.start_mark)
+            continue
+        if len(open_nodes) >= MAX_DEPTH:
+            raise LimitError(_too_deep(), node.start_mark)
+        if isinstance(node, yaml.ScalarNode):
+            _check_scalar(node)
+            size[key] = depth[key] = 1
             continue
         if key in open_nodes:
             raise LimitError(
                 "an alias refers to a node that contains it (recursive)", node.start_mark
             )
         open_nodes.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in size)
+        children = _children(node)
+        stack.append((node, children))
+        stack.extend((child, None) for child in children)
 
 
 def _record_lines(root: yaml.Node, source: YamlSource) -> None:

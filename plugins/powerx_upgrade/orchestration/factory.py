@@ -285,10 +285,11 @@ def build_dags(config: ConfigResult | None = None) -> dict[str, DAG]:
         dags[dag_id_for(plan_id)] = _materialised_or_broken(plan_id, plan)
     dags[ROLLBACK_DAG_ID] = build_rollback_dag(dict(config.plans))
     for plan_id in sorted(config.invalid_plans):
-        dags[dag_id_for(plan_id)] = broken_dag(plan_id, by_plan.get(plan_id, []))
+        shown = _safe_id("", plan_id, dags)  # an id that is no DAG id is shown as a safe one
+        dags[dag_id_for(shown)] = broken_dag(shown, by_plan.get(plan_id, []))
     for file, problems in _file_problems(config).items():
-        plan_id = _config_error_id(file, dags)
-        dags[dag_id_for(plan_id)] = broken_dag(plan_id, problems)
+        shown = _safe_id("config_error__", file.rsplit("/", 1)[-1], dags)
+        dags[dag_id_for(shown)] = broken_dag(shown, problems)
     return dags
 
 
@@ -326,18 +327,17 @@ def _one_line(exc: BaseException) -> str:
 _MAX_STEM = 120
 
 
-def _config_error_id(file: str, taken: dict[str, DAG]) -> str:
-    """`config_error__<file name>` with unsafe characters replaced, clipped to a DAG id's length,
-    and made unique when two file names come out alike."""
-    name = file.rsplit("/", 1)[-1]
+def _safe_id(prefix: str, name: str, taken: dict[str, DAG]) -> str:
+    """`prefix` + `name` as a plan id a DAG id can hold: unsafe characters replaced and a short
+    hash added when any were (or when the name is too long), a counter when two come out alike."""
     stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
-    if len(stem) > _MAX_STEM or stem != name:
-        digest = hashlib.sha256(file.encode("utf-8", "backslashreplace")).hexdigest()[:8]
+    if len(stem) > _MAX_STEM or stem != name or not stem:
+        digest = hashlib.sha256(name.encode("utf-8", "backslashreplace")).hexdigest()[:8]
         stem = f"{stem[:_MAX_STEM]}_{digest}"
-    plan_id = f"config_error__{stem}"
+    plan_id = f"{prefix}{stem}"
     suffix = 2
     while dag_id_for(plan_id) in taken:
-        plan_id = f"config_error__{stem}_{suffix}"
+        plan_id = f"{prefix}{stem}_{suffix}"
         suffix += 1
     return plan_id
 

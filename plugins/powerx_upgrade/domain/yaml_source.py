@@ -230,6 +230,8 @@ def parse_yaml(text: str, file: str) -> YamlSource:
             what = _too_deep()
         elif not isinstance(exc, LimitError):
             what = f"invalid YAML: {what}"
+        if "invalid Unicode character escape" in what:
+            what += " (a lone surrogate like \\ud800 or a code point over U+10FFFF is not text)"
         source.problems.append(_unusable(file, line, what))
         source.data = None
     except yaml.reader.ReaderError as exc:

@@ -154,7 +154,10 @@ def _clip(text: str, keep: int = 20) -> str:
 
 def _check_scalar(node: yaml.Node) -> None:
     value = node.value
-    if len(value) > MAX_STRING_CHARS:
+    size = len(value)
+    if size <= MAX_NUMBER_CHARS and _LIBYAML:
+        return  # short, and libyaml refuses surrogate escapes itself (the text is checked)
+    if size > MAX_STRING_CHARS:
         raise LimitError(
             f"a value of {len(value):,} characters (the limit is {MAX_STRING_CHARS:,})",
             node.start_mark,

@@ -129,6 +129,18 @@ if _LIBYAML:
             _CParser.__init__(self, stream)
             _Constructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
+            self._plain_tags: dict[str, str] = {}
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            """A plain scalar's tag depends on its text only (there are no path resolvers):
+            remembered per file, since keys like `ratio` or `bake` repeat in every entry."""
+            if kind is not yaml.ScalarNode or not implicit[0]:
+                return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                self._plain_tags[value] = tag
+            return tag
 
 
 def _too_deep() -> str:
@@ -298,7 +310,9 @@ def _build(root: yaml.Node, source: YamlSource, loader: Any) -> Any:
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise LimitError("a mapping key must be a plain value", key_node.start_mark)
-                key = _scalar(key_node, loader)
+                text = key_node.value
+                plain = _LIBYAML and key_node.tag == _STR_TAG and len(text) <= MAX_NUMBER_CHARS
+                key = text if plain else _scalar(key_node, loader)
                 line = key_node.start_mark.line + 1
                 if key_node.value in first_seen:
                     full = (*path, key_node.value)
@@ -319,9 +333,12 @@ def _build(root: yaml.Node, source: YamlSource, loader: Any) -> Any:
 def _child(
     node: yaml.Node, path: Path, stack: list[tuple[yaml.Node, Any, Path]], loader: Any
 ) -> Any:
-    if isinstance(node, yaml.ScalarNode):
+    if node.__class__ is yaml.ScalarNode:
+        text = node.value
+        if _LIBYAML and node.tag == _STR_TAG and len(text) <= MAX_NUMBER_CHARS:
+            return text  # the common case, without a call (short: no limit to check)
         return _scalar(node, loader)
-    container = _empty(node)
+    container: Any = {} if node.__class__ is yaml.MappingNode else []
     stack.append((node, container, path))
     return container
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from powerx_upgrade.domain.config import ConfigResult, parse_config
 from powerx_upgrade.domain.metric_names import MetricMapping
+from powerx_upgrade.domain.problems import Problem
+from powerx_upgrade.domain.yaml_source import MAX_FILE_CHARS
 
 CONFIG_ENV = "POWERX_UPGRADE_CONFIG"
 POLICIES_FILE = "upgrade_policies.yaml"
@@ -97,13 +99,12 @@ def config_files(location: Path) -> list[Path]:
 def load_config(locations: Sequence[str | os.PathLike[str]] | None = None) -> ConfigResult:
     """Read and validate the config at `locations` (default: `config_location()`)."""
     paths = [config_location(p) for p in locations] if locations else [config_location()]
-    seen: dict[Path, None] = {}
+    seen: dict[Path, Path] = {}  # resolved -> as found (a dangling link keeps its own name)
     for location in paths:
         for file in config_files(location):
-            seen.setdefault(file.resolve(), None)
-    texts = []
-    for file in seen:
-        texts.append((_display(file), file.read_text(encoding="utf-8")))
+            resolved = file.resolve()
+            seen.setdefault(resolved, resolved if resolved.exists() else file.absolute())
+    texts = [(_display(file), read_config_file(file)) for file in seen.values()]
     if not texts:
         raise ConfigNotFound(
             f"no config files in {', '.join(map(str, paths))}: expected {POLICIES_FILE} "
@@ -112,13 +113,45 @@ def load_config(locations: Sequence[str | os.PathLike[str]] | None = None) -> Co
     return parse_config(texts, deployment_provider())
 
 
+MAX_FILE_BYTES = MAX_FILE_CHARS
+"""A config file's size limit on disk (docs/plans.md, "Limits")."""
+
+
+def read_config_file(file: Path) -> str | Problem:
+    """A config file's text, or the problem that keeps it from being read (too large, not
+    readable, not UTF-8): that file is then left out and reported, the others still load."""
+    name = _display(file)
+    try:
+        with file.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return _unreadable(name, None, f"cannot read the file: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_BYTES:
+        return _unreadable(name, None, f"the file is over {MAX_FILE_BYTES:,} bytes (the limit)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return _unreadable(
+            name,
+            line,
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+        )
+
+
+def _unreadable(name: str, line: int | None, what: str) -> Problem:
+    return Problem(name, line, "error", "", f"{what}; nothing in this file is used")
+
+
 def _display(path: Path) -> str:
     """Paths relative to the project checkout when below it (shorter messages, the same from
     any working directory), else absolute."""
     try:
-        return str(path.relative_to(_PACKAGE_ROOT))
+        text = str(path.relative_to(_PACKAGE_ROOT))
     except ValueError:
-        return str(path)
+        text = str(path)
+    # A name that is not UTF-8 (surrogate-escaped by the OS layer) is shown with \x escapes.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 MONITORING_FILE = Path("monitoring") / "version_upgrade_dashboards.json"

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from powerx_upgrade.api.errors import Refused
-from powerx_upgrade.config import PLANS_DIR, config_files, deployment_provider
+from powerx_upgrade.config import PLANS_DIR, config_files, deployment_provider, read_config_file
 from powerx_upgrade.domain.config import parse_config
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.problems import Problem
@@ -136,7 +136,7 @@ class PlanStore:
         for file in config_files(self.config_dir):
             if file.resolve() == target.resolve():
                 continue  # the file being replaced
-            texts.append((self._display(file), file.read_text(encoding="utf-8")))
+            texts.append((self._display(file), read_config_file(file)))  # never raises
         name = self._display(target)
         texts.append((name, text))
         result = parse_config(texts, deployment_provider(self.config_dir))

@@ -7,6 +7,7 @@ nouns say that they need it (the runtime package never imports the dev package).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -25,6 +26,12 @@ DEV_COMMANDS = ("sandbox", "demo")
 """The dev package's commands, in the order `powerx --help` lists them."""
 
 EXIT_NEEDS_DEV_PACKAGE = 2
+
+EXIT_INTERNAL = 70
+"""An internal error (a bug, not bad input): one line on stderr, no traceback (sysexits'
+EX_SOFTWARE). 1 is "invalid"/"refused" and 2 is usage throughout, so CI tells a crash from a bad
+config. `--debug` or POWERX_DEBUG=1 raises it with its traceback instead."""
+DEBUG_ENV = "POWERX_DEBUG"
 
 
 def command_entry_points() -> list[EntryPoint]:
@@ -63,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="PowerX grey upgrade: plan, preview and run batch-by-batch plugin rollouts.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"on an internal error, show the traceback (also ${DEBUG_ENV}=1)",
+    )
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND", required=True)
     plan_cmd.register(nouns)
     registered = set()
@@ -80,9 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command: its exit code; 2 on a usage error (argparse), EXIT_INTERNAL on a bug."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        if args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        message = " ".join(str(exc).split())[:500]
+        print(
+            f"powerx: internal error: {type(exc).__name__}: {message} (exit {EXIT_INTERNAL}; "
+            f"--debug or {DEBUG_ENV}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

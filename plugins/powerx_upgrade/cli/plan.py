@@ -308,7 +308,11 @@ def schema_text() -> str:
 def cmd_schema(args: argparse.Namespace) -> int:
     text = schema_text()
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            err_console.print(f"[red]error:[/] cannot write {escape(str(args.output))}: {exc}")
+            return EXIT_USAGE
         err_console.print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)

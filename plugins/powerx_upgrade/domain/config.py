@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import copy
 import difflib
+import gc
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -24,6 +28,8 @@ from powerx_upgrade.domain.problems import Path, Problem, Severity, errors_of, f
 from powerx_upgrade.domain.represent import representation_findings
 from powerx_upgrade.domain.validation import describe
 from powerx_upgrade.domain.yaml_source import YamlSource, parse_yaml
+
+log = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = ("version", "policies", "plans")
 SUPPORTED_VERSIONS = (1,)
@@ -71,10 +77,30 @@ class _Entry:
 
 
 class _Collector:
-    """Gathers problems, remembering which policies and plans they make invalid."""
+    """Gathers problems, remembering which policies and plans they make invalid. Adding a
+    problem and asking whether an entry has errors are O(1): a config with 50,000 problems is
+    validated in linear time."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self._seen: set[Problem] = set()
+        self._errors: set[tuple[str, str, str | None]] = set()
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        for problem in problems:
+            self.record(problem)
+
+    def record(self, problem: Problem) -> None:
+        if problem in self._seen:
+            return
+        self._seen.add(problem)
+        self.problems.append(problem)
+        if problem.severity != "error":
+            return
+        for kind, entry_id in (("plans", problem.plan_id), ("policies", problem.policy_id)):
+            if entry_id is not None:
+                self._errors.add((kind, entry_id, None))
+                self._errors.add((kind, entry_id, problem.file))
 
     def add(
         self,
@@ -90,49 +116,56 @@ class _Collector:
         if len(path) >= 2 and path[0] == "policies":
             policy_id = str(path[1])
         line = source.line_of(line_path if line_path is not None else path)
-        problem = Problem(
-            source.file,
-            line,
-            severity,
-            format_path(path),
-            message,
-            plan_id,
-            policy_id,
+        self.record(
+            Problem(source.file, line, severity, format_path(path), message, plan_id, policy_id)
         )
-        if problem not in self.problems:
-            self.problems.append(problem)
 
     def has_errors(self, kind: str, entry_id: str, file: str | None = None) -> bool:
-        for problem in self.problems:
-            if problem.severity != "error" or (file is not None and problem.file != file):
-                continue
-            if kind == "plans" and problem.plan_id == entry_id:
-                return True
-            if kind == "policies" and problem.policy_id == entry_id:
-                return True
-        return False
+        return (kind, entry_id, file) in self._errors
 
 
 def parse_config(
-    files: Iterable[tuple[str, str]], default_provider: str | None = None
+    files: Iterable[tuple[str, str | Problem]], default_provider: str | None = None
 ) -> ConfigResult:
     """Validate config files given as (display name, YAML text) pairs, all problems at once.
+
+    A Problem in place of the text is a file that could not be read (`config.read_config_file`):
+    it is reported and nothing of it is used. Whatever a file holds, it never takes another
+    down: a file, policy or plan that fails unexpectedly becomes an error problem of its own
+    (logged with its traceback), never an exception.
 
     `default_provider`: the deployment's monitoring provider (`config.deployment_provider()`),
     for policies and plans whose `monitoring` block names none; checks are validated against
     that provider's metric catalogue.
     """
+    with _collector_paused():
+        return _parse_config(files, default_provider)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Validation makes many small objects that live until the end; Python's cyclic collector
+    would walk the growing heap again and again (half the time at 50,000 problems, with the same
+    peak memory: benchmarks/validation_scaling.py). Paused for the call, then restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_config(
+    files: Iterable[tuple[str, str | Problem]], default_provider: str | None
+) -> ConfigResult:
     collector = _Collector()
     result = ConfigResult()
     entries: dict[str, list[_Entry]] = {"policies": [], "plans": []}
 
     for name, text in files:
         result.files.append(name)
-        source = parse_yaml(text, name)
-        collector.problems.extend(source.problems)
-        if source.data is None:
-            continue
-        for entry in _split(source, collector):
+        for entry in _read_file(name, text, collector):
             entries[entry.kind].append(entry)
 
     policies_raw = _unique(entries["policies"], "policy", collector)
@@ -140,7 +173,13 @@ def parse_config(
 
     result.policies = _valid_policies(policies_raw, collector, default_provider)
     for plan_id, entry in plans_raw.items():
-        plan = _resolve_plan(entry, policies_raw, result.policies, collector, default_provider)
+        plan = _guarded(
+            entry,
+            collector,
+            partial(
+                _resolve_plan, entry, policies_raw, result.policies, collector, default_provider
+            ),
+        )
         if plan is not None and not collector.has_errors("plans", plan_id):
             result.plans[plan_id] = plan
     for entry in entries["plans"]:
@@ -151,6 +190,48 @@ def parse_config(
         collector.problems, key=lambda p: (p.file, p.line or 0, p.path, p.message)
     )
     return result
+
+
+INTERNAL_ERROR_HINT = "an internal error, please report it with the file"
+
+
+def _read_file(name: str, text: str | Problem, collector: _Collector) -> list[_Entry]:
+    """One file's entries; an unreadable file or an unexpected failure is a problem of its own."""
+    if isinstance(text, Problem):
+        collector.record(text)
+        return []
+    try:
+        source = parse_yaml(text, name)
+        collector.extend(source.problems)
+        return [] if source.data is None else _split(source, collector)
+    except Exception as exc:  # isolation: one file never takes the others down
+        log.exception("reading config file %s failed", name)
+        collector.record(
+            Problem(
+                name,
+                None,
+                "error",
+                "",
+                f"cannot read this file ({type(exc).__name__}: {str(exc)[:200]}; "
+                f"{INTERNAL_ERROR_HINT}); nothing in this file is used",
+            )
+        )
+        return []
+
+
+def _guarded(entry: _Entry, collector: _Collector, validate: Callable[[], Any]) -> Any:
+    """`validate()` for one policy or plan; an unexpected failure is an error of that entry."""
+    try:
+        return validate()
+    except Exception as exc:  # isolation: one entry never takes the others down
+        log.exception("validating %s %s failed", entry.kind, entry.id)
+        collector.add(
+            entry.source,
+            entry.path,
+            f"cannot validate this {'policy' if entry.kind == 'policies' else 'plan'} "
+            f"({type(exc).__name__}: {str(exc)[:200]}; {INTERNAL_ERROR_HINT})",
+        )
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,14 +292,22 @@ def _valid_policies(
 ) -> dict[str, Policy]:
     valid: dict[str, Policy] = {}
     for policy_id, entry in policies_raw.items():
-        policy = _validate(Policy, entry.raw, entry.source, entry.path, collector)
-        if policy is None:
-            continue
-        for rel, message, severity in check_policy(policy, default_provider):
-            collector.add(entry.source, (*entry.path, *rel), message, severity)
-        if not collector.has_errors("policies", policy_id):
+        policy = _guarded(
+            entry, collector, partial(_checked_policy, entry, collector, default_provider)
+        )
+        if policy is not None and not collector.has_errors("policies", policy_id):
             valid[policy_id] = policy
     return valid
+
+
+def _checked_policy(
+    entry: _Entry, collector: _Collector, default_provider: str | None
+) -> Policy | None:
+    policy: Policy | None = _validate(Policy, entry.raw, entry.source, entry.path, collector)
+    if policy is not None:
+        for rel, message, severity in check_policy(policy, default_provider):
+            collector.add(entry.source, (*entry.path, *rel), message, severity)
+    return policy
 
 
 def _check_id(entry_id: str) -> str | None:

@@ -4,6 +4,7 @@ field's allowed names with a did-you-mean, and the value at fault."""
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import types
 import typing
@@ -41,9 +42,11 @@ def describe(model: type[BaseModel], exc: ValidationError) -> list[tuple[Path, s
         message = _message(model, error, tuple(clean))
         grouped.setdefault(tuple(clean), []).append((depth_after_tag, message))
     # A union reports one error per member; keep those of the member that got furthest.
+    # Every proper prefix of an error's path: linear in the errors (times their depth).
+    explained = {other[:end] for other in grouped for end in range(len(other))}
     described: list[tuple[Path, str]] = []
     for path, items in grouped.items():
-        if any(other[: len(path)] == path and len(other) > len(path) for other in grouped):
+        if path in explained:
             continue  # a deeper error under the same path explains it better
         deepest = max(depth for depth, _ in items)
         messages = list(dict.fromkeys(msg for depth, msg in items if depth == deepest))
@@ -76,7 +79,7 @@ def _message(model: type[BaseModel], error: Any, path: Path) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_fields(model, path[:-1])
         listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        hint = difflib.get_close_matches(str(path[-1]), allowed, n=1) if allowed else []
+        hint = _close_match(str(path[-1]), tuple(allowed)) if allowed else []
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"unknown field '{path[-1]}'{listing}{suggestion}"
     if kind == "missing":
@@ -89,6 +92,12 @@ def _message(model: type[BaseModel], error: Any, path: Path) -> str:
     if "input" in error and not isinstance(error["input"], dict | list):
         return f"{message} (got {error['input']!r})"
     return message
+
+
+@functools.lru_cache(maxsize=4096)
+def _close_match(name: str, allowed: tuple[str, ...]) -> list[str]:
+    """The did-you-mean of an unknown field (cached: the same typo costs once)."""
+    return difflib.get_close_matches(name, allowed, n=1)
 
 
 def _allowed_fields(model: type[BaseModel], path: Path) -> list[str]:

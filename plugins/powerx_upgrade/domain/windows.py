@@ -78,13 +78,19 @@ class WindowState:
 # ---------------------------------------------------------------------------------------------
 
 
+_MAX_ZONE_CHARS = 64
+"""The longest IANA name is 32 characters; a longer name is refused before any file lookup."""
+
+
 def zone(name: str) -> ZoneInfo:
+    shown = repr(name) if len(name) <= _MAX_ZONE_CHARS else f"of {len(name):,} characters"
+    problem = f"unknown time zone {shown}: use an IANA name like UTC, Europe/Berlin, Asia/Shanghai"
+    if len(name) > _MAX_ZONE_CHARS or "\0" in name:
+        raise WindowError(problem)
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise WindowError(
-            f"unknown time zone {name!r}: use an IANA name like UTC, Europe/Berlin, Asia/Shanghai"
-        ) from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the OS cannot open
+        raise WindowError(problem) from None
 
 
 def check_cron(expression: str) -> None:

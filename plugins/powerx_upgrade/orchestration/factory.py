@@ -9,6 +9,8 @@ so an invalid plan never disappears silently and never takes the valid ones down
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +38,8 @@ from powerx_upgrade.orchestration.operators.report import ReportOperator
 from powerx_upgrade.orchestration.operators.window import WindowWaitOperator
 from powerx_upgrade.orchestration.rollback_dag import build_rollback_dag
 from powerx_upgrade.orchestration.sensors.gate import BatchGateSensor
+
+log = logging.getLogger(__name__)
 
 START_DATE = datetime(2026, 1, 1)
 
@@ -269,19 +273,81 @@ def broken_dag(plan_id: str, problems: list[Problem]) -> DAG:
 
 def build_dags(config: ConfigResult | None = None) -> dict[str, DAG]:
     """One DAG per plan in the config: real ones for valid plans, broken ones for invalid;
-    plus the one-click rollback DAG (`plugin_upgrade_rollback`) for runs of any plan."""
-    config = config or load_config()
+    plus the one-click rollback DAG (`plugin_upgrade_rollback`) for runs of any plan.
+
+    Never raises on content: a file that cannot be read or parsed, a plan whose DAG cannot be
+    built, even a config that cannot be loaded at all, each becomes a broken DAG naming it."""
+    if config is None:
+        config = _load_or_broken()
+    by_plan = _problems_by_plan(config)
     dags: dict[str, DAG] = {}
     for plan_id, plan in sorted(config.plans.items()):
-        dags[dag_id_for(plan_id)] = materialise(describe_plan(plan), plan)
+        dags[dag_id_for(plan_id)] = _materialised_or_broken(plan_id, plan)
     dags[ROLLBACK_DAG_ID] = build_rollback_dag(dict(config.plans))
     for plan_id in sorted(config.invalid_plans):
-        dags[dag_id_for(plan_id)] = broken_dag(plan_id, config.problems_of_plan(plan_id))
+        shown = _safe_id("", plan_id, dags)  # an id that is no DAG id is shown as a safe one
+        dags[dag_id_for(shown)] = broken_dag(shown, by_plan.get(plan_id, []))
     for file, problems in _file_problems(config).items():
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in file.rsplit("/", 1)[-1])
-        plan_id = f"config_error__{stem}"
-        dags[dag_id_for(plan_id)] = broken_dag(plan_id, problems)
+        shown = _safe_id("config_error__", file.rsplit("/", 1)[-1], dags)
+        dags[dag_id_for(shown)] = broken_dag(shown, problems)
     return dags
+
+
+def _load_or_broken() -> ConfigResult:
+    """The config; when it cannot be loaded at all (no config where the settings point, or an
+    internal error), a result with that one problem, so the rollback DAG still loads."""
+    try:
+        return load_config()
+    except Exception as exc:  # isolation: the DAG file never fails to import over the config
+        log.exception("loading the grey-upgrade config failed")
+        return ConfigResult(problems=[Problem("config", None, "error", "", _one_line(exc))])
+
+
+def _materialised_or_broken(plan_id: str, plan: Plan) -> DAG:
+    try:
+        return materialise(describe_plan(plan), plan)
+    except Exception as exc:  # isolation: one plan's DAG never takes the others down
+        log.exception("building the DAG of plan %s failed", plan_id)
+        problem = Problem(
+            plan.source.file,
+            plan.source.line,
+            "error",
+            f"plans.{plan_id}",
+            f"cannot build this plan's DAG ({_one_line(exc)}; an internal error, please report it)",
+            plan_id=plan_id,
+        )
+        return broken_dag(plan_id, [problem])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+_MAX_STEM = 120
+
+
+def _safe_id(prefix: str, name: str, taken: dict[str, DAG]) -> str:
+    """`prefix` + `name` as a plan id a DAG id can hold: unsafe characters replaced and a short
+    hash added when any were (or when the name is too long), a counter when two come out alike."""
+    stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    if len(stem) > _MAX_STEM or stem != name or not stem:
+        digest = hashlib.sha256(name.encode("utf-8", "backslashreplace")).hexdigest()[:8]
+        stem = f"{stem[:_MAX_STEM]}_{digest}"
+    plan_id = f"{prefix}{stem}"
+    suffix = 2
+    while dag_id_for(plan_id) in taken:
+        plan_id = f"{prefix}{stem}_{suffix}"
+        suffix += 1
+    return plan_id
+
+
+def _problems_by_plan(config: ConfigResult) -> dict[str, list[Problem]]:
+    found: dict[str, list[Problem]] = {}
+    for problem in config.problems:
+        if problem.plan_id is not None:
+            found.setdefault(problem.plan_id, []).append(problem)
+    return found
 
 
 def _file_problems(config: ConfigResult) -> dict[str, list[Problem]]:

@@ -293,7 +293,8 @@ def window_fit(plan: Plan, now: datetime, total: timedelta) -> WindowFit:
 
 
 def _clock(value: datetime, tz: ZoneInfo, same_day_as: datetime | None = None) -> str:
-    local = value.astimezone(tz)
+    """`03:17` (to the nearest minute), with the date when it is not `same_day_as`'s."""
+    local = (value + timedelta(seconds=30)).astimezone(tz)
     if same_day_as is not None and local.date() != same_day_as.astimezone(tz).date():
         return local.strftime("%Y-%m-%d %H:%M")
     return local.strftime("%H:%M")

@@ -107,7 +107,7 @@ def test_backtest_replays_case_b_and_moves_the_verdicts_with_the_limit(
     )
     at = datetime.fromisoformat(tight[0]["backtest_at"]).strftime("%H:%M:%S")
     live = datetime.fromisoformat(tight[0]["live_at"]).strftime("%H:%M:%S")
-    assert f"with gate.checks[0].limit 0.05 -> 0.005" in text, text
+    assert "with gate.checks[0].limit 0.05 -> 0.005" in text, text
     assert f"batch 1 gold-silver: would have failed at {at} (" in text, text
     assert f"; it passed at {live}\n" in text, text
     assert "(the backtest's run would have stopped at batch 1)" in text, text

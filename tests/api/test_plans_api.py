@@ -171,8 +171,7 @@ def test_two_updates_from_the_same_etag_cannot_both_win(api: Api, tmp_path):
 
 
 PREVIEW_TENANTS = [
-    {"id": f"t-{i:02d}", "labels": {"tier": ("gold", "silver", "bronze")[i % 3]}}
-    for i in range(10)
+    {"id": f"t-{i:02d}", "labels": {"tier": ("gold", "silver", "bronze")[i % 3]}} for i in range(10)
 ]
 
 

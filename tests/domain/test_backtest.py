@@ -90,11 +90,11 @@ def lines(*edits: str, run: RecordedRun = RUN) -> list[str]:
 
 def test_the_policy_as_it_is_gives_back_the_live_verdicts_at_the_same_pokes():
     assert lines() == [
-        "run manual__1, outcome rolled_back: policy standard with as it is now (times UTC)",
+        "run manual__1, outcome rolled_back: policy standard as it is now (times UTC)",
         "  batch 1 canary: would have passed at 02:11:00 (every check held over the bake), "
         "as it did",
-        "  batch 2 rest: would have failed at 02:24:00 (check(s) 0 failed; 1 failed "
-        "evaluation(s) > failure_limit 0), as it did",
+        "  batch 2 rest: would have failed at 02:24:00 (error_rate 0.06, limit <= 0.05; "
+        "check(s) 0 failed; 1 failed evaluation(s) > failure_limit 0), as it did",
     ]
 
 
@@ -102,9 +102,10 @@ def test_a_tighter_limit_fails_batch_1_at_its_first_poke_over_it():
     assert lines("policies.standard.gate.checks[0].limit=0.01") == [
         "run manual__1, outcome rolled_back: policy standard with gate.checks[0].limit 0.05 -> "
         "0.01 (times UTC)",
-        "  batch 1 canary: would have failed at 02:01:00 (check(s) 0 failed; 1 failed "
-        "evaluation(s) > failure_limit 0); it passed at 02:11:00",
-        "  batch 2 rest: would have failed at 02:22:00 (check(s) 0 failed; 1 failed "
+        "  batch 1 canary: would have failed at 02:01:00 (error_rate 0.02, limit <= 0.01; "
+        "check(s) 0 failed; 1 failed evaluation(s) > failure_limit 0); it passed at 02:11:00",
+        "  batch 2 rest: would have failed at 02:22:00 (error_rate 0.02, limit <= 0.01; "
+        "check(s) 0 failed; 1 failed "
         "evaluation(s) > failure_limit 0); it failed at 02:24:00 (the backtest's run would have "
         "stopped at batch 1)",
     ]
@@ -112,8 +113,8 @@ def test_a_tighter_limit_fails_batch_1_at_its_first_poke_over_it():
 
 def test_a_limit_of_3_percent_fails_batch_2_a_poke_earlier():
     assert lines("policy.gate.checks[0].limit='3%'")[2] == (
-        "  batch 2 rest: would have failed at 02:23:00 (check(s) 0 failed; 1 failed "
-        "evaluation(s) > failure_limit 0); it failed at 02:24:00"
+        "  batch 2 rest: would have failed at 02:23:00 (error_rate 0.04, limit <= 0.03; "
+        "check(s) 0 failed; 1 failed evaluation(s) > failure_limit 0); it failed at 02:24:00"
     )
 
 
@@ -144,8 +145,8 @@ def test_pokes_recorded_without_their_input_are_named_not_guessed():
     )
     run = RecordedRun("old", "other-plan", None, (1, 2, 3), (old, capped), {})
     assert lines(run=run) == [
-        "run old (a run of plan other-plan), outcome none yet: policy standard with as it is "
-        "now (times UTC)",
+        "run old (a run of plan other-plan), outcome none yet: policy standard as it is now "
+        "(times UTC)",
         "  batch 1 canary: cannot replay: 3 of 3 poke(s) were recorded without their input "
         "(recorded before the backtest existed); it passed at 02:00:00",
         "  batch 2 rest: cannot replay: 1 of 1 poke(s) were recorded without their input "

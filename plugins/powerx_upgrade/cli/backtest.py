@@ -8,6 +8,7 @@ import os
 
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from powerx_upgrade.config import ConfigNotFound, load_config
 from powerx_upgrade.domain.backtest import EditError, edit_policy, replay_run, run_lines
@@ -74,7 +75,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         policy, edits = edit_policy(plan.policy, plan.policy_id, args.edits)
         with Ledger(args.ledger) as ledger:
             runs = [recorded_run(ledger, run_id) for run_id in args.runs]
-    except (EditError, RunNotFound, LedgerError) as exc:
+    except (EditError, RunNotFound, LedgerError, SQLAlchemyError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     metric_pools = pools(plan.monitoring)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from powerx_upgrade.cli.backtest import backtest_parser
 from powerx_upgrade.config import ConfigNotFound, load_config
@@ -230,8 +231,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     try:
         latency = preview_latency(args.ledger, plan.plugin)
         timing = estimate(plan, batch_plan, latency, now, slots=args.deploy_slots)
-    except (LedgerError, ValueError) as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+    except (LedgerError, SQLAlchemyError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] the deploy latency: {escape(str(exc))}")
         return EXIT_USAGE
     document = {
         **batch_plan.as_dict(),

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from powerx_upgrade.domain.gate import evaluate, fresh_since
-from powerx_upgrade.domain.measurement import Phase, TenantStats
+from powerx_upgrade.domain.measurement import Measurement, Phase, TenantStats
 from powerx_upgrade.domain.policy import Policy
 from powerx_upgrade.domain.replay import input_from_json
 
@@ -214,12 +214,26 @@ def replay_batch(
         result = evaluate(gate, data)
         failures, last = result.failures, fresh_since(gate, data.now, result, last)
         if result.phase.final:
-            return done(phase=result.phase, at=data.now, reason=result.reason, pokes=number)
+            reason = "; ".join(p for p in (_evidence(result.measurements), result.reason) if p)
+            return done(phase=result.phase, at=data.now, reason=reason, pokes=number)
     end = batch.pokes[-1].at
     return done(
         reason=f"no verdict by {_clock(end)}, where the recorded series ends",
         pokes=len(batch.pokes),
     )
+
+
+def _evidence(measurements: Sequence[Measurement], shown: int = 3) -> str:
+    """`error_rate 0.0123, limit <= 0.005` for the failing measurements (the first `shown`)."""
+    failing = [m for m in measurements if m.phase is Phase.FAIL and m.value is not None]
+    words = [
+        f"{m.metric}{f' of {m.tenant}' if m.tenant else ''} {m.value:.4g}, limit {m.op} "
+        f"{m.threshold:.4g}"
+        for m in failing[:shown]
+        if m.value is not None and m.threshold is not None
+    ]
+    more = f" and {len(failing) - shown} more" if len(failing) > shown else ""
+    return ", ".join(words) + more
 
 
 def _partial(name: str, batch: RecordedBatch) -> Callable[..., Replayed]:
@@ -318,11 +332,11 @@ def run_lines(
     replayed: Sequence[Replayed],
 ) -> list[str]:
     """The backtest of one run, in words (what `powerx plan backtest` prints)."""
-    changed = "; ".join(e.describe() for e in edits) or "as it is now"
+    changed = ("with " + "; ".join(e.describe() for e in edits)) if edits else "as it is now"
     other = f" (a run of plan {run.plan_id})" if run.plan_id != plan_id else ""
     lines = [
         f"run {run.run_id}{other}, outcome {run.outcome or 'none yet'}: policy {policy_id} "
-        f"with {changed} (times UTC)"
+        f"{changed} (times UTC)"
     ]
     stopped: int | None = None
     for batch in replayed:

@@ -42,10 +42,8 @@ class Latency:
 
     def describe(self) -> str:
         if not self.measured:
-            return (
-                f"default {format_duration(timedelta(seconds=self.seconds))} per tenant: the "
-                f"ledger has no settled upgrade of {self.plugin}"
-            )
+            why = self.missing or f"the ledger has no settled upgrade of {self.plugin}"
+            return f"default {format_duration(timedelta(seconds=self.seconds))} per tenant: {why}"
         return (
             f"{self.seconds:.1f}s per tenant: median of {self.samples} settled upgrade(s) of "
             f"{self.plugin} in the ledger (start to end, retries included; {self.runs} run(s))"
@@ -57,6 +55,7 @@ class Latency:
             "samples": self.samples,
             "runs": self.runs,
             "source": "ledger" if self.measured else "default",
+            "missing": self.missing or None,
             "text": self.describe(),
         }
 
@@ -305,8 +304,9 @@ def _stamp(value: datetime, tz: ZoneInfo) -> str:
 
 
 def _short(value: timedelta) -> str:
-    """Whole seconds: `1h02m05s`-style text of format_duration, rounded."""
-    return format_duration(timedelta(seconds=round(value.total_seconds())))
+    """format_duration's text to whole seconds (under 10 s: to a tenth, `400ms`)."""
+    seconds = value.total_seconds()
+    return format_duration(timedelta(seconds=round(seconds, 1 if seconds < 10 else 0)))
 
 
 def _minutes(value: timedelta) -> str:

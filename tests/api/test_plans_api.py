@@ -168,3 +168,48 @@ def test_two_updates_from_the_same_etag_cannot_both_win(api: Api, tmp_path):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(update, ["2.5.0", "2.6.0", "2.7.0", "2.8.0"]))
     assert sorted(results) == ["stale_plan", "stale_plan", "stale_plan", "written"]
+
+
+PREVIEW_TENANTS = [
+    {"id": f"t-{i:02d}", "labels": {"tier": ("gold", "silver", "bronze")[i % 3]}} for i in range(10)
+]
+
+
+def test_preview_estimates_each_batch_from_the_ledgers_measured_upgrades(api: Api):
+    body = {"tenants": PREVIEW_TENANTS, "now": "2026-12-05T02:00:00+00:00"}
+    first = api.client.post("/plans/crm-sync-stack/preview", json=body, headers=VIEWER)
+    assert first.status_code == 200, first.text
+    estimate = first.json()["estimate"]
+    assert estimate["latency"]["source"] == "default" and estimate["latency"]["samples"] == 0
+    assert [b["tenants"] for b in estimate["batches"]] == [2, 8]
+    # 30 s per tenant, concurrency 10: one wave each; gate = bake 8s + signal_delay 2s + poke 2s
+    assert [b["total_seconds"] for b in estimate["batches"]] == [42.0, 42.0]
+    assert estimate["window"]["fits"] is True and estimate["window"]["window_closes"] is None
+
+    run_id = api.start_run()
+    for tenant in ("t-01", "t-02"):
+        key = f"{run_id}:{tenant}"
+        api.ledger.begin_action(
+            run_id=run_id,
+            plugin="crm-sync",
+            tenant_id=tenant,
+            batch_index=1,
+            kind="upgrade",
+            from_version="2.3.1",
+            to_version="2.4.0",
+            idempotency_key=key,
+        )
+        api.ledger.finish_action(key, "succeeded")
+    measured = api.client.post("/plans/crm-sync-stack/preview", json=body, headers=VIEWER)
+    latency = measured.json()["estimate"]["latency"]
+    assert (latency["source"], latency["samples"], latency["runs"]) == ("ledger", 2, 1)
+    assert "median of 2 settled upgrade(s) of crm-sync" in latency["text"]
+
+
+def test_preview_of_an_unknown_plan_is_a_404_and_unplannable_tenants_a_422(api: Api):
+    body = {"tenants": PREVIEW_TENANTS}
+    missing = api.client.post("/plans/no-such-plan/preview", json=body, headers=VIEWER)
+    assert missing.status_code == 404 and "no-such-plan" in missing.text
+    nobody = {"tenants": [{"id": "t-1", "labels": {"tier": "platinum"}}]}
+    empty = api.client.post("/plans/crm-sync-stack/preview", json=nobody, headers=VIEWER)
+    assert empty.status_code == 422 and "selects no tenant" in empty.text

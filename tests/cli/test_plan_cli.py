@@ -237,3 +237,66 @@ def test_schema_command_prints_the_committed_schema(capsys):
     code, out, _ = run(capsys, "plan", "schema")
     assert code == 0
     assert json.loads(out) == json.loads((CONFIG_DIR / "upgrade_policies.schema.json").read_text())
+
+
+def test_preview_estimates_each_batch_and_the_fit_in_the_window(capsys, monkeypatch):
+    monkeypatch.delenv("POWERX_LEDGER_URL", raising=False)
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "preview",
+        "crm-sync-standard",
+        "--tenants",
+        str(EXAMPLE_TENANTS),
+        "--config",
+        str(CONFIG_DIR),
+        "--now",
+        "2026-11-27T19:00:00+00:00",  # Saturday 03:00 in Shanghai: the window is open
+    )
+    assert code == 0
+    estimate = out[out.index("deploy latency:") :].splitlines()[:8]
+    assert estimate == [
+        "deploy latency: default 30s per tenant: no ledger given (--ledger or $POWERX_LEDGER_URL)",
+        "deploy: 20 upgrade(s) at a time per shard of up to 50, 1 shard(s) at a time",
+        "batch 1 canary: deploy 30s (1 tenant(s), 1 shard(s), 1 wave(s)) + gate 11m30s "
+        "(bake 10m) = 12m; verdict about 12m after the start",
+        "batch 2 early: deploy 30s (3 tenant(s), 1 shard(s), 1 wave(s)) + gate 16m30s "
+        "(bake 15m) = 17m; verdict about 29m after the start",
+        "batch 3 half: approval wait (open-ended, up to 1d) + deploy 30s (14 tenant(s), "
+        "1 shard(s), 1 wave(s)) + gate 31m30s (bake 30m) = 32m; verdict about 1h1m after the "
+        "start",
+        "batch 4 rest: deploy 30s (18 tenant(s), 1 shard(s), 1 wave(s)) + gate 16m30s "
+        "(bake 15m) = 17m; verdict about 1h18m after the start",
+        "total: 1h18m, started now (2026-11-28 03:00 CST): the window is open",
+        "finishes about 04:18, inside the 02:00-06:00 window (Asia/Shanghai); not counting 1 "
+        "approval wait(s), which are open-ended",
+    ]
+
+
+def test_preview_refuses_a_ledger_it_cannot_read(capsys, tmp_path):
+    code, _, err = run(
+        capsys,
+        "plan",
+        "preview",
+        "crm-sync-standard",
+        "--tenants",
+        str(EXAMPLE_TENANTS),
+        "--config",
+        str(CONFIG_DIR),
+        "--ledger",
+        f"sqlite:///{tmp_path}",  # a directory, not a database file
+    )
+    assert code == 2 and "error: the deploy latency:" in err
+
+
+def test_backtest_needs_a_ledger_and_names_an_unknown_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("POWERX_LEDGER_URL", raising=False)
+    args = ("plan", "backtest", "crm-sync-standard", "--run", "manual__x", "--config")
+    code, _, err = run(capsys, *args, str(CONFIG_DIR))
+    assert code == 2 and "--ledger URL (or $POWERX_LEDGER_URL) is required" in err
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    code, _, err = run(capsys, *args, str(CONFIG_DIR), "--ledger", ledger)
+    assert code == 2 and "--run 'manual__x': no such run in the ledger (latest: none)" in err
+    edit = "policies.fast-lane.gate.failure_limit=2"
+    code, _, err = run(capsys, *args, str(CONFIG_DIR), "--ledger", ledger, "--set", edit)
+    assert code == 2 and "the plan's policy is 'standard-grey'" in err

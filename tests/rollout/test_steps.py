@@ -272,3 +272,28 @@ def test_the_run_start_is_audited_and_announced(services, sent):
     assert result["notified"] is True
     assert "run.started" in events(services)
     assert "20 tenants in 2 batches" in sent.notes[0]["message"]
+
+
+def test_every_pokes_input_is_kept_for_backtests_and_the_report_charts_skip_it(services, sent):
+    from powerx_upgrade.reporting.sections import _gate
+
+    at = [datetime(2026, 11, 30, 2, m, tzinfo=UTC).isoformat() for m in (0, 1)]
+    check = {"check": 0, "metric": "error_rate", "scope": "batch", "op": "<=", "value": 0.01}
+    state = {
+        "history": [
+            {"phase": "running", "checks": [check], "at": at[0], "input": {"v": 1, "now": at[0]}},
+            {"phase": "fail", "checks": [check], "at": at[1], "input": {"v": 1, "now": at[1]}},
+        ]
+    }
+    failed = GateEvaluation(Phase.FAIL, "error_rate 0.3 > 0.05", (), 1, False)
+    gate_steps.finish(services, PLAN, CTX, 1, failed, state)
+    rows = services.ledger.gate_evaluations(CTX.run_id, 1)
+    assert [(r.final, [m["metric"] for m in r.measurements]) for r in rows] == [
+        (False, ["error_rate", "gate_input"]),
+        (False, ["gate_input"]),  # the last poke: its checks are the verdict's row
+        (True, []),
+    ]
+    assert rows[1].measurements[0]["input"] == {"v": 1, "now": at[1]}
+    report = _gate(rows, rows[-1], None)
+    assert report["pokes"] == 2
+    assert [s["metric"] for s in report["series"]] == ["error_rate"]

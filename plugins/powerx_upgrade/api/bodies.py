@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,3 +37,19 @@ class DecisionBody(_Body):
 class AdjustBody(_Body):
     adjust: dict[str, Any]
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class PreviewTenant(_Body):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=250)
+    labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class PreviewBody(_Body):
+    tenants: list[PreviewTenant] = Field(
+        min_length=1, description="the plugin's tenants, as the platform lists them"
+    )
+    now: datetime | None = Field(
+        default=None, description="evaluate the window at this time (default: now)"
+    )
+    deploy_slots: int = Field(default=1, ge=1, le=1000, description="deploy shards at once")

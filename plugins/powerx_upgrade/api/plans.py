@@ -269,3 +269,46 @@ def problem_json(problem: Problem, plan_id: str) -> dict[str, Any]:
     if problem.line:
         found["line"] = problem.line
     return found
+
+
+def preview_document(config: Path, ledger: Any, plan_id: str, body: Any) -> dict[str, Any]:
+    """`POST /plans/{plan_id}/preview`: batches, time estimate and window fit of a valid plan
+    of the api-server's config (a 404 for an unknown plan, a 422 for one that is invalid or
+    that the tenants cannot fill)."""
+    from datetime import UTC, datetime
+
+    from powerx_upgrade.config import load_config
+    from powerx_upgrade.domain.estimate import estimate
+    from powerx_upgrade.domain.planner import PlanningError, Tenant, plan_batches
+    from powerx_upgrade.rollout.history import measured_latency
+
+    result = load_config([config])
+    plan = result.plans.get(plan_id)
+    if plan is None:
+        if plan_id in result.invalid_plans:
+            problems = [problem_json(p, plan_id) for p in result.problems_of_plan(plan_id)]
+            raise Refused(422, "invalid_plan", f"plan {plan_id!r} is invalid", problems=problems)
+        raise Refused(404, "unknown_plan", f"no plan {plan_id!r} in the api-server's config")
+    tenants = [
+        Tenant(
+            t.id,
+            {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in t.labels.items()},
+        )
+        for t in body.tenants
+    ]
+    now = body.now or datetime.now(UTC)
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    try:
+        batch_plan = plan_batches(plan, tenants)
+    except PlanningError as exc:
+        raise Refused(422, "planning_failed", f"tenants: {exc}") from None
+    latency = measured_latency(ledger, plan.plugin)
+    timing = estimate(plan, batch_plan, latency, now, slots=body.deploy_slots)
+    return {
+        **batch_plan.as_dict(),
+        "plugin": plan.plugin,
+        "policy": plan.policy_id,
+        "target_version": plan.target_version,
+        "evaluated_at": now.isoformat(),
+        "estimate": timing.as_dict(),
+    }

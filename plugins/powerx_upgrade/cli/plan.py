@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
+from powerx_upgrade.cli.backtest import backtest_parser
 from powerx_upgrade.config import ConfigNotFound, load_config
 from powerx_upgrade.domain.config import ConfigResult, config_schema
 from powerx_upgrade.domain.durations import format_duration
+from powerx_upgrade.domain.estimate import Latency, deploy_latency, estimate
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.planner import (
     BatchPlan,
@@ -27,6 +31,8 @@ from powerx_upgrade.domain.planner import (
 )
 from powerx_upgrade.domain.problems import Problem
 from powerx_upgrade.domain.windows import window_state
+from powerx_upgrade.ledger import Ledger, LedgerError
+from powerx_upgrade.rollout.history import measured_latency
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -61,7 +67,23 @@ def register(nouns: argparse._SubParsersAction) -> None:
     preview.add_argument(
         "--now", metavar="ISO8601", help="evaluate the window at this time (default: now)"
     )
+    preview.add_argument(
+        "--ledger",
+        metavar="URL",
+        default=os.environ.get("POWERX_LEDGER_URL"),
+        help="ledger whose settled upgrades measure the deploy latency (default "
+        "$POWERX_LEDGER_URL; none: a stated default of 30s per tenant)",
+    )
+    preview.add_argument(
+        "--deploy-slots",
+        type=int,
+        default=1,
+        metavar="N",
+        help="deploy shards of a batch running at once (default 1: one after another)",
+    )
     preview.set_defaults(func=cmd_preview)
+
+    backtest_parser(verbs)
 
     schema = verbs.add_parser("schema", help="print the JSON Schema of the config files")
     schema.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead")
@@ -206,6 +228,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     window = window_state(plan.window, now)
     warnings = representation_warnings(plan, batch_plan)
+    try:
+        latency = preview_latency(args.ledger, plan.plugin)
+        timing = estimate(plan, batch_plan, latency, now, slots=args.deploy_slots)
+    except (LedgerError, SQLAlchemyError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] the deploy latency: {escape(str(exc))}")
+        return EXIT_USAGE
     document = {
         **batch_plan.as_dict(),
         "warnings": warnings,
@@ -216,14 +244,28 @@ def cmd_preview(args: argparse.Namespace) -> int:
         "evaluated_at": now.isoformat(),
         "window": window.as_dict(),
         "next_window_open": window.next_open.isoformat() if window.next_open else None,
+        "estimate": timing.as_dict(),
     }
     if args.format == "json":
         print(json.dumps(document, indent=2))
         return EXIT_OK
     _print_preview(plan.id, plan.plugin, plan.target_version, batch_plan, window, len(tenants))
+    for line in timing.lines():
+        console.print(escape(line))
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     return EXIT_OK
+
+
+def preview_latency(ledger_url: str | None, plugin: str) -> Latency:
+    """The measured deploy latency of the plugin in the ledger at `ledger_url`, else the
+    stated default; a ledger that cannot be read is an error, not a default."""
+    if not ledger_url:
+        return deploy_latency(
+            plugin, [], 0, missing="no ledger given (--ledger or $POWERX_LEDGER_URL)"
+        )
+    with Ledger(ledger_url) as ledger:
+        return measured_latency(ledger, plugin)
 
 
 def representation_warnings(plan: Plan, batch_plan: BatchPlan) -> list[str]:

@@ -47,6 +47,7 @@ __all__ = [
     "TenantStats",
     "coverage",
     "evaluate",
+    "fresh_since",
     "judge",
     "measure",
     "metric_value",
@@ -374,6 +375,14 @@ def evaluate(gate: GateSpec, data: GateInput) -> GateEvaluation:
         covered=not shortfalls and has_data,
         per_tenant={**data.cumulative, **data.batch},
     )
+
+
+def fresh_since(
+    gate: GateSpec, now: datetime, result: GateEvaluation, last_data_at: datetime | None
+) -> datetime | None:
+    """The gate's freshness after a poke: the signal horizon when every check had the data it
+    needs, else unchanged (the live gate and a backtest carry it from poke to poke alike)."""
+    return now - gate.signal_delay if result.covered else last_data_at
 
 
 def _errored(gate: GateSpec, data: GateInput, error: MonitoringError) -> GateEvaluation:

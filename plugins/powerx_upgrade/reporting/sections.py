@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from powerx_upgrade.domain.replay import MARKER as INPUT_MARKER
 from powerx_upgrade.ledger.records import (
     ActionRecord,
     DecisionRecord,
@@ -189,7 +190,7 @@ def _gate(
         "segment": final.segment if final else None,
         "evaluated_at": iso(final.evaluated_at) if final else None,
         "bake_started_at": iso(bake_started),
-        "pokes": len(evaluations),
+        "pokes": sum(1 for e in evaluations if not input_only(e)),
         "measurements": measurements,
         "breaching": sorted(
             {m["tenant"] for m in measurements if m["tenant"] and m["phase"] == "fail"}
@@ -227,6 +228,13 @@ def _measurement_order(m: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def input_only(evaluation: GateRecord) -> bool:
+    """A row that holds only the input of the gate's last poke (`domain.replay`)."""
+    return not evaluation.final and all(
+        m.get("metric") == INPUT_MARKER for m in evaluation.measurements
+    )
+
+
 def _series(evaluations: list[GateRecord]) -> list[dict[str, Any]]:
     """The gate's pokes per check, for charts: a value per poke (the worst tenant's for a
     per-tenant check, as a share of that tenant's own limit, since limits differ by tenant)."""
@@ -234,6 +242,8 @@ def _series(evaluations: list[GateRecord]) -> list[dict[str, Any]]:
     for evaluation in evaluations:
         groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
         for m in evaluation.measurements:
+            if m.get("metric") == INPUT_MARKER:  # a poke's input, for backtests
+                continue
             key = (m.get("check"), m.get("metric"), m.get("scope"))
             groups.setdefault(key, []).append(m)
         for key, found in groups.items():

@@ -21,6 +21,7 @@ from powerx_upgrade.domain.alerts import (
 )
 from powerx_upgrade.domain.gate import GateEvaluation, Phase
 from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.domain.replay import MARKER as INPUT_MARKER
 from powerx_upgrade.rollout import controls, metrics
 from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunContext
@@ -219,16 +220,23 @@ def _record_gate(
     evaluation: dict[str, Any],
     history: list[dict[str, Any]],
 ) -> None:
-    for poke in history[:-1]:  # earlier pokes, for the report's charts
-        services.ledger.record_gate(
-            ctx.run_id,
-            batch,
-            phase=poke["phase"],
-            reason="poke",
-            measurements=poke["checks"],
-            final=False,
-            evaluated_at=datetime.fromisoformat(poke["at"]),
-        )
+    for number, poke in enumerate(history, start=1):
+        # earlier pokes for the report's charts; every poke's input for a backtest (the last
+        # one's checks are the final row's measurements: its row holds the input alone)
+        last = number == len(history)
+        rows = [] if last else list(poke["checks"])
+        if poke.get("input"):
+            rows.append({"check": -3, "metric": INPUT_MARKER, "input": poke["input"]})
+        if rows or not last:
+            services.ledger.record_gate(
+                ctx.run_id,
+                batch,
+                phase=poke["phase"],
+                reason="poke",
+                measurements=rows,
+                final=False,
+                evaluated_at=datetime.fromisoformat(poke["at"]),
+            )
     services.ledger.record_gate(
         ctx.run_id,
         batch,

@@ -8,10 +8,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.alerts import monitoring_error_alert
-from powerx_upgrade.domain.gate import GateEvaluation, GateInput, MonitoringError, evaluate
+from powerx_upgrade.domain.gate import (
+    GateEvaluation,
+    GateInput,
+    MonitoringError,
+    evaluate,
+    fresh_since,
+)
 from powerx_upgrade.domain.measurement import Measurement, Phase, TenantStats
 from powerx_upgrade.domain.models import GateSpec, Plan
 from powerx_upgrade.domain.monitoring import pools
+from powerx_upgrade.domain.replay import input_json
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
@@ -158,11 +165,13 @@ class GatePoller:
                 failure = self._failed(now, exc)
         if failure is None:
             self.errors_in_row = 0
-        result = evaluate(gate, self._input(now, bake_started, measured, failure))
+        data = self._input(now, bake_started, measured, failure)
+        result = evaluate(gate, data)
         self.failures = result.failures
-        if result.covered:
-            self.last_data_at = horizon
-        self.history.append(summarise(now, result))
+        self.last_data_at = fresh_since(gate, now, result, self.last_data_at)
+        used = sum(int(h.get("input", {}).get("n") or 0) for h in self.history)
+        # the input too, so a backtest can evaluate this poke again (domain.replay)
+        self.history.append({**summarise(now, result), "input": input_json(data, used)})
         return result
 
     def _input(

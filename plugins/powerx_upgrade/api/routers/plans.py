@@ -12,10 +12,10 @@ from powerx_upgrade.airflow_client import ROLLBACK_DAG_ID
 from powerx_upgrade.api.airflow_rest import AirflowRest
 from powerx_upgrade.api.audit import accepted
 from powerx_upgrade.api.auth import Caller, require
-from powerx_upgrade.api.bodies import PlanBody
+from powerx_upgrade.api.bodies import PlanBody, PreviewBody
 from powerx_upgrade.api.deps import CallerDep, SettingsDep
 from powerx_upgrade.api.errors import Refused
-from powerx_upgrade.api.plans import PlanStore, check_plan_id, problem_json
+from powerx_upgrade.api.plans import PlanStore, check_plan_id, preview_document, problem_json
 from powerx_upgrade.api.settings import ApiSettings
 from powerx_upgrade.api.steps import config_dir
 from powerx_upgrade.orchestration.description import dag_id_for
@@ -33,6 +33,16 @@ def post_plan(
     if_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     return _post_plan(settings, request, caller, body, if_match)
+
+
+@router.post("/plans/{plan_id}/preview")
+def preview_plan(
+    plan_id: str, body: PreviewBody, caller: CallerDep, settings: SettingsDep
+) -> JSONResponse:
+    """The plan's batches for the given tenants, each batch's estimated time (deploy latency
+    measured in the ledger, else a stated default) and whether the run fits its window."""
+    require(settings.auth, caller, method="GET", dag_id=dag_id_for(plan_id), entity=None)
+    return JSONResponse(preview_document(config_dir(settings), settings.ledger(), plan_id, body))
 
 
 @router.get("/plans/{plan_id}")

@@ -138,21 +138,41 @@ def batch_runtime_alert(batch: int, runtime: timedelta, limit: timedelta) -> Ale
 
 
 def rollback_failure_alert(
-    failed: Iterable[str], broken: Iterable[Mapping[str, Any]]
+    failed: Iterable[str],
+    broken: Iterable[Mapping[str, Any]],
+    *,
+    duration: timedelta | None = None,
+    deadline: timedelta | None = None,
 ) -> Alert | None:
+    """Tenants not rolled back (failed or read back wrong), or a rollback that took longer than
+    the policy's `rollback.deadline`: either is a failed rollback (one alert names both)."""
     failed, broken = list(failed), list(broken)
     tenants = sorted(set(failed) | {b["tenant"] for b in broken})
-    if not tenants:
+    overrun = duration is not None and deadline is not None and duration > deadline
+    if not tenants and not overrun:
         return None
-    shown = ", ".join(tenants[:20]) + (" ..." if len(tenants) > 20 else "")
-    return Alert(
-        ROLLBACK_FAILURE,
-        "critical",
-        None,
-        f"rollback failed for {len(tenants)} tenant(s): {shown}; they may be on an "
-        "unexpected version: check rollback.verify and the platform",
-        {"tenants": tenants[:100], "problems": [dict(b) for b in broken[:50]]},
-    )
+    parts = []
+    if tenants:
+        shown = ", ".join(tenants[:20]) + (" ..." if len(tenants) > 20 else "")
+        parts.append(
+            f"rollback failed for {len(tenants)} tenant(s): {shown}; they may be on an "
+            "unexpected version: check rollback.verify and the platform"
+        )
+    if overrun and duration is not None and deadline is not None:
+        parts.append(
+            f"the rollback took {format_duration(duration)}, longer than rollback.deadline "
+            f"{format_duration(deadline)}"
+        )
+    context: dict[str, Any] = {"tenants": tenants[:100], "problems": [dict(b) for b in broken[:50]]}
+    if duration is not None and deadline is not None:
+        context.update(
+            {
+                "duration_ms": int(duration.total_seconds() * 1000),
+                "deadline_ms": int(deadline.total_seconds() * 1000),
+                "deadline_overrun": overrun,
+            }
+        )
+    return Alert(ROLLBACK_FAILURE, "critical", None, "; ".join(parts), context)
 
 
 def artifact_unverified_alert(refusal: Mapping[str, Any]) -> Alert:

@@ -16,6 +16,7 @@ MONITORING_DATA_MISSING = "monitoring_data_missing"
 BATCH_RUNTIME = "batch_runtime"
 ARTIFACT_UNVERIFIED = "artifact_unverified"
 MONITORING_ERROR = "monitoring_error"
+SUCCESS_FLOOR = "success_floor"
 RULES = (
     GREY_ERROR_RATE,
     ROLLBACK_FAILURE,
@@ -23,6 +24,7 @@ RULES = (
     BATCH_RUNTIME,
     ARTIFACT_UNVERIFIED,
     MONITORING_ERROR,
+    SUCCESS_FLOOR,
 )
 EVENT = "plugin.version.gray.alert"
 
@@ -188,5 +190,52 @@ def artifact_unverified_alert(refusal: Mapping[str, Any]) -> Alert:
             k: refusal.get(k)
             for k in ("code", "plugin", "version", "sha256", "keys_tried")
             if k in refusal
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A success rate of the run: succeeded over counted, against its floor."""
+
+    name: str
+    succeeded: int
+    counted: int
+    floor: float
+
+    @property
+    def value(self) -> float | None:
+        return self.succeeded / self.counted if self.counted else None
+
+    @property
+    def missed(self) -> bool:
+        value = self.value
+        return value is not None and value < self.floor
+
+
+def success_floor_alert(rates: Iterable[Rate]) -> Alert | None:
+    """The run missed a policy's `success_floors`: one alert naming each rate below its floor
+    (a rate with nothing counted is not judged)."""
+    missed = [r for r in rates if r.missed]
+    if not missed:
+        return None
+    said = "; ".join(
+        f"{r.name} success {r.value:.1%} ({r.succeeded}/{r.counted}) is below its floor "
+        f"{r.floor:.0%}"
+        for r in missed
+    )
+    return Alert(
+        SUCCESS_FLOOR,
+        "critical",
+        None,
+        f"the run missed its success floors: {said}",
+        {
+            r.name: {
+                "value": r.value,
+                "succeeded": r.succeeded,
+                "counted": r.counted,
+                "floor": r.floor,
+            }
+            for r in missed
         },
     )

@@ -58,6 +58,7 @@ def build_report(
     airflow_base_url: str | None = None,
     generated_at: datetime | None = None,
     rollback_deadline: timedelta = ROLLBACK_DEADLINE,
+    success_floors: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """The report document (schema_version 1) of one run.
 
@@ -66,7 +67,9 @@ def build_report(
     :param alerts: the run's alerts, each `{rule, severity, batch, message, at}`.
     :param airflow_base_url: the Airflow UI's base URL, for the link to the run.
     :param generated_at: the report's time (default: now); also the end of a run still open.
-    :param rollback_deadline: the rollback time the report holds the rollback against.
+    :param rollback_deadline: the rollback time the report holds the rollback against (the
+        policy's `rollback.deadline`).
+    :param success_floors: the policy's `success_floors` (upgrade, batch); default 98 %, 95 %.
     """
     if records.run is None and identity is None:
         raise ValueError("a report needs the run's ledger record or its identity (RunIdentity)")
@@ -78,7 +81,7 @@ def build_report(
     rollback = rollback_section(records.run, facts, rollback_deadline)
     pauses = pauses_section(facts.decisions)
     alert_list = [alert_entry(a) for a in alerts]
-    rates = rates_section(tenants, batches)
+    rates = rates_section(tenants, batches, *([success_floors] if success_floors else []))
     exposed = run_exposure(records, end=(records.run.ended_at if records.run else None) or now)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -6,12 +6,16 @@ status, report) is tests/stack/test_cli_stack.py."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 
 from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
-from tests.stack.conftest import AUTO_DAG, explain
-from tests.stack.runs import FollowedRun
+from powerx_upgrade.security.approval import issue_approval
+from tests.stack.conftest import APPROVAL_SECRET, AUTO_DAG, RUN_TIMEOUT, explain, versions
+from tests.stack.runs import PLAN, FollowedRun, Powerx
 
 pytestmark = pytest.mark.stack
 
@@ -98,3 +102,52 @@ def test_case_b_bad_tier_fails_its_gate_every_upgraded_tenant_rolls_back_run_fai
         assert run.after[tenant]["version"] == "2.3.1"
         assert run.after[tenant]["config_version"] == run.before[tenant]["config_version"]
     assert all(t["version"] == "2.3.1" for t in run.after.values())
+
+
+def test_a_cli_rollback_of_the_promoted_run_brings_its_tenants_back(
+    case_a: FollowedRun, powerx: Powerx, ledger: Ledger, sandbox: httpx.Client
+):
+    """`powerx plugin rollback` against the live stack (no mocked transport): the finished
+    case-A run is rolled back by the plugin_upgrade_rollback DAG under the scope the CLI asked
+    for. Last in this module: it changes case A's outcome, which the tests above assert."""
+    run_id = case_a.run_id
+    token = issue_approval(
+        APPROVAL_SECRET, subject="alice", action="rollback", plan_id=PLAN, run_id=run_id
+    )
+    asked = powerx(
+        "rollback",
+        "--run",
+        run_id,
+        "--scope",
+        "all_upgraded",
+        "--reason",
+        "CLI live rollback",
+        "--approval-token",
+        token,
+    )
+    assert asked.code == 0, asked
+    assert "accepted" in asked.out and token not in asked.out + asked.err
+    deadline = time.monotonic() + RUN_TIMEOUT
+    record = ledger.get_run(run_id)
+    while time.monotonic() < deadline and (record is None or record.outcome == "promoted"):
+        time.sleep(1)
+        record = ledger.get_run(run_id)
+    assert record is not None and record.outcome == "rolled_back", record
+    assert record.detail["rollback_scope"] == "all_upgraded"
+    upgraded = {
+        a.tenant_id: a.from_version
+        for a in ledger.actions(run_id, kind="upgrade")
+        if a.state == "succeeded" and not a.noop
+    }
+    rolled = {a.tenant_id for a in ledger.actions(run_id, kind="rollback", state="succeeded")}
+    assert upgraded and rolled == set(upgraded)
+    now = versions(sandbox)
+    assert all(now[t]["version"] == back for t, back in upgraded.items()), now
+    events = [r for r in ledger.audit_records(run_id) if r.event == "run.rollback.started"]
+    assert len(events) == 1 and events[0].payload["details"]["scope"] == "all_upgraded"
+    (control,) = [c for c in ledger.controls(run_id) if c.kind == "rollback"]
+    assert (control.actor, control.via, control.payload["scope"]) == (
+        "admin",
+        "cli",
+        "all_upgraded",
+    )

@@ -203,12 +203,10 @@ def _report_document(plan: Plan, run_id: str, identity: Any) -> dict[str, Any]:
     from powerx_upgrade.orchestration.operators.report import airflow_base_url
     from powerx_upgrade.rollout.alerts import alerts_of
 
-    floors = plan.policy.success_floors
     options: dict[str, Any] = {
         "identity": identity,
         "airflow_base_url": airflow_base_url(),
-        "rollback_deadline": plan.policy.rollback.deadline,
-        "success_floors": (floors.upgrade, floors.batch),
+        **reporting.policy_options(plan.policy),
     }
     try:
         ledger = runtime.ledger()

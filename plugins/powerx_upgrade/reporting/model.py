@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.exposure import exposure
+from powerx_upgrade.domain.models import Policy
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.reporting.findings import findings, headline, timeline
 from powerx_upgrade.reporting.records import Facts, RunIdentity, RunRecords
@@ -41,6 +42,18 @@ METRIC_NAMES = (
     "version.upgrade.paused_total",
     "version.upgrade.exposure_tenant_minutes",
 )
+
+
+def policy_options(policy: Policy | None) -> dict[str, Any]:
+    """`build_report()` options from the run's policy: its rollback deadline and success floors
+    (none: a plan no longer in the config, so the defaults)."""
+    if policy is None:
+        return {}
+    floors = policy.success_floors
+    return {
+        "rollback_deadline": policy.rollback.deadline,
+        "success_floors": (floors.upgrade, floors.batch),
+    }
 
 
 def report_from_ledger(

@@ -127,6 +127,7 @@ def test_a_cli_rollback_of_the_promoted_run_brings_its_tenants_back(
     )
     assert asked.code == 0, asked
     assert "accepted" in asked.out and token not in asked.out + asked.err
+    assert "scope all_upgraded (requested)" in asked.out
     deadline = time.monotonic() + RUN_TIMEOUT
     record = ledger.get_run(run_id)
     while time.monotonic() < deadline and (record is None or record.outcome == "promoted"):

@@ -7,6 +7,7 @@ status, report) is tests/stack/test_cli_stack.py."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.security.approval import issue_approval
 from tests.stack.conftest import APPROVAL_SECRET, AUTO_DAG, RUN_TIMEOUT, explain, versions
-from tests.stack.runs import PLAN, FollowedRun, Powerx
+from tests.stack.runs import PLAN, FollowedRun, Powerx, upgrade_args
 
 pytestmark = pytest.mark.stack
 
@@ -104,13 +105,16 @@ def test_case_b_bad_tier_fails_its_gate_every_upgraded_tenant_rolls_back_run_fai
     assert all(t["version"] == "2.3.1" for t in run.after.values())
 
 
-def test_a_cli_rollback_of_the_promoted_run_brings_its_tenants_back(
-    case_a: FollowedRun, powerx: Powerx, ledger: Ledger, sandbox: httpx.Client
+def test_a_cli_rollback_of_a_promoted_run_brings_its_tenants_back(
+    powerx: Powerx, ledger: Ledger, sandbox: httpx.Client
 ):
-    """`powerx plugin rollback` against the live stack (no mocked transport): the finished
-    case-A run is rolled back by the plugin_upgrade_rollback DAG under the scope the CLI asked
-    for. Last in this module: it changes case A's outcome, which the tests above assert."""
-    run_id = case_a.run_id
+    """`powerx plugin rollback` against the live stack (no mocked transport): a run of its own
+    (`upgrade --wait` of 2.4.0 from a reset fleet) promotes, then the CLI rolls it back through
+    the plugin_upgrade_rollback DAG under the scope it asked for."""
+    run_id = f"cli-rollback-{uuid.uuid4().hex[:8]}"
+    upgraded_run = powerx(*upgrade_args("2.4.0", run_id), timeout=RUN_TIMEOUT + 60)
+    assert upgraded_run.code == 0, upgraded_run
+    before = versions(sandbox)
     token = issue_approval(
         APPROVAL_SECRET, subject="alice", action="rollback", plan_id=PLAN, run_id=run_id
     )
@@ -140,15 +144,12 @@ def test_a_cli_rollback_of_the_promoted_run_brings_its_tenants_back(
         for a in ledger.actions(run_id, kind="upgrade")
         if a.state == "succeeded" and not a.noop
     }
+    assert upgraded and all(before[t]["version"] == "2.4.0" for t in upgraded)
     rolled = {a.tenant_id for a in ledger.actions(run_id, kind="rollback", state="succeeded")}
-    assert upgraded and rolled == set(upgraded)
+    assert rolled == set(upgraded)
     now = versions(sandbox)
-    assert all(now[t]["version"] == back for t, back in upgraded.items()), now
+    assert all(now[t]["version"] == back == "2.3.1" for t, back in upgraded.items()), now
     events = [r for r in ledger.audit_records(run_id) if r.event == "run.rollback.started"]
     assert len(events) == 1 and events[0].payload["details"]["scope"] == "all_upgraded"
     (control,) = [c for c in ledger.controls(run_id) if c.kind == "rollback"]
-    assert (control.actor, control.via, control.payload["scope"]) == (
-        "admin",
-        "cli",
-        "all_upgraded",
-    )
+    assert (control.via, control.payload["scope"]) == ("cli", "all_upgraded")

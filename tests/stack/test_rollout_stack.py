@@ -112,7 +112,8 @@ def test_a_cli_rollback_of_a_promoted_run_brings_its_tenants_back(
     (`upgrade --wait` of 2.4.0 from a reset fleet) promotes, then the CLI rolls it back through
     the plugin_upgrade_rollback DAG under the scope it asked for."""
     run_id = f"cli-rollback-{uuid.uuid4().hex[:8]}"
-    upgraded_run = powerx(*upgrade_args("2.4.0", run_id), timeout=RUN_TIMEOUT + 60)
+    slow = ("--http-timeout", "120")  # a crowded CI machine answers slowly; never a failure
+    upgraded_run = powerx(*upgrade_args("2.4.0", run_id), *slow, timeout=RUN_TIMEOUT + 300)
     assert upgraded_run.code == 0, upgraded_run
     before = versions(sandbox)
     token = issue_approval(
@@ -128,6 +129,8 @@ def test_a_cli_rollback_of_a_promoted_run_brings_its_tenants_back(
         "CLI live rollback",
         "--approval-token",
         token,
+        *slow,
+        timeout=300,
     )
     assert asked.code == 0, asked
     assert "accepted" in asked.out and token not in asked.out + asked.err

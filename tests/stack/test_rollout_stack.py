@@ -113,7 +113,10 @@ def test_a_cli_rollback_of_a_promoted_run_brings_its_tenants_back(
     the plugin_upgrade_rollback DAG under the scope it asked for."""
     run_id = f"cli-rollback-{uuid.uuid4().hex[:8]}"
     slow = ("--http-timeout", "120")  # a crowded CI machine answers slowly; never a failure
-    upgraded_run = powerx(*upgrade_args("2.4.0", run_id), *slow, timeout=RUN_TIMEOUT + 300)
+    waited = ("--timeout", f"{3 * RUN_TIMEOUT}s")  # the last --timeout wins
+    upgraded_run = powerx(
+        *upgrade_args("2.4.0", run_id), *slow, *waited, timeout=3 * RUN_TIMEOUT + 120
+    )
     assert upgraded_run.code == 0, upgraded_run
     before = versions(sandbox)
     token = issue_approval(
@@ -135,7 +138,7 @@ def test_a_cli_rollback_of_a_promoted_run_brings_its_tenants_back(
     assert asked.code == 0, asked
     assert "accepted" in asked.out and token not in asked.out + asked.err
     assert "scope all_upgraded (requested)" in asked.out
-    deadline = time.monotonic() + RUN_TIMEOUT
+    deadline = time.monotonic() + 3 * RUN_TIMEOUT
     record = ledger.get_run(run_id)
     while time.monotonic() < deadline and (record is None or record.outcome == "promoted"):
         time.sleep(1)

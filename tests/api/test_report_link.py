@@ -31,7 +31,7 @@ def test_a_served_reports_url_wins_and_without_either_the_link_is_the_file(monke
     monkeypatch.delenv(REPORTS_URL_ENV)
     monkeypatch.setenv(REPORTS_ENV, str(tmp_path))
     assert report_link("crm", RUN) == (
-        f"file://{tmp_path}/crm/manual__2026-03-07T02_00_00_00_00/report.html"
+        f"file://{tmp_path}/crm/manual__2026-03-07T02_00_00_00_00-d949fc73a6/report.html"
     )
 
 

@@ -163,7 +163,7 @@ def test_drift_unsettled_action_and_stale_claim_are_found(
     freed = subprocess.run(
         [*command, "--release-stale-claims"], capture_output=True, text=True, timeout=60
     )
-    assert "released 1 tenant(s)" in freed.stdout, freed.stdout + freed.stderr
+    assert "'released': 1" in freed.stdout, freed.stdout + freed.stderr
     assert ledger.claimed_tenants("run-2") == []
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.reporting.store import safe_segment
+from powerx_upgrade.reporting.store import run_segment
 from tests.airflow_harness import E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
 from tests.signing import TEST_KEY_ID, TEST_PRIVATE_KEY, sign
@@ -85,7 +85,7 @@ def test_a_signature_for_another_version_stops_the_run_before_any_tenant_is_touc
     ]
 
     # The report is written and lists the alert.
-    folder = reports / PLAN / safe_segment(run.run_id)
+    folder = reports / PLAN / run_segment(run.run_id)
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     assert report["outcome"] == "failed"
     assert report["run"]["error"].startswith("preflight refused the artifact (mismatch)")

@@ -15,7 +15,7 @@ import pytest
 from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.reporting.store import safe_segment
+from powerx_upgrade.reporting.store import run_segment
 from tests.airflow_harness import E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
 from tests.orchestration.test_alerts_e2e import StatsdSink
@@ -90,7 +90,7 @@ def test_representative_canary_catches_case_b_at_batch_1_with_only_its_tenants_e
     assert kept["tenants_before_detection"] == kept["tenants"] == len(upgraded) <= 6
     assert kept["batches_before_detection"] == [1]
     assert 0 < kept["tenant_minutes_before_detection"] <= kept["tenant_minutes"]
-    folder = reports / PLAN / safe_segment(run_id)
+    folder = reports / PLAN / run_segment(run_id)
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     assert report["exposure"] == kept
     assert (

@@ -292,3 +292,29 @@ def test_exposure_counts_every_tenant_upgraded_before_the_failing_verdict_of_bat
     impact = case_b_report["findings"]["impact"]
     assert exposure["tenant_minutes"] == pytest.approx(impact["tenant_minutes"], abs=0.01)
     assert 0 < exposure["tenant_minutes_before_detection"] < exposure["tenant_minutes"]
+
+
+def test_the_report_holds_the_run_against_its_policys_floors_and_rollback_deadline(
+    tmp_path, monkeypatch
+):
+    from powerx_upgrade.domain.models import Policy
+    from powerx_upgrade.reporting import policy_options
+
+    policy = Policy.model_validate(
+        {
+            "batches": [{"ratio": 1.0, "bake": "10s"}],
+            "gate": {"checks": [{"metric": "error_rate", "op": "<=", "limit": 0.05}]},
+            "success_floors": {"upgrade": "0%", "batch": "60%"},
+            "rollback": {"deadline": "30s"},
+        }
+    )
+    with frozen_ledger(tmp_path / "ledger.db", monkeypatch) as (book, clock):
+        case_b(book, clock)
+        report = report_from_ledger(book, RUN_ID, **policy_options(policy))
+    rates = report["rates"]
+    assert (rates["upgrade_success"]["floor"], rates["upgrade_success"]["met"]) == (0.0, True)
+    assert (rates["batch_success"]["floor"], rates["batch_success"]["met"]) == (0.6, True)
+    # the same 42 s rollback is over a 30 s deadline
+    assert report["rollback"]["deadline_ms"] == 30_000
+    assert report["rollback"]["within_deadline"] is False
+    assert policy_options(None) == {}

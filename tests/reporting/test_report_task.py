@@ -67,12 +67,12 @@ def test_without_a_result_the_link_points_where_the_report_would_be(dag, monkeyp
     monkeypatch.setenv(REPORTS_ENV, str(tmp_path))
     link = ReportLink().get_link(task, ti_key=_ti(RuntimeError("no xcom")))
     assert link == (
-        f"file://{tmp_path}/crm-sync-standard/manual__2026-03-07T02_00_00_00_00/report.html"
+        f"file://{tmp_path}/crm-sync-standard/manual__2026-03-07T02_00_00_00_00-d949fc73a6/report.html"
     )
     monkeypatch.setenv(REPORTS_URL_ENV, "https://reports.example/grey/")
     assert ReportLink().get_link(task, ti_key=_ti(None)) == (
         "https://reports.example/grey/crm-sync-standard/"
-        "manual__2026-03-07T02_00_00_00_00/report.html"
+        "manual__2026-03-07T02_00_00_00_00-d949fc73a6/report.html"
     )
 
 
@@ -96,7 +96,7 @@ def test_the_report_step_still_writes_when_the_ledger_cannot_be_read(monkeypatch
     monkeypatch.delenv(REPORTS_URL_ENV, raising=False)
     result = tasks.report(plan)
     assert result["outcome"] == "failed"
-    folder = tmp_path / "crm-sync-standard" / "manual__2026-03-07T02_00_00_00_00"
+    folder = tmp_path / "crm-sync-standard" / "manual__2026-03-07T02_00_00_00_00-d949fc73a6"
     assert sorted(p.name for p in folder.iterdir()) == [
         "postmortem.md",
         "report.html",

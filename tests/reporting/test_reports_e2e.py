@@ -13,7 +13,7 @@ import pytest
 
 from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.reporting.store import safe_segment
+from powerx_upgrade.reporting.store import run_segment
 from tests.airflow_harness import dags_test
 from tests.conftest import CONFIG_DIR
 
@@ -57,7 +57,7 @@ def check_case_b_reports(book: Ledger, reports: Path, sandbox: httpx.Client) -> 
     Called by tests/orchestration/test_rollout_e2e.py's case B run (one run for both: the suite
     must stay under 20 minutes)."""
     (record,) = book.runs()
-    folder = reports / PLAN / safe_segment(record.run_id)
+    folder = reports / PLAN / run_segment(record.run_id)
     assert folder.is_dir(), f"no report folder {folder} (see the dags-test log beside the ledger)"
     assert sorted(p.name for p in folder.iterdir()) == [
         "postmortem.md",

@@ -297,3 +297,19 @@ def test_every_pokes_input_is_kept_for_backtests_and_the_report_charts_skip_it(s
     report = _gate(rows, rows[-1], None)
     assert report["pokes"] == 2
     assert [s["metric"] for s in report["series"]] == ["error_rate"]
+
+
+def test_a_closed_window_is_audited_once_with_the_moment_it_opens(services):
+    from powerx_upgrade.domain.models import WindowSpec
+
+    plan = PLAN.model_copy(
+        update={"window": WindowSpec(schedule="0 0 1 1 *", duration=timedelta(minutes=1))}
+    )
+    check = window.check_window(services, plan, CTX, 1, resumed=False)
+    assert not check.open and check.opens_at is not None
+    assert check.opens_at.month == 1 and check.opens_at.day == 1 and check.opens_at.minute == 0
+    window.check_window(services, plan, CTX, 1, resumed=True)  # the resumed wait: no new record
+    waits = [r for r in services.ledger.audit_records(CTX.run_id) if r.event == "run.window_wait"]
+    assert len(waits) == 1
+    assert waits[0].payload["details"]["opens_at"] == check.opens_at.isoformat()
+    assert waits[0].payload["details"]["batch"] == 1

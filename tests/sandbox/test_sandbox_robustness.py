@@ -1,15 +1,19 @@
-"""Nothing a client sends can crash the sandbox: fuzzed bodies and paths never get a 5xx."""
+"""Nothing a client sends can crash the sandbox: fuzzed bodies and paths never get a 5xx, and
+the same sandbox, not reset, still lists everything and does its work after the fuzz."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from powerx_dev.sandbox.testing import running_sandbox
 from tests.sandbox.sandbox_http import SHA, tenant_path, upgrade_body
 
 pytestmark = pytest.mark.e2e
@@ -62,50 +66,96 @@ def _assert_sane(response: httpx.Response) -> None:
         assert "error" in response.json()
 
 
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+def fuzz_bodies(client: httpx.Client) -> int:
+    """Valid bodies with one field replaced by anything (hypothesis); returns how many sent."""
+    sent = []
+
+    @settings(max_examples=120, deadline=None, database=None)
+    @given(endpoint=st.sampled_from(ENDPOINTS), field=st.text(max_size=12), value=json_values)
+    def one(endpoint: str, field: str, value: object) -> None:
+        body = dict(VALID[endpoint])
+        body[field or next(iter(body))] = value  # an existing field, or an unknown extra one
+        content = json.dumps(body, allow_nan=True).encode()  # NaN/Infinity as Python writes them
+        headers = {"content-type": "application/json"}
+        _assert_sane(client.post(endpoint, content=content, headers=headers))
+        sent.append(endpoint)
+
+    one()
+    return len(sent)
+
+
+def fuzz_paths(client: httpx.Client) -> int:
+    """Any plugin and tenant path segment and query string (hypothesis); returns how many."""
+    sent = []
+    segment = st.text(min_size=1, max_size=20).filter(lambda s: s not in (".", "..")).map(_segment)
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(
+        plugin=segment,
+        tenant=segment,
+        query=st.dictionaries(st.sampled_from(["label", "version", "since", "prefix", "plugin"]),
+                              st.text(max_size=10), max_size=3),
+    )  # fmt: skip
+    def one(plugin: str, tenant: str, query: dict[str, str]) -> None:
+        for path in (
+            f"/internal/plugins/{plugin}/tenants",
+            f"/internal/plugins/{plugin}/tenants/{tenant}",
+            "/sandbox/tenants",
+            "/sandbox/events",
+        ):
+            _assert_sane(client.get(path, params=query))
+        upgrade = f"/internal/plugins/{plugin}/tenants/{tenant}/upgrade"
+        _assert_sane(client.post(upgrade, json=upgrade_body()))
+        sent.append(plugin)
+
+    one()
+    return len(sent)
+
+
+LISTINGS = (
+    "/sandbox/tenants",
+    "/sandbox/audit",
+    "/sandbox/notifications",
+    "/sandbox/subscriptions",
+    "/sandbox/events",
+    "/sandbox/faults",
 )
-@given(endpoint=st.sampled_from(ENDPOINTS), field=st.text(max_size=12), value=json_values)
-def test_a_valid_body_with_one_field_replaced_by_anything_never_gets_a_server_error(
-    fleet, endpoint, field, value
-):
-    body = dict(VALID[endpoint])
-    body[field or next(iter(body))] = value  # an existing field, or an unknown extra one
-    content = json.dumps(body, allow_nan=True).encode()  # NaN/Infinity as Python's json writes them
-    _assert_sane(
-        fleet.post(endpoint, content=content, headers={"content-type": "application/json"})
-    )
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    plugin=st.text(min_size=1, max_size=20).filter(lambda s: s not in (".", "..")).map(_segment),
-    tenant=st.text(min_size=1, max_size=20).filter(lambda s: s not in (".", "..")).map(_segment),
-    query=st.dictionaries(st.sampled_from(["label", "version", "since", "prefix", "plugin"]),
-                          st.text(max_size=10), max_size=3),
-)  # fmt: skip
-def test_any_path_and_query_string_never_gets_a_server_error(fleet, plugin, tenant, query):
-    paths = [
-        f"/internal/plugins/{plugin}/tenants",
-        f"/internal/plugins/{plugin}/tenants/{tenant}",
-        "/sandbox/tenants",
-        "/sandbox/events",
-    ]
-    for path in paths:
-        _assert_sane(fleet.get(path, params=query))
-    _assert_sane(
-        fleet.post(f"/internal/plugins/{plugin}/tenants/{tenant}/upgrade", json=upgrade_body())
-    )
+@pytest.fixture(scope="module")
+def unreset(fleet_scenario) -> Iterator[httpx.Client]:
+    """A sandbox of its own, never reset: what the fuzz leaves is what the checks see."""
+    with running_sandbox(fleet_scenario) as url, httpx.Client(base_url=url, timeout=10) as c:
+        yield c
 
 
-def test_the_sandbox_still_lists_everything_after_being_fuzzed(fleet):
-    for endpoint, body in VALID.items():
-        assert fleet.post(endpoint, json=body).status_code < 300, endpoint
-    for listing in ("/sandbox/tenants", "/sandbox/audit", "/sandbox/notifications",
-                    "/sandbox/subscriptions", "/sandbox/events", "/sandbox/faults"):  # fmt: skip
-        assert fleet.get(listing).status_code == 200, listing
+def test_the_sandbox_still_serves_after_being_fuzzed_without_a_reset(unreset):
+    before = unreset.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
+    assert fuzz_bodies(unreset) >= 100
+    assert fuzz_paths(unreset) >= 50
+    # the same sandbox, not reset: every listing answers with JSON that reads back
+    for listing in LISTINGS:
+        answer = unreset.get(listing)
+        assert answer.status_code == 200, listing
+        json.loads(answer.text)  # strict JSON: no NaN/Infinity written that cannot be read back
+    after = unreset.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
+    assert sorted(t["id"] for t in after) == sorted(t["id"] for t in before)
+    # and it still does its work: a fresh upgrade lands, a fresh audit record is kept
+    target = "t-internal-1"
+    done = unreset.post(tenant_path(target, "upgrade"), json=upgrade_body(key="after-fuzz"))
+    assert done.status_code < 300, done.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tenants = unreset.get("/sandbox/tenants", params={"plugin": "crm-sync"}).json()["tenants"]
+        if next(t for t in tenants if t["id"] == target)["version"] == "2.4.0":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"{target} never reached 2.4.0 after the fuzz")
+    record = {"id": "after-fuzz", "actor": "x", "action": "y", "details": {}}
+    assert unreset.post("/internal/audit/version", json=record).status_code == 201
+    ids = [r["id"] for r in unreset.get("/sandbox/audit").json()["records"]]
+    assert ids.count("after-fuzz") == 1
 
 
 @pytest.mark.parametrize(

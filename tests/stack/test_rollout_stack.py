@@ -6,12 +6,17 @@ status, report) is tests/stack/test_cli_stack.py."""
 
 from __future__ import annotations
 
+import time
+import uuid
+
+import httpx
 import pytest
 
 from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
-from tests.stack.conftest import AUTO_DAG, explain
-from tests.stack.runs import FollowedRun
+from powerx_upgrade.security.approval import issue_approval
+from tests.stack.conftest import APPROVAL_SECRET, AUTO_DAG, RUN_TIMEOUT, explain, versions
+from tests.stack.runs import PLAN, FollowedRun, Powerx, upgrade_args
 
 pytestmark = pytest.mark.stack
 
@@ -98,3 +103,59 @@ def test_case_b_bad_tier_fails_its_gate_every_upgraded_tenant_rolls_back_run_fai
         assert run.after[tenant]["version"] == "2.3.1"
         assert run.after[tenant]["config_version"] == run.before[tenant]["config_version"]
     assert all(t["version"] == "2.3.1" for t in run.after.values())
+
+
+def test_a_cli_rollback_of_a_promoted_run_brings_its_tenants_back(
+    powerx: Powerx, ledger: Ledger, sandbox: httpx.Client
+):
+    """`powerx plugin rollback` against the live stack (no mocked transport): a run of its own
+    (`upgrade --wait` of 2.4.0 from a reset fleet) promotes, then the CLI rolls it back through
+    the plugin_upgrade_rollback DAG under the scope it asked for."""
+    run_id = f"cli-rollback-{uuid.uuid4().hex[:8]}"
+    slow = ("--http-timeout", "120")  # a crowded CI machine answers slowly; never a failure
+    waited = ("--timeout", f"{3 * RUN_TIMEOUT}s")  # the last --timeout wins
+    upgraded_run = powerx(
+        *upgrade_args("2.4.0", run_id), *slow, *waited, timeout=3 * RUN_TIMEOUT + 120
+    )
+    assert upgraded_run.code == 0, upgraded_run
+    before = versions(sandbox)
+    token = issue_approval(
+        APPROVAL_SECRET, subject="alice", action="rollback", plan_id=PLAN, run_id=run_id
+    )
+    asked = powerx(
+        "rollback",
+        "--run",
+        run_id,
+        "--scope",
+        "all_upgraded",
+        "--reason",
+        "CLI live rollback",
+        "--approval-token",
+        token,
+        *slow,
+        timeout=300,
+    )
+    assert asked.code == 0, asked
+    assert "accepted" in asked.out and token not in asked.out + asked.err
+    assert "scope all_upgraded (requested)" in asked.out
+    deadline = time.monotonic() + 3 * RUN_TIMEOUT
+    record = ledger.get_run(run_id)
+    while time.monotonic() < deadline and (record is None or record.outcome == "promoted"):
+        time.sleep(1)
+        record = ledger.get_run(run_id)
+    assert record is not None and record.outcome == "rolled_back", record
+    assert record.detail["rollback_scope"] == "all_upgraded"
+    upgraded = {
+        a.tenant_id: a.from_version
+        for a in ledger.actions(run_id, kind="upgrade")
+        if a.state == "succeeded" and not a.noop
+    }
+    assert upgraded and all(before[t]["version"] == "2.4.0" for t in upgraded)
+    rolled = {a.tenant_id for a in ledger.actions(run_id, kind="rollback", state="succeeded")}
+    assert rolled == set(upgraded)
+    now = versions(sandbox)
+    assert all(now[t]["version"] == back == "2.3.1" for t, back in upgraded.items()), now
+    events = [r for r in ledger.audit_records(run_id) if r.event == "run.rollback.started"]
+    assert len(events) == 1 and events[0].payload["details"]["scope"] == "all_upgraded"
+    (control,) = [c for c in ledger.controls(run_id) if c.kind == "rollback"]
+    assert (control.via, control.payload["scope"]) == ("cli", "all_upgraded")

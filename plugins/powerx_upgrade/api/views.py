@@ -100,10 +100,18 @@ def report_response(ledger: Ledger, run: RunRecord, fmt: str, *, base: str | Non
 
 
 def read_stored(plan_id: str, run_id: str, name: str, *, base: str | None) -> str | None:
-    """A stored report file's text, or None when there is none (local or object storage)."""
-    from powerx_upgrade.reporting.store import report_dir
+    """A stored report file's text, or None when there is none (local or object storage).
+    The run's own folder first, then the folder of releases before hashed run folders."""
+    from powerx_upgrade.reporting.store import legacy_report_dir, report_dir
 
-    location = f"{report_dir(plan_id, run_id, base)}/{name}"
+    for directory in (report_dir(plan_id, run_id, base), legacy_report_dir(plan_id, run_id, base)):
+        text = _read_location(f"{directory}/{name}")
+        if text is not None:
+            return text
+    return None
+
+
+def _read_location(location: str) -> str | None:
     if location.startswith("file://"):
         from pathlib import Path
         from urllib.parse import unquote, urlsplit

@@ -16,6 +16,7 @@ MONITORING_DATA_MISSING = "monitoring_data_missing"
 BATCH_RUNTIME = "batch_runtime"
 ARTIFACT_UNVERIFIED = "artifact_unverified"
 MONITORING_ERROR = "monitoring_error"
+SUCCESS_FLOOR = "success_floor"
 RULES = (
     GREY_ERROR_RATE,
     ROLLBACK_FAILURE,
@@ -23,6 +24,7 @@ RULES = (
     BATCH_RUNTIME,
     ARTIFACT_UNVERIFIED,
     MONITORING_ERROR,
+    SUCCESS_FLOOR,
 )
 EVENT = "plugin.version.gray.alert"
 
@@ -138,21 +140,41 @@ def batch_runtime_alert(batch: int, runtime: timedelta, limit: timedelta) -> Ale
 
 
 def rollback_failure_alert(
-    failed: Iterable[str], broken: Iterable[Mapping[str, Any]]
+    failed: Iterable[str],
+    broken: Iterable[Mapping[str, Any]],
+    *,
+    duration: timedelta | None = None,
+    deadline: timedelta | None = None,
 ) -> Alert | None:
+    """Tenants not rolled back (failed or read back wrong), or a rollback that took longer than
+    the policy's `rollback.deadline`: either is a failed rollback (one alert names both)."""
     failed, broken = list(failed), list(broken)
     tenants = sorted(set(failed) | {b["tenant"] for b in broken})
-    if not tenants:
+    overrun = duration is not None and deadline is not None and duration > deadline
+    if not tenants and not overrun:
         return None
-    shown = ", ".join(tenants[:20]) + (" ..." if len(tenants) > 20 else "")
-    return Alert(
-        ROLLBACK_FAILURE,
-        "critical",
-        None,
-        f"rollback failed for {len(tenants)} tenant(s): {shown}; they may be on an "
-        "unexpected version: check rollback.verify and the platform",
-        {"tenants": tenants[:100], "problems": [dict(b) for b in broken[:50]]},
-    )
+    parts = []
+    if tenants:
+        shown = ", ".join(tenants[:20]) + (" ..." if len(tenants) > 20 else "")
+        parts.append(
+            f"rollback failed for {len(tenants)} tenant(s): {shown}; they may be on an "
+            "unexpected version: check rollback.verify and the platform"
+        )
+    if overrun and duration is not None and deadline is not None:
+        parts.append(
+            f"the rollback took {format_duration(duration)}, longer than rollback.deadline "
+            f"{format_duration(deadline)}"
+        )
+    context: dict[str, Any] = {"tenants": tenants[:100], "problems": [dict(b) for b in broken[:50]]}
+    if duration is not None and deadline is not None:
+        context.update(
+            {
+                "duration_ms": int(duration.total_seconds() * 1000),
+                "deadline_ms": int(deadline.total_seconds() * 1000),
+                "deadline_overrun": overrun,
+            }
+        )
+    return Alert(ROLLBACK_FAILURE, "critical", None, "; ".join(parts), context)
 
 
 def artifact_unverified_alert(refusal: Mapping[str, Any]) -> Alert:
@@ -168,5 +190,52 @@ def artifact_unverified_alert(refusal: Mapping[str, Any]) -> Alert:
             k: refusal.get(k)
             for k in ("code", "plugin", "version", "sha256", "keys_tried")
             if k in refusal
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A success rate of the run: succeeded over counted, against its floor."""
+
+    name: str
+    succeeded: int
+    counted: int
+    floor: float
+
+    @property
+    def value(self) -> float | None:
+        return self.succeeded / self.counted if self.counted else None
+
+    @property
+    def missed(self) -> bool:
+        value = self.value
+        return value is not None and value < self.floor
+
+
+def success_floor_alert(rates: Iterable[Rate]) -> Alert | None:
+    """The run missed a policy's `success_floors`: one alert naming each rate below its floor
+    (a rate with nothing counted is not judged)."""
+    missed = [r for r in rates if r.missed]
+    if not missed:
+        return None
+    said = "; ".join(
+        f"{r.name} success {r.value:.1%} ({r.succeeded}/{r.counted}) is below its floor "
+        f"{r.floor:.0%}"
+        for r in missed
+    )
+    return Alert(
+        SUCCESS_FLOOR,
+        "critical",
+        None,
+        f"the run missed its success floors: {said}",
+        {
+            r.name: {
+                "value": r.value,
+                "succeeded": r.succeeded,
+                "counted": r.counted,
+                "floor": r.floor,
+            }
+            for r in missed
         },
     )

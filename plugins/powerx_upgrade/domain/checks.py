@@ -23,8 +23,11 @@ def check_policy(policy: Policy, default_provider: str | None = None) -> list[Fi
         findings += [(("monitoring", *rel), m, sev) for rel, m, sev in check_monitoring(monitoring)]
     findings += check_checks(policy, monitoring)
     gate = policy.gate
+    findings += _zero_durations(policy)
     minimum_bake = gate.signal_delay + 2 * gate.poke_interval
     for index, batch in enumerate(policy.batches):
+        if batch.bake <= timedelta(0):
+            continue  # refused by _zero_durations
         if batch.bake < minimum_bake:
             findings.append(
                 (
@@ -69,6 +72,42 @@ def check_policy(policy: Policy, default_provider: str | None = None) -> list[Fi
                 ("gate", "missing_data", "after"),
                 f"missing_data.after {_show(gate.missing_data.after)} is shorter than "
                 f"poke_interval {_show(gate.poke_interval)}: one late sample trips it",
+                "warning",
+            )
+        )
+    return findings
+
+
+def _zero_durations(policy: Policy) -> list[Finding]:
+    """`0s` where it would make the gate a busy loop or judge nothing is refused; a signal delay
+    of 0s is meaningful (a source without lag) and only warned about."""
+    findings: list[Finding] = []
+    gate = policy.gate
+    if gate.poke_interval <= timedelta(0):
+        findings.append(
+            (
+                ("gate", "poke_interval"),
+                "poke_interval 0s would poll monitoring in a busy loop: give at least 1s "
+                "(default 30s)",
+                "error",
+            )
+        )
+    for index, batch in enumerate(policy.batches):
+        if batch.bake <= timedelta(0):
+            findings.append(
+                (
+                    ("batches", index, "bake"),
+                    "bake 0s leaves the gate no time to observe the batch: give at least "
+                    "signal_delay + 2 x poke_interval",
+                    "error",
+                )
+            )
+    if gate.signal_delay <= timedelta(0):
+        findings.append(
+            (
+                ("gate", "signal_delay"),
+                "signal_delay 0s trusts data the moment it is written: right only for a "
+                "monitoring source without lag (Prometheus scrapes lag by an interval)",
                 "warning",
             )
         )

@@ -408,6 +408,7 @@ def _resolve_plan(
         owners=spec.owners,
         notify=spec.notify,
         monitoring=monitoring,
+        allow_downgrade=spec.allow_downgrade,
     )
     for rel, message, severity in representation_findings(plan):
         collector.add(entry.source, (*entry.path, *rel), message, severity)

@@ -13,6 +13,7 @@ from powerx_upgrade.domain.policy import (
     AlertSpec,
     ApprovalAction,
     BatchSpec,
+    BudgetSpec,
     CanonicalQuery,
     CheckSpec,
     ControlSpec,
@@ -28,6 +29,7 @@ from powerx_upgrade.domain.policy import (
     Policy,
     Pool,
     RollbackSpec,
+    SuccessFloors,
     coverage_share,
 )
 from powerx_upgrade.domain.values import (
@@ -60,6 +62,7 @@ __all__ = [
     "ArtifactSpec",
     "Baseline",
     "BatchSpec",
+    "BudgetSpec",
     "CanonicalQuery",
     "CheckScope",
     "CheckSpec",
@@ -92,6 +95,7 @@ __all__ = [
     "RollbackSpec",
     "SourceRef",
     "Strict",
+    "SuccessFloors",
     "TenantSelection",
     "WindowSpec",
     "batch_ratio",
@@ -213,6 +217,11 @@ class PlanSpec(Strict):
         description="where the gate reads this plan's metrics (provider, connection, PromQL); "
         "merged key by key onto the policy's",
     )
+    allow_downgrade: bool = Field(
+        default=False,
+        description="let a run move tenants to an older version than they run (else "
+        "preflight refuses it, naming the tenants); a run's conf may say so too",
+    )
 
 
 class ConfigFile(Strict):
@@ -257,6 +266,7 @@ class Plan(Strict):
     notify: NotifySpec = Field(default_factory=NotifySpec)
     monitoring: MonitoringSpec = Field(default_factory=lambda: MonitoringSpec(provider="powerx"))
     """The policy's and the plan's monitoring blocks merged, the provider resolved."""
+    allow_downgrade: bool = False
 
     @property
     def seed(self) -> str:

@@ -187,6 +187,47 @@ class RollbackSpec(Strict):
     deadline: Duration = Field(default=timedelta(minutes=3))
 
 
+def floor_share(value: Any) -> float:
+    """A success floor: a share (0.98, '98%') in [0, 1]."""
+    share = parse_share(value, "success floor")
+    if not 0 <= share <= 1:
+        raise ValueError(f"success floor {share:g} must be between 0 and 1.0 (100%)")
+    return share
+
+
+class SuccessFloors(Strict):
+    """The success rates a run must reach; a miss raises the `success_floor` alert and is
+    marked in the report (the run's outcome does not change: the floors judge the release)."""
+
+    upgrade: Annotated[float, WithJsonSchema(SHARE_SCHEMA)] = Field(
+        default=0.98,
+        description="share of attempted tenant upgrades that succeed (and of the selected "
+        "tenants on the target version at the end), e.g. '98%'",
+    )
+    batch: Annotated[float, WithJsonSchema(SHARE_SCHEMA)] = Field(
+        default=0.95, description="share of the batches run whose gate passed, e.g. '95%'"
+    )
+
+    _shares = field_validator("upgrade", "batch", mode="before")(floor_share)
+
+
+class BudgetSpec(Strict):
+    """A run-wide blast-radius budget (a batch's `deploy.max_failed` is per batch): exceeding
+    it ends the batch's gate with a failed verdict before its first poke, so the policy's
+    failure action follows (rollback.mode auto: roll back; manual: a human is asked)."""
+
+    max_exposed: int | None = Field(
+        default=None,
+        ge=1,
+        description="most tenants on the new version before the last batch (unset: no limit)",
+    )
+    max_failed_tenants: int | None = Field(
+        default=None,
+        ge=0,
+        description="most failed tenant deploys across all batches of the run (unset: no limit)",
+    )
+
+
 class AlertSpec(Strict):
     """Alert thresholds (the use case's defaults); batch runtime uses `max_batch_duration`."""
 
@@ -322,6 +363,14 @@ class Policy(Strict):
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     pause: PauseSpec = Field(default_factory=PauseSpec)
     alerts: AlertSpec = Field(default_factory=AlertSpec)
+    success_floors: SuccessFloors = Field(
+        default_factory=SuccessFloors,
+        description="success rates the run must reach (defaults 98% upgrade, 95% batch)",
+    )
+    budget: BudgetSpec = Field(
+        default_factory=BudgetSpec,
+        description="run-wide blast radius: max_exposed, max_failed_tenants",
+    )
     approval_timeout: Duration = Field(
         default=timedelta(hours=24),
         description="time to approve a batch; unanswered counts as rejected (the run stops)",

@@ -74,6 +74,13 @@ FORM = (
         "Respect the window",
         "Start batches only inside the plan's window (off: emergency runs).",
     ),
+    (
+        "allow_downgrade",
+        "boolean",
+        "Allow a downgrade",
+        "Let the run move tenants to an older version than they run (preflight refuses it "
+        "otherwise, naming the tenants).",
+    ),
 )
 """The trigger form's fields: name, JSON type, title, description (defaults: `form_defaults`)."""
 
@@ -88,6 +95,7 @@ def form_defaults(plan: Plan) -> dict[str, object]:
         "dry_run": False,
         "reason": "",
         "respect_window": True,
+        "allow_downgrade": plan.allow_downgrade,
     }
 
 

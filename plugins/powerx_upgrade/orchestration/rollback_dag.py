@@ -236,17 +236,19 @@ def record(plans: dict[str, Plan]) -> dict[str, Any]:
     return summary
 
 
-def report() -> dict[str, Any]:
+def report(plans: dict[str, Plan]) -> dict[str, Any]:
     """Re-render the rolled-back run's report (the rollout DAG's report step, on its run)."""
     from powerx_upgrade import reporting
 
     data = _resolved()
     ledger = runtime.ledger()
+    plan = plans.get(data["plan_id"])
     document = reporting.report_from_ledger(
         ledger,
         data["run_id"],
         alerts=alerts_of(ledger, data["run_id"]),
         airflow_base_url=airflow_base_url(),
+        **reporting.policy_options(plan.policy if plan else None),
     )
     files = reporting.store_reports(
         reporting.render_reports(document, templates=airflow_setting("templates")),
@@ -282,7 +284,9 @@ def _operator(node: TaskNode, plans: dict[str, Plan], ops: dict[str, Any]) -> An
             retry_delay=timedelta(seconds=2),
         ).expand(op_kwargs=ops[node.mapped_over].output)
     if node.kind == "report":
-        return ReportOperator(plan_id="*", python_callable=report, **common)
+        return ReportOperator(
+            plan_id="*", python_callable=functools.partial(report, plans), **common
+        )
     steps = {
         "resolve": resolve,
         "scope": functools.partial(scope, plans),

@@ -73,7 +73,12 @@ def verify_artifact(plan: Plan) -> dict[str, Any]:
 
 def plan_batches(plan: Plan) -> dict[str, Any]:
     ctx = runtime.run_context(_ti())
-    return preflight.plan_run(runtime.platform(), runtime.ledger(), plan, ctx)
+    try:
+        return preflight.plan_run(
+            runtime.platform(), runtime.ledger(), plan, ctx, runtime.recorder()
+        )
+    except preflight.DowngradeRefused as refused:
+        raise AirflowFailException(f"preflight refused the run: {refused}") from None
 
 
 def subscribe(plan: Plan) -> dict[str, Any]:
@@ -181,7 +186,7 @@ def report(plan: Plan) -> dict[str, Any]:
     context = get_current_context()
     run_id = context["dag_run"].run_id
     settled = _ti().xcom_pull(task_ids=names.RECORD)
-    document = _report_document(run_id, run_identity(plan, context, settled=settled))
+    document = _report_document(plan, run_id, run_identity(plan, context, settled=settled))
     files = reporting.store_reports(
         reporting.render_reports(document, templates=airflow_setting("templates")), plan.id, run_id
     )
@@ -192,13 +197,17 @@ def report(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _report_document(run_id: str, identity: Any) -> dict[str, Any]:
+def _report_document(plan: Plan, run_id: str, identity: Any) -> dict[str, Any]:
     """The report from the ledger; when it cannot be read, from what the DAG knows (and why)."""
     from powerx_upgrade import reporting
     from powerx_upgrade.orchestration.operators.report import airflow_base_url
     from powerx_upgrade.rollout.alerts import alerts_of
 
-    options: dict[str, Any] = {"identity": identity, "airflow_base_url": airflow_base_url()}
+    options: dict[str, Any] = {
+        "identity": identity,
+        "airflow_base_url": airflow_base_url(),
+        **reporting.policy_options(plan.policy),
+    }
     try:
         ledger = runtime.ledger()
         return reporting.report_from_ledger(

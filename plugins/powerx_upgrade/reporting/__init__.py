@@ -7,6 +7,7 @@ from powerx_upgrade.reporting.model import (
     RunIdentity,
     RunRecords,
     build_report,
+    policy_options,
     report_from_ledger,
 )
 from powerx_upgrade.reporting.render import render_reports, templates_location
@@ -19,6 +20,7 @@ __all__ = [
     "RunRecords",
     "build_report",
     "needs_postmortem",
+    "policy_options",
     "render_reports",
     "report_dir",
     "report_from_ledger",

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.exposure import exposure
+from powerx_upgrade.domain.models import Policy
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.reporting.findings import findings, headline, timeline
 from powerx_upgrade.reporting.records import Facts, RunIdentity, RunRecords
@@ -43,6 +44,18 @@ METRIC_NAMES = (
 )
 
 
+def policy_options(policy: Policy | None) -> dict[str, Any]:
+    """`build_report()` options from the run's policy: its rollback deadline and success floors
+    (none: a plan no longer in the config, so the defaults)."""
+    if policy is None:
+        return {}
+    floors = policy.success_floors
+    return {
+        "rollback_deadline": policy.rollback.deadline,
+        "success_floors": (floors.upgrade, floors.batch),
+    }
+
+
 def report_from_ledger(
     ledger: Ledger, run_id: str, *, identity: RunIdentity | None = None, **options: Any
 ) -> dict[str, Any]:
@@ -58,6 +71,7 @@ def build_report(
     airflow_base_url: str | None = None,
     generated_at: datetime | None = None,
     rollback_deadline: timedelta = ROLLBACK_DEADLINE,
+    success_floors: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """The report document (schema_version 1) of one run.
 
@@ -66,7 +80,9 @@ def build_report(
     :param alerts: the run's alerts, each `{rule, severity, batch, message, at}`.
     :param airflow_base_url: the Airflow UI's base URL, for the link to the run.
     :param generated_at: the report's time (default: now); also the end of a run still open.
-    :param rollback_deadline: the rollback time the report holds the rollback against.
+    :param rollback_deadline: the rollback time the report holds the rollback against (the
+        policy's `rollback.deadline`).
+    :param success_floors: the policy's `success_floors` (upgrade, batch); default 98 %, 95 %.
     """
     if records.run is None and identity is None:
         raise ValueError("a report needs the run's ledger record or its identity (RunIdentity)")
@@ -78,7 +94,7 @@ def build_report(
     rollback = rollback_section(records.run, facts, rollback_deadline)
     pauses = pauses_section(facts.decisions)
     alert_list = [alert_entry(a) for a in alerts]
-    rates = rates_section(tenants, batches)
+    rates = rates_section(tenants, batches, *([success_floors] if success_floors else []))
     exposed = run_exposure(records, end=(records.run.ended_at if records.run else None) or now)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

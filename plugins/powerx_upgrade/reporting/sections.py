@@ -27,6 +27,7 @@ from powerx_upgrade.reporting.values import (
 
 UPGRADE_SUCCESS_FLOOR = 0.98
 BATCH_SUCCESS_FLOOR = 0.95
+"""The defaults of a policy's `success_floors`, for a report built without its plan."""
 _OK_UPGRADE = ("succeeded", "skipped")
 
 
@@ -415,16 +416,22 @@ def alert_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def rates_section(tenants: Mapping[str, Any], batches: list[dict[str, Any]]) -> dict[str, Any]:
+def rates_section(
+    tenants: Mapping[str, Any],
+    batches: list[dict[str, Any]],
+    floors: tuple[float, float] = (UPGRADE_SUCCESS_FLOOR, BATCH_SUCCESS_FLOOR),
+) -> dict[str, Any]:
+    """The run's success rates against the policy's `success_floors` (upgrade, batch)."""
+    upgrade_floor, batch_floor = floors
     run = [b for b in batches if b["status"] not in ("not_run", "rejected")]
     passed = [b for b in run if b["status"] == "passed"]
     return {
-        "upgrade_success": _rate(tenants["on_target"], tenants["selected"], UPGRADE_SUCCESS_FLOOR),
+        "upgrade_success": _rate(tenants["on_target"], tenants["selected"], upgrade_floor),
         # per upgrade attempt, as the version.upgrade.success_rate gauge counts it
         "deploy_success": _rate(
-            tenants["deploy_succeeded"], tenants["deploy_attempted"], UPGRADE_SUCCESS_FLOOR
+            tenants["deploy_succeeded"], tenants["deploy_attempted"], upgrade_floor
         ),
-        "batch_success": _rate(len(passed), len(run), BATCH_SUCCESS_FLOOR),
+        "batch_success": _rate(len(passed), len(run), batch_floor),
     }
 
 

@@ -1,9 +1,10 @@
-"""Where reports live: `<base>/<plan_id>/<run_id>/report.{json,md,html}` (+ postmortem.md),
+"""Where reports live: `<base>/<plan_id>/<run folder>/report.{json,md,html}` (+ postmortem.md),
 written through Airflow's ObjectStoragePath, so the base may be a local folder or object storage
 (`s3://bucket/reports`, `gs://...`, with the matching Airflow provider and connection)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -37,8 +38,29 @@ def safe_segment(text: str) -> str:
     return cleaned or "_"
 
 
+RUN_HASH_CHARS = 10
+"""Hex digits of the run id's SHA-256 in its folder name (40 bits: a collision among one
+plan's runs needs about a million runs before it is likely)."""
+
+
+def run_segment(run_id: str) -> str:
+    """A run's folder name, one per run id: the readable `safe_segment` plus a short hash of
+    the raw id, so ids that differ only in characters `safe_segment` replaces (`:`, `+`, `_`)
+    get different folders (`manual__2026-03-07T02:00:00+00:00` ->
+    `manual__2026-03-07T02_00_00_00_00-<10 hex>`)."""
+    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:RUN_HASH_CHARS]
+    return f"{safe_segment(run_id)}-{digest}"
+
+
 def report_dir(plan_id: str, run_id: str, base: str | None = None) -> str:
     """The URI of a run's report directory (no I/O)."""
+    return f"{reports_base(base)}/{safe_segment(plan_id)}/{run_segment(run_id)}"
+
+
+def legacy_report_dir(plan_id: str, run_id: str, base: str | None = None) -> str:
+    """Where releases before the hashed folders wrote a run's reports (`safe_segment` only;
+    two ids that differ only in `:`/`+`/`_` shared it). Readers look here when the run's
+    own folder has no file, so reports written before the change stay readable."""
     return f"{reports_base(base)}/{safe_segment(plan_id)}/{safe_segment(run_id)}"
 
 
@@ -56,7 +78,7 @@ def report_link(
     asks for the same login as the Airflow UI; else the storage URI itself."""
     served = os.environ.get(REPORTS_URL_ENV)
     if served:
-        return f"{served.rstrip('/')}/{safe_segment(plan_id)}/{safe_segment(run_id)}/{name}"
+        return f"{served.rstrip('/')}/{safe_segment(plan_id)}/{run_segment(run_id)}/{name}"
     if api_base_url and name in _API_FORMATS:
         path = API_REPORT_PATH.format(run_id=quote(run_id, safe=""))
         query = "" if name == "report.html" else f"?format={_API_FORMATS[name]}"

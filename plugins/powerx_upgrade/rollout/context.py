@@ -18,6 +18,7 @@ CONF_KEYS = (
     "dry_run",
     "reason",
     "respect_window",
+    "allow_downgrade",
 )
 
 
@@ -39,6 +40,9 @@ class RunContext:
     reason: str | None = None
     triggered_by: str | None = None
     respect_window: bool = True
+    allow_downgrade: bool = False
+    """The plan's or the run's conf `allow_downgrade`: preflight lets tenants go to an older
+    version."""
 
     def key(self, kind: str, tenant: str) -> str:
         """The idempotency key of one tenant operation of this run: a retried task reuses it,
@@ -89,6 +93,9 @@ def resolve_run(
     if artifact["sha256"] and not _SHA256.match(str(artifact["sha256"])):
         problems.append(f"artifact_sha256 {artifact['sha256']!r} is not 64 hex digits")
     respect_window = _flag(conf.get("respect_window", True), "respect_window", problems)
+    allow_downgrade = plan.allow_downgrade or _flag(
+        conf.get("allow_downgrade", False), "allow_downgrade", problems
+    )
     if problems:
         raise RunConfError(f"run conf for plan {plan.id!r}: " + "; ".join(problems))
     return RunContext(
@@ -102,6 +109,7 @@ def resolve_run(
         reason=conf.get("reason"),
         triggered_by=triggered_by,
         respect_window=respect_window,
+        allow_downgrade=allow_downgrade,
     )
 
 

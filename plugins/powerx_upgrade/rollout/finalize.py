@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from powerx_upgrade.domain.alerts import Rate
 from powerx_upgrade.domain.decide import Upgraded, rollback_targets
 from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.domain.models import Plan, RollbackScope
@@ -112,6 +113,25 @@ def upgrade_success_rate(ledger: Ledger, run_id: str) -> float | None:
     if not attempted:
         return None
     return sum(1 for a in attempted if a.state == "succeeded") / len(attempted)
+
+
+def success_rates(ledger: Ledger, plan: Plan, run_id: str) -> list[Rate]:
+    """The run's rates the policy's `success_floors` judge: tenant upgrades that succeeded of
+    those attempted, and batches whose gate passed (decided `promote`) of those decided."""
+    floors = plan.policy.success_floors
+    attempted = [
+        a for a in ledger.actions(run_id, kind="upgrade") if a.state in ("succeeded", "failed")
+    ]
+    decided = {d.batch_index: d.decision for d in ledger.decisions(run_id) if d.kind == "decide"}
+    return [
+        Rate(
+            "upgrade",
+            sum(a.state == "succeeded" for a in attempted),
+            len(attempted),
+            floors.upgrade,
+        ),
+        Rate("batch", sum(d == "promote" for d in decided.values()), len(decided), floors.batch),
+    ]
 
 
 def record_exposure(ledger: Ledger, run_id: str) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.gating import (
     GatePoller,
     Query,
+    budget_evaluation,
     deploy_check,
     deploy_failure_evaluation,
     gate_watch,
@@ -104,6 +105,9 @@ def first_poke(
     check = deploy_check(ledger, plan, ctx, batch)
     if check["too_many_failures"]:
         return finish(services, plan, ctx, batch, deploy_failure_evaluation(check, plan), {})
+    over_budget = budget_evaluation(ledger, plan, ctx, batch)
+    if over_budget is not None:
+        return finish(services, plan, ctx, batch, over_budget, {})
     if not check["succeeded"]:
         return finish(services, plan, ctx, batch, NOTHING_DEPLOYED, {})
     watch = gate_watch(ledger, plan, ctx, batch, check)

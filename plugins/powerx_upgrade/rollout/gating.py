@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.alerts import monitoring_error_alert
+from powerx_upgrade.domain.budget import budget_breach
 from powerx_upgrade.domain.gate import (
     GateEvaluation,
     GateInput,
@@ -76,6 +77,38 @@ def deploy_failure_evaluation(check: dict[str, Any], plan: Plan) -> GateEvaluati
         detail=", ".join(check["failed"][:20]),
     )
     return GateEvaluation(Phase.FAIL, reason, (measurement,), 1, False)
+
+
+def budget_evaluation(
+    ledger: Ledger, plan: Plan, ctx: RunContext, batch: int
+) -> GateEvaluation | None:
+    """A failed verdict when the run has gone past its blast-radius budget (`policy.budget`)
+    after batch `batch`'s deploy, counted from the ledger over all its batches; else None."""
+    budget = plan.policy.budget
+    if budget.max_exposed is None and budget.max_failed_tenants is None:
+        return None
+    indexes = [b["index"] for b in planned_batches(ledger, ctx.run_id)]
+    upgrades = [a for a in ledger.actions(ctx.run_id, kind="upgrade") if not a.noop]
+    exposed = sum(1 for a in upgrades if a.state == "succeeded")
+    failed = sum(1 for a in upgrades if a.state == "failed")
+    breach = budget_breach(
+        budget, exposed=exposed, failed=failed, last_batch=batch >= max(indexes, default=batch)
+    )
+    if breach is None:
+        return None
+    measurement = Measurement(
+        check=-1,
+        metric=breach.limit,
+        scope="run",
+        op="<=",
+        limit=str(breach.allowed),
+        threshold=float(breach.allowed),
+        value=float(breach.value),
+        samples=len(upgrades),
+        phase=Phase.FAIL,
+        detail=breach.reason,
+    )
+    return GateEvaluation(Phase.FAIL, breach.reason, (measurement,), 1, False)
 
 
 def gate_watch(

@@ -11,12 +11,14 @@ from powerx_upgrade.domain.alerts import artifact_unverified_alert
 from powerx_upgrade.domain.measurement import TenantStats, metric_value
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.planner import Tenant, plan_batches
+from powerx_upgrade.domain.versions import downgrades
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder
 from powerx_upgrade.security.artifacts import ArtifactRefused, SigningKeyError, verify_artifact
 
+DOWNGRADE_REFUSED = "run.downgrade_refused"
 ARTIFACT_VERIFIED = "artifact.verified"
 ARTIFACT_REFUSED = "artifact.refused"
 LABELS_KEY = "tenant_labels"
@@ -137,12 +139,37 @@ def tenants_of(platform_tenants: list[dict[str, Any]]) -> list[Tenant]:
     ]
 
 
-def plan_run(platform: Any, ledger: Ledger, plan: Plan, ctx: RunContext) -> dict[str, Any]:
-    """Fetch the plugin's tenants, plan the batches, keep them in the ledger; a summary back."""
+class DowngradeRefused(Exception):
+    """Preflight refused a run that would move tenants to an older version (named)."""
+
+
+def plan_run(
+    platform: Any,
+    ledger: Ledger,
+    plan: Plan,
+    ctx: RunContext,
+    recorder: Recorder | None = None,
+) -> dict[str, Any]:
+    """Fetch the plugin's tenants, plan the batches, keep them in the ledger; a summary back.
+    A run that would downgrade a selected tenant is refused (audited, DowngradeRefused) before
+    its batches are kept, unless the plan or the run's conf says `allow_downgrade`."""
     fleet = platform.list_tenants(ctx.plugin)
     tenants = tenants_of(fleet)
     batch_plan = plan_batches(plan, tenants)
     versions = {str(t["id"]): t.get("version") for t in fleet}
+    found = downgrades(ctx.target_version, versions, batch_plan.selected)
+    if found.newer and not ctx.allow_downgrade:
+        message = found.message(ctx.target_version)
+        if recorder is not None:
+            recorder.audit(
+                ctx,
+                DOWNGRADE_REFUSED,
+                tenants=[t for t, _ in found.newer],
+                audit_id=f"{ctx.run_id}:{DOWNGRADE_REFUSED}",
+                details={"target_version": ctx.target_version, "newer": dict(found.newer)},
+            )
+            recorder.flush()
+        raise DowngradeRefused(message)
     batches = [b.as_dict() for b in batch_plan.batches]
     ledger.update_run(
         ctx.run_id,
@@ -151,6 +178,8 @@ def plan_run(platform: Any, ledger: Ledger, plan: Plan, ctx: RunContext) -> dict
             "notes": list(batch_plan.notes),
             "fleet": len(fleet),
             "versions_before": {t: versions.get(t) for t in batch_plan.selected},
+            "downgrades": dict(found.newer),
+            "versions_not_compared": dict(found.unparsed),
             LABELS_KEY: _labels_of(tenants, batch_plan.selected),
         },
     )

@@ -6,11 +6,12 @@ run record they finish).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast, get_args
 
 from powerx_upgrade.domain.alerts import Alert, rollback_failure_alert
-from powerx_upgrade.domain.models import DeploySpec, Plan, RollbackSpec
+from powerx_upgrade.domain.models import DeploySpec, Plan, RollbackScope, RollbackSpec
+from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.ledger.records import ControlRecord
 from powerx_upgrade.rollout import controls, finalize, late_rollback, metrics, operations
 from powerx_upgrade.rollout.alerts import raise_alert
@@ -21,6 +22,31 @@ from powerx_upgrade.rollout.services import Services
 from powerx_upgrade.rollout.verdicts import ALERT, ROLLBACK, should_notify
 
 # -- shared by both DAGs -----------------------------------------------------------------------
+
+SCOPES: tuple[str, ...] = get_args(RollbackScope)
+
+
+def applied_scope(requested: str | None, policy: RollbackSpec | None) -> tuple[RollbackScope, str]:
+    """The scope a rollback applies, with where it comes from: the one asked for (API, CLI,
+    the rollback DAG's form), else the policy's (`rollback.scope`), else `all_upgraded` (a plan
+    no longer in the config). The same rule for running and finished runs."""
+    if requested:
+        if requested not in SCOPES:
+            raise RollbackRefused(f"scope: {requested!r} is not one of {', '.join(SCOPES)}")
+        return cast(RollbackScope, requested), "requested"
+    if policy is not None:
+        return policy.scope, "policy"
+    return "all_upgraded", "default"
+
+
+def requested_scope(ledger: Ledger, run_id: str) -> str | None:
+    """The scope the run's latest rollback request asked for (its control's payload), if any."""
+    asked = [
+        c
+        for c in ledger.controls(run_id, kind="rollback")
+        if c.payload.get("scope") and c.outcome in (None, "applied")
+    ]
+    return str(asked[-1].payload["scope"]) if asked else None
 
 
 def shards(targets: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
@@ -65,9 +91,13 @@ def alert_failures(
     ctx: RunContext,
     failed: list[str],
     broken: list[dict[str, Any]],
+    duration_ms: int | None = None,
 ) -> Alert | None:
-    """Raise `rollback_failed` when a tenant could not be rolled back or read back wrong."""
-    alert = rollback_failure_alert(failed, broken)
+    """Raise `rollback_failure` when a tenant could not be rolled back or read back wrong, or
+    the rollback took longer than the policy's `rollback.deadline`."""
+    deadline = (plan.policy.rollback if plan else RollbackSpec()).deadline
+    duration = None if duration_ms is None else timedelta(milliseconds=duration_ms)
+    alert = rollback_failure_alert(failed, broken, duration=duration, deadline=deadline)
     if alert is not None:
         raise_alert(
             services.recorder,
@@ -89,20 +119,25 @@ def time_it(services: Services, ctx: RunContext, duration_ms: int) -> None:
 
 
 def start_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> list[dict[str, Any]]:
-    """The run's rollback scope (the last rollback decision's batch and breaching tenants), in
-    the run record (`rolling_back`), cut into shards."""
+    """The run's rollback targets (the last rollback decision's batch and breaching tenants)
+    under the scope an operator asked for, else the policy's, in the run record
+    (`rolling_back`), cut into shards."""
     ledger = services.ledger
     chosen = [d for d in ledger.decisions(ctx.run_id) if d.decision == "rollback"]
     last = chosen[-1] if chosen else None
     failing = last.batch_index if last else None
     breaching = list((last.detail or {}).get("breaching", [])) if last else []
-    targets = finalize.rollback_plan(services.platform, ledger, plan, ctx, failing, breaching)
+    scope, source = applied_scope(requested_scope(ledger, ctx.run_id), plan.policy.rollback)
+    targets = finalize.rollback_candidates(
+        services.platform, ledger, ctx, scope, failing, breaching
+    )
     run = ledger.get_run(ctx.run_id)
     detail = dict(run.detail or {}) if run else {}
     detail.update(
         {
             "rollback_started_at": (last.decided_at if last else datetime.now(UTC)).isoformat(),
-            "rollback_scope": plan.policy.rollback.scope,
+            "rollback_scope": scope,
+            "rollback_scope_source": source,
             "rollback_targets": targets,
         }
     )
@@ -137,7 +172,7 @@ def verify_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> di
     detail["rollback_verification"] = verification
     ledger.update_run(ctx.run_id, detail=detail)
     failed = [a.tenant_id for a in ledger.actions(ctx.run_id, kind="rollback", state="failed")]
-    alert_failures(services, plan, ctx, failed, verification["broken"])
+    alert_failures(services, plan, ctx, failed, verification["broken"], verification["duration_ms"])
     time_it(services, ctx, verification["duration_ms"])
     return {
         "verified": len(verification["verified"]),
@@ -287,8 +322,8 @@ def record_late(
         for a in ledger.actions(ctx.run_id, kind="rollback", state="failed")
         if f"@{ctx.by_run}:" in a.idempotency_key
     ]
-    alert = alert_failures(services, plan, ctx, failed, verification.get("broken", []))
     duration = verification.get("duration_ms")
+    alert = alert_failures(services, plan, ctx, failed, verification.get("broken", []), duration)
     if duration is not None and chosen["targets"]:
         time_it(services, ctx, duration)
     if should_notify(plan, ROLLBACK):

@@ -9,15 +9,23 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from powerx_upgrade.domain.alerts import success_floor_alert
 from powerx_upgrade.domain.decide import Action, decide
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout import controls, finalize, metrics, operations, preflight
+from powerx_upgrade.rollout.alerts import raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.operations import RetryPolicy
 from powerx_upgrade.rollout.record import Recorder
 from powerx_upgrade.rollout.services import Services
-from powerx_upgrade.rollout.verdicts import BATCH_PROMOTED, RUN_END, RUN_START, should_notify
+from powerx_upgrade.rollout.verdicts import (
+    ALERT,
+    BATCH_PROMOTED,
+    RUN_END,
+    RUN_START,
+    should_notify,
+)
 
 
 def announce_run(
@@ -181,6 +189,7 @@ def end_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
             channels=plan.notify.channels,
             context=detail,
         )
+    floors = None if ctx.dry_run else alert_floors(services, plan, ctx)
     _, pending = recorder.flush()
     rate, exposed = _end_metrics(services, ctx, outcome)
     return {
@@ -189,7 +198,23 @@ def end_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
         "audit_pending": pending,
         "upgrade_success_rate": rate,
         "exposure": exposed,
+        "success_floor_missed": floors is not None,
     }
+
+
+def alert_floors(services: Services, plan: Plan, ctx: RunContext) -> Any:
+    """Raise `success_floor` when the run missed the policy's success floors; the alert."""
+    alert = success_floor_alert(finalize.success_rates(services.ledger, plan, ctx.run_id))
+    if alert is not None:
+        raise_alert(
+            services.recorder,
+            ctx,
+            alert,
+            channels=plan.notify.channels,
+            count=services.metrics.count,
+            notify=should_notify(plan, ALERT),
+        )
+    return alert
 
 
 def _end_metrics(

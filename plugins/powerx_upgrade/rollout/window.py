@@ -62,7 +62,23 @@ def check_window(
         stop_for_freeze(services, ctx, state.frozen_by)
     if state.next_open is None:
         raise NeverOpens(f"the window does not open again: {state.reason}")
+    if not resumed:
+        note_wait(services, ctx, batch, state.next_open, state.reason)
     return WindowCheck(state.as_dict(), opens_at=state.next_open, reason=state.reason)
+
+
+def note_wait(
+    services: Services, ctx: RunContext, batch: int | None, opens_at: datetime, reason: str
+) -> None:
+    """Audit that the run waits for its window (`run.window_wait`, once per batch and opening):
+    the trail shows when a batch was held back and until when."""
+    services.recorder.audit(
+        ctx,
+        "run.window_wait",
+        audit_id=f"{ctx.run_id}:window:{batch}:{opens_at.isoformat()}",
+        details={"batch": batch, "opens_at": opens_at.isoformat(), "reason": reason},
+    )
+    services.recorder.flush()
 
 
 def stop_for_freeze(services: Services, ctx: RunContext, frozen_by: str) -> None:

@@ -19,7 +19,7 @@ from powerx_upgrade.api.deps import ApprovalHeader, CallerDep, SettingsDep
 from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.api.plans import check_plan_id
 from powerx_upgrade.api.settings import ApiSettings
-from powerx_upgrade.api.steps import approve, request_control, run_or_404
+from powerx_upgrade.api.steps import approve, plan_of, request_control, run_or_404
 from powerx_upgrade.ledger import Ledger, RunRecord
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _post_rollback(
     needs_dag = not run.active or any(hitl.is_waiting(w, ".approve") for w in waiting or [])
     paused = rest.dag_paused(ROLLBACK_DAG_ID) if needs_dag else False
     claims = approve(settings, caller, token, operation="rollback", run=run)
-    scope = body.scope or "all_upgraded"
+    scope, scope_source = _scope(settings, run, body.scope)
     control = request_control(
         ledger,
         run.run_id,
@@ -70,6 +70,7 @@ def _post_rollback(
         "control_id": control.id,
         "approval_jti": claims.jti,
         "scope": scope,
+        "scope_source": scope_source,
     }
     if run.active:
         answer.update(
@@ -82,6 +83,19 @@ def _post_rollback(
         answer.update(_trigger_rollback(rest, run, scope, body.reason, control.id, paused))
     accepted(settings, request, caller, "rollback", run_id=run.run_id, detail=answer)
     return JSONResponse(answer, status_code=202)
+
+
+def _scope(settings: ApiSettings, run: RunRecord, asked: str | None) -> tuple[str, str]:
+    """The scope the rollback will apply (`rollout.rollback.applied_scope`): the one asked
+    for, else the policy's of the run's plan, else all_upgraded (the plan left the config)."""
+    from powerx_upgrade.rollout.rollback import applied_scope
+
+    try:
+        policy = None if asked else plan_of(settings, run).policy.rollback
+    except Refused as exc:
+        log.warning("rollback of %s: no policy scope (%s): all_upgraded", run.run_id, exc.message)
+        policy = None
+    return applied_scope(asked, policy)
 
 
 def _check_rollback(run: RunRecord) -> None:
@@ -175,7 +189,8 @@ def _roll_back_active(
         return {"mode": "active_run", "answered": answered}
     if approval is not None:
         answered = hitl.answer(settings, ledger, rest, run, caller, claims, approval, "reject")
-        started = _trigger_rollback(rest, run, body.scope, body.reason, control.id, paused)
+        scope = str(control.payload.get("scope") or "all_upgraded")
+        started = _trigger_rollback(rest, run, scope, body.reason, control.id, paused)
         return {"mode": "rollback_dag", "answered": answered, **started}
     return {"mode": "active_run"}
 

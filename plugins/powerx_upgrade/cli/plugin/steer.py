@@ -31,6 +31,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         )
     else:
         detail = f"{ROLLBACK_DAG_ID} run {answer.get('dag_run_id')} rolls it back"
+    if answer.get("scope"):
+        detail += f"; scope {answer['scope']} ({answer.get('scope_source', 'requested')})"
     console.print(f"rollback of run [bold]{escape(str(what))}[/] accepted: {escape(detail)}")
     return EXIT_OK
 

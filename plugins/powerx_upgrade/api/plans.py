@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -29,6 +30,7 @@ from powerx_upgrade.orchestration.description import dag_id_for
 PLAN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 """Plan ids the API accepts: they become a file name and a DAG id, so no dots, no slashes."""
 _LOCK_NAME = ".api-plans.lock"
+log = logging.getLogger(__name__)
 
 
 def check_plan_id(plan_id: object, field_path: str = "plan_id") -> str:
@@ -74,6 +76,26 @@ def plan_text(plan_id: str, plan: dict[str, Any]) -> str:
         default_flow_style=False,
     )
     return header + body
+
+
+def storable_text(plan_id: str, plan: dict[str, Any]) -> str:
+    """`plan_text`, refused (422 `unstorable_plan`) unless the YAML reads back as the very plan
+    sent: nothing is written that GET /plans/{plan_id} or the DAG loader could not read."""
+    problem = None
+    try:
+        text = plan_text(plan_id, plan)
+        if yaml.safe_load(text) != {"version": 1, "plans": {plan_id: plan}}:
+            problem = "its YAML does not read back as the plan sent"
+    except (yaml.YAMLError, RecursionError, UnicodeError, ValueError) as exc:
+        problem = f"it cannot be written as YAML ({type(exc).__name__})"
+    if problem is not None:
+        raise Refused(
+            422,
+            "unstorable_plan",
+            f"plan {plan_id!r}: {problem}; nothing was written",
+            problems=[{"path": "plan", "message": problem}],
+        )
+    return text
 
 
 @dataclass
@@ -139,7 +161,18 @@ class PlanStore:
             texts.append((self._display(file), file.read_text(encoding="utf-8")))
         name = self._display(target)
         texts.append((name, text))
-        result = parse_config(texts, deployment_provider(self.config_dir))
+        provider = deployment_provider(self.config_dir)
+        try:
+            result = parse_config(texts, provider)
+        except Exception as exc:  # the policy engine failed on this text: refused, logged
+            log.exception("the policy engine could not check plan %r", plan_id)
+            what = f"{type(exc).__name__}: {str(exc)[:200]}"
+            raise Refused(
+                422,
+                "invalid_plan",
+                f"plan {plan_id!r} could not be checked ({what}); nothing was written",
+                problems=[{"path": "plan", "message": f"the plan could not be checked ({what})"}],
+            ) from None
         mine = [p for p in result.problems if p.file == name or p.plan_id == plan_id]
         return Validation(
             plan=result.plans.get(plan_id),
@@ -152,7 +185,7 @@ class PlanStore:
         (`If-Match` equal to the current ETag). Raises `Refused` (422, 409, 412, 428) and
         leaves the file untouched on any refusal."""
         self._require_directory()
-        text = plan_text(plan_id, plan)
+        text = storable_text(plan_id, plan)
         validation = self.validate(plan_id, text)
         if validation.errors:
             raise Refused(

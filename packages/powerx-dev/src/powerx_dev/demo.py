@@ -87,6 +87,8 @@ class DemoSettings:
     """Where the gate reads its metrics: `powerx` (the sandbox's monitoring query) or
     `prometheus` (a Prometheus server scraping the sandbox's /metrics, queried with PromQL)."""
     plan_id: str = PLAN_ID
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    """The admin password of this start's Airflow (printed with the UI's address)."""
 
     @property
     def dag_id(self) -> str:
@@ -191,6 +193,16 @@ class RunView:
     alerts: list[str] = field(default_factory=list)
 
 
+def wanted_ports(settings: DemoSettings) -> list[Any]:
+    """The ports the demo will listen on that the user chose (None/0: any free one)."""
+    from powerx_dev.ports import WantedPort
+
+    return [
+        WantedPort("the Airflow UI/API", settings.api_port or 0, "--api-port"),
+        WantedPort("the sandbox platform", settings.sandbox_port or 0, "--sandbox-port"),
+    ]
+
+
 def scenario_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
@@ -203,8 +215,10 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
     """Sandbox (+ Prometheus scraping it with `metrics="prometheus"`) + Airflow, healthy;
     yields (stack, sandbox URL) and stops them all at the end."""
     from powerx_dev.devstack import running_airflow
+    from powerx_dev.ports import check_ports
     from powerx_dev.sandbox.testing import running_sandbox
 
+    check_ports(wanted_ports(settings))  # before anything starts: a busy port is named
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.reports.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -242,6 +256,9 @@ def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator
                 env=env,
                 api_port=settings.api_port,
                 dag_ids=[settings.dag_id],
+                # a password of this start only: a server the demo did not start (another
+                # Airflow on the port) cannot answer the demo's login
+                password=settings.password,
             )
         )
         yield airflow, sandbox

@@ -144,3 +144,43 @@ def test_a_fault_inside_a_route_answers_the_documented_500_and_is_audited(api: A
     detail = assert_documented(answer, 500, "internal_error")
     assert "RuntimeError" in detail["message"] and "error id" in detail["message"]
     assert api.refusals()[-1]["reason"] == "internal_error"
+
+
+LOOSE_OVERRIDES = {"overrides": {"deploy": {"concurrency": 500}}}
+
+
+def test_a_plan_that_loosens_its_policy_needs_an_approval_token(api: Api):
+    plan = {**NEW_PLAN, **LOOSE_OVERRIDES}
+    body = {"plan_id": "loose", "plan": plan}
+    refused = api.client.post("/plan", json=body, headers=ADMIN)
+    detail = assert_documented(refused, 401, "missing")
+    assert "deploy.concurrency: 10 -> 500" in detail["message"]
+    assert not (api.config / "plans" / "loose.yaml").exists()
+
+    token = api.token("adjust", plan="loose")
+    done = api.client.post("/plan", json=body, headers={**ADMIN, "X-Approval-Token": token})
+    assert done.status_code == 201, done.text
+    assert done.json()["loosened"] == ["deploy.concurrency"]
+    (used,) = api.ledger.approvals()
+    assert used.action == "adjust" and used.plan_id == "loose"
+    assert api.accepted()[-1]["approval_jti"] == used.jti
+
+
+def test_tightening_an_existing_plan_needs_no_token_but_undoing_it_does(api: Api):
+    plan = {**NEW_PLAN, "overrides": {"deploy": {"concurrency": 2}}}
+    created = api.client.post("/plan", json={"plan_id": "tight", "plan": plan}, headers=ADMIN)
+    assert created.status_code == 201, created.text  # tighter than the named policy
+    etag = created.json()["etag"]
+    back = api.client.post(
+        "/plan", json={"plan_id": "tight", "plan": NEW_PLAN}, headers={**ADMIN, "If-Match": etag}
+    )
+    detail = assert_documented(back, 401, "missing")
+    assert "deploy.concurrency: 2 -> 10" in detail["message"]
+    wrong = api.token("rollback", plan="tight")
+    forged = api.client.post(
+        "/plan",
+        json={"plan_id": "tight", "plan": NEW_PLAN},
+        headers={**ADMIN, "If-Match": etag, "X-Approval-Token": wrong},
+    )
+    assert_documented(forged, 403, "wrong_action")
+    assert [r["reason"] for r in api.refusals()] == ["missing", "wrong_action"]

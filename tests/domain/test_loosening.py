@@ -41,7 +41,11 @@ BASE: dict[str, Any] = {
     "rollback": {"mode": "auto", "scope": "all_upgraded"},
     "pause": {"default": "rollback"},
     "alerts": {"error_rate": 0.05},
-    "control": {"require_mfa_for": ["rollback", "approve"], "token_max_lifetime": "1h"},
+    "control": {
+        "require_mfa_for": ["rollback", "approve"],
+        "token_max_lifetime": "1h",
+        "approvers": ["alice", "bob"],
+    },
 }
 
 
@@ -90,6 +94,8 @@ LOOSER = [
     ("alerts.error_rate", 0.2, "alerts.error_rate"),
     ("control.require_mfa_for", ["rollback"], "control.require_mfa_for"),
     ("control.token_max_lifetime", "8h", "control.token_max_lifetime"),
+    ("control.approvers", ["alice", "mallory"], "control.approvers"),
+    ("control.approvers", [], "control.approvers"),
 ]
 TIGHTER_OR_NEUTRAL = [
     ("batches.0.count", 2),
@@ -109,6 +115,7 @@ TIGHTER_OR_NEUTRAL = [
     ("alerts.error_rate", 0.01),
     ("control.require_mfa_for", ["rollback", "approve", "adjust"]),
     ("control.token_max_lifetime", "10m"),
+    ("control.approvers", ["alice"]),
     ("description", "only words"),
 ]
 

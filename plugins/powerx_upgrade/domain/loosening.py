@@ -17,7 +17,8 @@ field (docs/control-plane.md lists them too):
   `min_coverage` down, `missing_data.after` longer.
 - `rollback`: `mode` auto -> manual; `scope` narrower than `all_upgraded`.
 - `pause.default` rollback -> stop; `alerts.error_rate` up.
-- `control`: an action dropped from `require_mfa_for`; `token_max_lifetime` longer.
+- `control`: an action dropped from `require_mfa_for`; `token_max_lifetime` longer;
+  `approvers` widened (someone added, or the list emptied: anyone may answer).
 """
 
 from __future__ import annotations
@@ -172,6 +173,15 @@ def _rest(before: Policy, after: Policy, found: list[Loosening]) -> None:
     dropped = sorted(set(before.control.require_mfa_for) - set(after.control.require_mfa_for))
     if dropped:
         _add(found, "control.require_mfa_for", ",".join(dropped), "dropped", "MFA no longer needed")
+    named, now = set(before.control.approvers), set(after.control.approvers)
+    if named and (not now or now - named):
+        _add(
+            found,
+            "control.approvers",
+            ",".join(sorted(named)),
+            ",".join(sorted(now)) or "anyone",
+            "more people may answer",
+        )
     _up(
         found,
         "control.token_max_lifetime",

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from powerx_upgrade.api.settings import ApiSettings
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.security.approval import ApprovalSettings
 from tests.api.conftest import ADMIN, NOW, PLAN, SECRET, TokenAuth
+from tests.asgi_driver import Driver
 
 pytestmark = pytest.mark.unit
 
@@ -121,7 +121,7 @@ segments = (
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Ledger]]:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Driver, Ledger]]:
     tmp = tmp_path_factory.mktemp("fuzz")
     config = tmp / "config"
     config.mkdir()
@@ -144,8 +144,9 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
         reports_base=str(tmp / "reports"),
         hitl_settle=0,
     )
-    with TestClient(create_app(api_settings), raise_server_exceptions=False) as client:
-        yield client, book
+    driver = Driver(create_app(api_settings))
+    yield driver, book
+    driver.close()
     book.close()
 
 
@@ -170,7 +171,7 @@ def check(answer: Any) -> None:
             assert set(detail) == {"code", "message"}, detail
 
 
-def send(client: TestClient, method: str, path: str, body: bytes) -> None:
+def send(client: Driver, method: str, path: str, body: bytes) -> None:
     headers = {**ADMIN, "content-type": "application/json"}
     check(client.request(method, path, content=body, headers=headers))
 
@@ -202,19 +203,19 @@ def test_post_decision(fuzzed, body):
 @HOSTILE
 @given(plan_id=segments, if_match=st.text(max_size=10))
 def test_get_plan(fuzzed, plan_id, if_match):
-    check(fuzzed[0].get(f"/plans/{plan_id}", headers=ADMIN))
+    check(fuzzed[0].request("GET", f"/plans/{plan_id}", headers=ADMIN))
 
 
 @HOSTILE
 @given(run_id=segments)
 def test_get_run(fuzzed, run_id):
-    check(fuzzed[0].get(f"/runs/{run_id}", headers=ADMIN))
+    check(fuzzed[0].request("GET", f"/runs/{run_id}", headers=ADMIN))
 
 
 @HOSTILE
 @given(run_id=segments, fmt=st.text(max_size=8) | st.sampled_from(["html", "md", "json"]))
 def test_get_report(fuzzed, run_id, fmt):
-    check(fuzzed[0].get(f"/runs/{run_id}/report", params={"format": fmt}, headers=ADMIN))
+    check(fuzzed[0].request("GET", f"/runs/{run_id}/report", params={"format": fmt}, headers=ADMIN))
 
 
 def test_every_refusal_above_was_audited(fuzzed):

@@ -6,20 +6,19 @@ when CI is set."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from powerx_dev.sandbox.app import create_app
 from powerx_dev.sandbox.scenario import parse_scenario
+from tests.asgi_driver import Driver
 from tests.sandbox.conftest import FLEET_YAML
 from tests.sandbox.sandbox_http import SHA, tenant_path, upgrade_body
 
@@ -100,26 +99,6 @@ def mutated(path: str) -> st.SearchStrategy[bytes]:
         lambda v: json.dumps(v, allow_nan=True).encode("utf-8", "surrogatepass")
     )
     return as_json | raw.map(str.encode) | st.binary(max_size=64)
-
-
-class Driver:
-    """The app called in process over ASGI on one event loop (about half the cost per request
-    of `TestClient`, which hops to a thread for every call)."""
-
-    def __init__(self, app: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        self.client = httpx.AsyncClient(transport=transport, base_url="http://sandbox")
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.loop.run_until_complete(self.client.request(method, path, **kwargs))
-
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", path, **kwargs)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,13 @@ def params() -> dict[str, Param]:
             title="Reason",
             description="Why the run is rolled back (audit log and report).",
         ),
+        **_authority_params(),
+    }
+
+
+def _authority_params() -> dict[str, Param]:
+    """Who asks: the control plane's request, or a token given with a direct trigger."""
+    return {
         "request_id": Param(
             None,
             type=["null", "integer"],

@@ -31,7 +31,14 @@ def test_the_rollback_dag_reads_resolve_wait_scope_execute_verify_record_report(
 
 def test_the_materialised_dag_has_the_one_click_form_and_waits_without_a_worker_slot():
     dag = build_rollback_dag({})
-    assert set(dag.params.keys()) == {"run_id", "plan_id", "scope", "reason", "request_id"}
+    assert set(dag.params.keys()) == {
+        "run_id",
+        "plan_id",
+        "scope",
+        "reason",
+        "request_id",
+        "approval_token",
+    }
     assert dag.params.get_param("scope").schema["enum"] == [
         "all_upgraded",
         "batch",

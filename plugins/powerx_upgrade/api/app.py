@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from powerx_upgrade.airflow_client import CONTROL_PLANE_PREFIX
-from powerx_upgrade.api.audit import refused_handler, validation_handler
+from powerx_upgrade.api.audit import http_handler, refused_handler, validation_handler
 from powerx_upgrade.api.body_limit import BodyLimit
 from powerx_upgrade.api.errors import Refused
+from powerx_upgrade.api.last_resort import LastResort
 from powerx_upgrade.api.ledger_errors import ledger_unavailable_handler
 from powerx_upgrade.api.routers import decisions, plans, rollback, runs
 from powerx_upgrade.api.settings import ApiSettings
@@ -35,11 +37,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="1",
     )
     app.state.powerx_settings = settings
+    app.add_middleware(LastResort)
     app.add_middleware(BodyLimit)
     app.add_exception_handler(Refused, refused_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_handler)  # type: ignore[arg-type]
     for unusable in (LedgerNotMigrated, LedgerConnectionError):
         app.add_exception_handler(unusable, ledger_unavailable_handler)
+    app.add_exception_handler(HTTPException, http_handler)  # type: ignore[arg-type]
     for concept in (plans, rollback, runs, decisions):
         app.include_router(concept.router)
     return app

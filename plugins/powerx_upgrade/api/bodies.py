@@ -5,13 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from powerx_upgrade.api.sane import problems_in
 
 RollbackScope = Literal["all_upgraded", "batch", "failed_tenants"]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        """Depth, Unicode and finite numbers first (`api.sane`): nothing unstorable gets in."""
+        problems = problems_in(data)
+        if problems:
+            raise ValueError("; ".join(f"{p['path']}: {p['message']}" for p in problems))
+        return data
 
 
 class PlanBody(_Body):

@@ -8,12 +8,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
-from powerx_upgrade.api.audit import audit_refusal
-from powerx_upgrade.api.auth import presented_token
+from powerx_upgrade.api.audit import audit_refusal, user_for_audit
 from powerx_upgrade.api.deps import settings_or_none
-from powerx_upgrade.api.errors import Refused
+from powerx_upgrade.api.errors import Refused, SafeJSONResponse
 from powerx_upgrade.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -81,19 +79,8 @@ class BodyLimit:
             f"the request body is over {limit} bytes ({size}{'+' if size > limit else ''} "
             f"read or declared); nothing was read further or changed",
         )
-        user = await _user_for_audit(request, settings)
+        user = await user_for_audit(request, settings)
         await run_in_threadpool(audit_refusal, settings, request, refused, user)
-        response = JSONResponse(refused.body(), status_code=413, headers={"Connection": "close"})
+        headers = {"Connection": "close"}
+        response = SafeJSONResponse(refused.body(), status_code=413, headers=headers)
         await response(scope, receive, send)
-
-
-async def _user_for_audit(request: Request, settings: ApiSettings | None) -> str | None:
-    """Who sent a request refused before authentication, when their token says (best effort)."""
-    token, _ = presented_token(request)
-    if settings is None or token is None:
-        return None
-    try:
-        return (await settings.auth.authenticate(request)).name
-    except Exception as exc:  # the refusal is audited all the same, without a user
-        log.warning("a refused request's user could not be read from its token: %s", exc)
-        return None

@@ -3,7 +3,10 @@ names what was wrong and where; the app turns it into a JSON answer and an audit
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from fastapi.responses import JSONResponse
 
 
 class Refused(Exception):
@@ -41,3 +44,12 @@ class Refused(Exception):
         if self.problems is not None:
             return {"detail": self.problems}
         return {"detail": {"code": self.code, "message": self.message}}
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an answer that quotes what a client sent
+    (an unknown key, a path) can always be encoded, whatever that was."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text.encode("ascii")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.config import PLANS_DIR, config_files, deployment_provider, read_config_file
 from powerx_upgrade.domain.config import parse_config
 from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.domain.policy import Policy
 from powerx_upgrade.domain.problems import Problem
 from powerx_upgrade.orchestration.description import dag_id_for
 
 PLAN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 """Plan ids the API accepts: they become a file name and a DAG id, so no dots, no slashes."""
 _LOCK_NAME = ".api-plans.lock"
+log = logging.getLogger(__name__)
 
 
 def check_plan_id(plan_id: object, field_path: str = "plan_id") -> str:
@@ -76,6 +79,26 @@ def plan_text(plan_id: str, plan: dict[str, Any]) -> str:
     return header + body
 
 
+def storable_text(plan_id: str, plan: dict[str, Any]) -> str:
+    """`plan_text`, refused (422 `unstorable_plan`) unless the YAML reads back as the very plan
+    sent: nothing is written that GET /plans/{plan_id} or the DAG loader could not read."""
+    problem = None
+    try:
+        text = plan_text(plan_id, plan)
+        if yaml.safe_load(text) != {"version": 1, "plans": {plan_id: plan}}:
+            problem = "its YAML does not read back as the plan sent"
+    except (yaml.YAMLError, RecursionError, UnicodeError, ValueError) as exc:
+        problem = f"it cannot be written as YAML ({type(exc).__name__})"
+    if problem is not None:
+        raise Refused(
+            422,
+            "unstorable_plan",
+            f"plan {plan_id!r}: {problem}; nothing was written",
+            problems=[{"path": "plan", "message": problem}],
+        )
+    return text
+
+
 @dataclass
 class Validation:
     """The plan as the policy engine resolved it, and the problems found in it."""
@@ -83,6 +106,8 @@ class Validation:
     plan: Plan | None
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    baseline: Policy | None = None
+    """The policy a loosening is judged against (see `_baseline`)."""
 
 
 @dataclass(frozen=True)
@@ -139,20 +164,59 @@ class PlanStore:
             texts.append((self._display(file), read_config_file(file)))  # never raises
         name = self._display(target)
         texts.append((name, text))
-        result = parse_config(texts, deployment_provider(self.config_dir))
+        provider = deployment_provider(self.config_dir)
+        try:
+            result = parse_config(texts, provider)
+        except Exception as exc:  # the policy engine failed on this text: refused, logged
+            log.exception("the policy engine could not check plan %r", plan_id)
+            what = f"{type(exc).__name__}: {str(exc)[:200]}"
+            raise Refused(
+                422,
+                "invalid_plan",
+                f"plan {plan_id!r} could not be checked ({what}); nothing was written",
+                problems=[{"path": "plan", "message": f"the plan could not be checked ({what})"}],
+            ) from None
         mine = [p for p in result.problems if p.file == name or p.plan_id == plan_id]
+        plan = result.plans.get(plan_id)
         return Validation(
-            plan=result.plans.get(plan_id),
+            plan=plan,
             errors=[p for p in mine if p.severity == "error"],
             warnings=[p for p in mine if p.severity == "warning"],
+            baseline=self._baseline(plan_id, texts[:-1], result, provider),
         )
 
-    def write(self, plan_id: str, plan: dict[str, Any], if_match: str | None) -> Written:
+    def _baseline(
+        self, plan_id: str, others: list[tuple[str, str]], new: Any, provider: str | None
+    ) -> Policy | None:
+        """What a loosening is judged against: the plan's current policy (an update of a valid
+        plan), else the named policy itself (so `overrides` cannot loosen it unnoticed)."""
+        current = self.read(plan_id)
+        if current is not None:
+            try:
+                name = self._display(self.path_of(plan_id))
+                now = parse_config([*others, (name, current[0].decode("utf-8"))], provider)
+            except Exception:  # an unreadable current file: judged against the named policy
+                log.warning("the current plans/%s.yaml could not be read back", plan_id)
+            else:
+                if plan_id in now.plans:
+                    return now.plans[plan_id].policy
+        plan = new.plans.get(plan_id)
+        return new.policies.get(plan.policy_id) if plan is not None else None
+
+    def write(
+        self,
+        plan_id: str,
+        plan: dict[str, Any],
+        if_match: str | None,
+        check: Callable[[Validation], None] | None = None,
+    ) -> Written:
         """Validate and store a plan: create it (no `If-Match`, no file yet) or replace it
         (`If-Match` equal to the current ETag). Raises `Refused` (422, 409, 412, 428) and
-        leaves the file untouched on any refusal."""
+        leaves the file untouched on any refusal. `check` runs on a valid plan whose
+        precondition holds, just before the write (the approval of a loosening: it may
+        refuse, and is not reached by a request refused for other reasons)."""
         self._require_directory()
-        text = plan_text(plan_id, plan)
+        text = storable_text(plan_id, plan)
         validation = self.validate(plan_id, text)
         if validation.errors:
             raise Refused(
@@ -163,6 +227,9 @@ class PlanStore:
                 problems=[problem_json(p, plan_id) for p in validation.errors],
             )
         path = self.path_of(plan_id)
+        if check is not None:
+            self._check_precondition(plan_id, self.read(plan_id), if_match)
+            check(validation)
         self.plans_dir.mkdir(parents=True, exist_ok=True)
         data = text.encode("utf-8")
         with self._locked():

@@ -267,6 +267,12 @@ class ControlSpec(Strict):
         description="actions whose approval token must show multi-factor authentication "
         "(claim amr contains 'mfa', or mfa: true); default all five",
     )
+    approvers: list[Annotated[str, Field(min_length=1, max_length=250)]] = Field(
+        default_factory=list,
+        description="Airflow user ids who may answer this policy's approvals and pauses "
+        "(HITL assigned_users: Airflow refuses anyone else, in the UI, its REST API and "
+        "through the control plane); empty: anyone with edit access to the DAG's runs",
+    )
     token_max_lifetime: Duration = Field(
         default=timedelta(hours=1),
         description="the longest an approval token may live (exp - iat, and exp - now); "

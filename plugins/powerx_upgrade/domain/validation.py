@@ -77,11 +77,13 @@ def _join(messages: Sequence[str]) -> str:
 def _message(model: type[BaseModel], error: Any, path: Path) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(model, path[:-1])
+        # the field's own name: a key that looks like a union tag ("none") is not in `path`
+        name = str(error["loc"][-1]) if error.get("loc") else "?"
+        allowed = _allowed_fields(model, path[:-1] if path and path[-1] == name else path)
         listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        hint = _close_match(str(path[-1]), tuple(allowed)) if allowed else []
+        hint = _close_match(name, tuple(allowed)) if allowed else []
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-        return f"unknown field '{path[-1]}'{listing}{suggestion}"
+        return f"unknown field '{name}'{listing}{suggestion}"
     if kind == "missing":
         return "required field is missing"
     message = str(error["msg"])

@@ -40,13 +40,26 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only (0600), with its directory; an existing
+    file is left as it is. SQLite fills an empty file in, and creates its `-wal`/`-shm` files
+    with the database file's mode: the ledger (audit records, approvals) is never readable by
+    other users of the machine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def create_ledger_engine(url: str) -> Engine:
     """An engine tuned for the ledger's dialect; SQLite file directories are created."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(database).expanduser())
         engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
         _tune_sqlite(engine)
     else:

@@ -141,11 +141,25 @@ def params() -> dict[str, Param]:
             title="Reason",
             description="Why the run is rolled back (audit log and report).",
         ),
+        **_authority_params(),
+    }
+
+
+def _authority_params() -> dict[str, Param]:
+    """Who asks: the control plane's request, or a token given with a direct trigger."""
+    return {
         "request_id": Param(
             None,
             type=["null", "integer"],
             title="Request id",
             description="Set by the control-plane API: the rollback request it recorded.",
+        ),
+        "approval_token": Param(
+            "",
+            type="string",
+            title="Approval token",
+            description="Needed when triggered here (not through the control plane) and the "
+            "plan's policy wants MFA for rollback: a single-use token for action rollback.",
         ),
     }
 
@@ -171,16 +185,43 @@ def _refused(exc: RollbackRefused) -> AirflowFailException:
     return AirflowFailException(f"rollback refused: {exc}")
 
 
-def resolve() -> dict[str, Any]:
+def resolve(plans: dict[str, Plan]) -> dict[str, Any]:
     context = get_current_context()
     dag_run = context["dag_run"]
     form = dict(context["params"] or {})
+    user = dag_run.triggering_user_name
+    services = runtime.services()
     try:
-        return rollback.resolve_late(
-            runtime.services(), form, dag_run_id=dag_run.run_id, user=dag_run.triggering_user_name
-        )
+        data = rollback.resolve_late(services, form, dag_run_id=dag_run.run_id, user=user)
     except RollbackRefused as exc:
         raise _refused(exc) from None
+    return {**data, "authorised": _authorised(services, plans, data, form, user)}
+
+
+def _authorised(
+    services: Any, plans: dict[str, Plan], data: dict[str, Any], form: dict[str, Any], user: Any
+) -> Any:
+    """The same token rules as the control plane (`rollout.authority`); refused: fails."""
+    from powerx_upgrade.orchestration.approvals import approval_settings
+    from powerx_upgrade.rollout.authority import rollback_authorised
+    from powerx_upgrade.rollout.late_rollback import request_of
+    from powerx_upgrade.security.approval import ApprovalRefused
+
+    ledger = services.ledger
+    run = ledger.get_run(data["run_id"])
+    try:
+        return rollback_authorised(
+            ledger,
+            plan=plans.get(data["plan_id"]),
+            plan_id=data["plan_id"],
+            run_id=data["run_id"],
+            request=request_of(ledger, run, data["request_id"]),
+            token=str(form.get("approval_token") or "") or None,
+            settings=approval_settings(),
+            user=user,
+        )
+    except ApprovalRefused as exc:
+        raise AirflowFailException(f"rollback refused: {exc.message}") from None
 
 
 class RunEndedSensor(BaseSensorOperator):
@@ -288,7 +329,7 @@ def _operator(node: TaskNode, plans: dict[str, Plan], ops: dict[str, Any]) -> An
             plan_id="*", python_callable=functools.partial(report, plans), **common
         )
     steps = {
-        "resolve": resolve,
+        "resolve": functools.partial(resolve, plans),
         "scope": functools.partial(scope, plans),
         "verify": verify,
         "record": functools.partial(record, plans),

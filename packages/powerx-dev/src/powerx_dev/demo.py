@@ -93,6 +93,8 @@ class DemoSettings:
     ledger_override: str | None = None
     """The ledger the stack writes to when it is not the home's SQLite file (set by
     `running_demo` for the celery engine)."""
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    """The admin password of this start's Airflow (printed with the UI's address)."""
 
     @property
     def dag_id(self) -> str:
@@ -202,6 +204,16 @@ class RunView:
     alerts: list[str] = field(default_factory=list)
 
 
+def wanted_ports(settings: DemoSettings) -> list[Any]:
+    """The ports the demo will listen on that the user chose (None/0: any free one)."""
+    from powerx_dev.ports import WantedPort
+
+    return [
+        WantedPort("the Airflow UI/API", settings.api_port or 0, "--api-port"),
+        WantedPort("the sandbox platform", settings.sandbox_port or 0, "--sandbox-port"),
+    ]
+
+
 def scenario_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
@@ -213,8 +225,10 @@ def scenario_path(name: str) -> Path:
 def running_demo(settings: DemoSettings, log: Callable[[str], None]) -> Iterator[tuple[Any, str]]:
     """Sandbox (+ Prometheus scraping it with `metrics="prometheus"`) + Airflow, healthy;
     yields (stack, sandbox URL) and stops them all at the end."""
+    from powerx_dev.ports import check_ports
     from powerx_dev.sandbox.testing import running_sandbox
 
+    check_ports(wanted_ports(settings))  # before anything starts: a busy port is named
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.reports.mkdir(parents=True, exist_ok=True)
     # what the compose file's init job does: a ledger kept in --home from an older release is
@@ -273,6 +287,9 @@ def _running_engine(settings: DemoSettings, env: dict[str, str]) -> Any:
             env=env,
             api_port=settings.api_port,
             dag_ids=[settings.dag_id],
+            # a password of this start only: a server the demo did not start (another
+            # Airflow on the port) cannot answer the demo's login
+            password=settings.password,
         )
     from powerx_dev.devstack import running_airflow
 
@@ -282,6 +299,7 @@ def _running_engine(settings: DemoSettings, env: dict[str, str]) -> Any:
         env=env,
         api_port=settings.api_port,
         dag_ids=[settings.dag_id],
+        password=settings.password,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
@@ -13,8 +13,9 @@ from powerx_upgrade.api.airflow_rest import AirflowRest
 from powerx_upgrade.api.audit import accepted
 from powerx_upgrade.api.auth import Caller, require
 from powerx_upgrade.api.bodies import PlanBody, PreviewBody
-from powerx_upgrade.api.deps import CallerDep, SettingsDep
+from powerx_upgrade.api.deps import ApprovalHeader, CallerDep, SettingsDep
 from powerx_upgrade.api.errors import Refused
+from powerx_upgrade.api.loosen import approval_of_loosening
 from powerx_upgrade.api.plans import PlanStore, check_plan_id, preview_document, problem_json
 from powerx_upgrade.api.settings import ApiSettings
 from powerx_upgrade.api.steps import config_dir
@@ -31,8 +32,9 @@ def post_plan(
     settings: SettingsDep,
     request: Request,
     if_match: Annotated[str | None, Header()] = None,
+    approval: ApprovalHeader = None,
 ) -> JSONResponse:
-    return _post_plan(settings, request, caller, body, if_match)
+    return _post_plan(settings, request, caller, body, if_match, approval)
 
 
 @router.post("/plans/{plan_id}/preview")
@@ -51,12 +53,19 @@ def get_plan(plan_id: str, caller: CallerDep, settings: SettingsDep) -> JSONResp
 
 
 def _post_plan(
-    settings: ApiSettings, request: Request, caller: Caller, body: PlanBody, if_match: str | None
+    settings: ApiSettings,
+    request: Request,
+    caller: Caller,
+    body: PlanBody,
+    if_match: str | None,
+    token: str | None = None,
 ) -> JSONResponse:
     plan_id = check_plan_id(body.plan_id)
     store = PlanStore(config_dir(settings))
     require(settings.auth, caller, method="PUT", dag_id=dag_id_for(plan_id), entity=None)
-    written = store.write(plan_id, body.plan, if_match)
+    used: dict[str, Any] = {}
+    check = approval_of_loosening(settings, caller, plan_id, token, used)
+    written = store.write(plan_id, body.plan, if_match, check)
     event = "created" if written.created else "updated"
     reparse = _request_reparse(settings, caller)
     accepted(
@@ -65,7 +74,7 @@ def _post_plan(
         caller,
         f"plan.{event}",
         run_id=None,
-        detail={"plan_id": plan_id, "etag": written.etag, "path": str(written.path)},
+        detail={"plan_id": plan_id, "etag": written.etag, "path": str(written.path), **used},
     )
     answer = {
         "plan_id": plan_id,
@@ -76,6 +85,7 @@ def _post_plan(
         "plan": body.plan,
         "warnings": [problem_json(p, plan_id) for p in written.warnings],
         "reparse_requested": reparse,
+        **used,
     }
     return JSONResponse(
         answer, status_code=201 if written.created else 200, headers={"ETag": written.etag}

@@ -12,7 +12,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import names, runtime
-from powerx_upgrade.rollout import human
+from powerx_upgrade.rollout import authority, human
 
 APPROVE, REJECT = "Approve", "Reject"
 RESUME, ROLL_BACK, STOP = "Resume", "Roll back", "Stop"
@@ -23,6 +23,12 @@ def _who(event: dict[str, Any]) -> str | None:
     if isinstance(user, dict):
         return user.get("name") or user.get("id")
     return str(user) if user else None
+
+
+def assigned(plan: Plan) -> list[dict[str, str]] | None:
+    """The policy's approvers as HITL assigned users (None: anyone who may edit the run)."""
+    users = plan.policy.control.approvers
+    return [{"id": user, "name": user} for user in users] or None
 
 
 def answer_of(task_id: str, event: dict[str, Any]) -> human.Answer:
@@ -49,9 +55,27 @@ class _Recorded(HITLBranchOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = answer_of(self.task_id, event)
         decision = self.decision_names.get(answer.chosen[0] if answer.chosen else "")
+        ctx = runtime.run_context(context["ti"])
+        if authority.answer_refused(
+            runtime.services(),
+            ctx,
+            self.plan,
+            self.batch,
+            task_id=self.task_id,
+            chosen=answer.chosen,
+            user=answer.user,
+            timed_out=answer.timed_out,
+            decision=decision or self.unanswered,
+        ):
+            self.log.warning(
+                "refused %s's answer %s: the policy wants an approval token; asking again",
+                answer.user,
+                answer.chosen,
+            )
+            return self.execute(context)  # re-opens the request (its response is cleared)
         human.record_answer(
             runtime.services(),
-            runtime.run_context(context["ti"]),
+            ctx,
             self.batch,
             answer,
             kind=self.decision_kind,
@@ -81,6 +105,7 @@ class BatchApprovalOperator(_Recorded):
             },
             defaults=[REJECT],
             response_timeout=plan.policy.approval_timeout,
+            assigned_users=assigned(plan),
             **kwargs,
         )
         self.plan = plan
@@ -119,6 +144,7 @@ class BatchPauseOperator(_Recorded):
             },
             defaults=[default],
             response_timeout=plan.policy.pause.timeout,
+            assigned_users=assigned(plan),
             **kwargs,
         )
         self.plan = plan

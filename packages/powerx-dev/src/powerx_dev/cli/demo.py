@@ -128,6 +128,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         plan_id=demo.REPRESENTATIVE_PLAN_ID if args.representative else demo.PLAN_ID,
         engine=args.engine,
     )
+    from powerx_dev.ports import PortBusy, check_ports
+
+    try:
+        check_ports(demo.wanted_ports(settings))
+    except PortBusy as busy:
+        console.print(f"[red]powerx demo:[/] {escape(str(busy))}")
+        return 2
     began = time.time()
     # A terminal closing or `kill` ends the demo like Ctrl-C: every process it started stops.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -122,17 +122,29 @@ def _secret(home: Path, name: str) -> str:
     known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     if name not in known:
         known[name] = secrets.token_urlsafe(32)
-        path.write_text(json.dumps(known))
-        path.chmod(0o600)
+        write_private(path, json.dumps(known))
     return known[name]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that is 0600 from its first byte (never briefly world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def prepare_home(settings: StackSettings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    passwords = _passwords_file(settings.home)
-    passwords.write_text(json.dumps({settings.username: settings.password}) + "\n")
-    passwords.chmod(0o600)
+    write_private(
+        _passwords_file(settings.home), json.dumps({settings.username: settings.password}) + "\n"
+    )
+    # the metadata database holds connections (passwords) and variables: 0600 from the start
+    # (SQLite fills in the empty file and gives its -wal/-journal files the same mode)
+    from powerx_upgrade.ledger.engine import create_private_file
+
+    create_private_file(settings.home / "airflow.db")
 
 
 def migrate(env: Mapping[str, str], log_dir: Path, *, timeout: float = 300) -> float:

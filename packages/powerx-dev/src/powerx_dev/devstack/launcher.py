@@ -65,6 +65,10 @@ def running_airflow(
         password=password,
         stack_id=uuid.uuid4().hex,
     )
+    if api_port:  # a chosen port: refuse before starting anything when it is taken
+        from powerx_dev.ports import WantedPort, check_ports
+
+        check_ports([WantedPort("the Airflow api-server", api_port, "api_port")], host)
     prepare_home(settings)
     full_env = stack_environment(
         settings,
@@ -83,6 +87,9 @@ def running_airflow(
         remaining = max(10.0, startup_timeout - (time.monotonic() - started))
         stack.wait_until_healthy(timeout=remaining)
         stack.timings["start"] = time.monotonic() - started
+        # Whoever answered the health check: the api-server this call started must still run
+        # and accept this start's login, or another server answered on the port.
+        stack.check_alive()
         stack.token()
         remaining = max(10.0, startup_timeout - (time.monotonic() - started))
         stack.wait_for_dags(dag_ids, timeout=remaining)

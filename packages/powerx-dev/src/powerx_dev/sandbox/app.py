@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from powerx_dev.sandbox.encoding import iso
 from powerx_dev.sandbox.errors import SandboxError
 from powerx_dev.sandbox.http import Holder
+from powerx_dev.sandbox.limits import BodyLimit, SafeJSONResponse, bounded_details
 from powerx_dev.sandbox.routes_inspection import router as inspection
 from powerx_dev.sandbox.routes_monitoring import router as monitoring
 from powerx_dev.sandbox.routes_platform import router as platform
@@ -94,6 +95,7 @@ def create_app(
         ),
     )
     app.state.sandbox = holder
+    app.add_middleware(BodyLimit)
     app.add_middleware(_EventRecorder, holder=holder)
     _install_error_handlers(app)
     for router in (platform, monitoring, records, inspection):
@@ -108,26 +110,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         details = getattr(exc, "details", None)
         if details:
             body["details"] = details
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        return SafeJSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {
-                "loc": list(error.get("loc", ())),
-                "msg": str(error.get("msg")),
-                "type": error.get("type"),
-            }
-            for error in exc.errors()
-        ]
+        details, total = bounded_details(list(exc.errors()))
         summary = "; ".join(
             f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5]
         )
-        return JSONResponse(
+        if total > len(details):
+            summary += f" (and {total - len(details)} more; {len(details)} listed)"
+        return SafeJSONResponse(
             {
                 "error": "invalid_request",
                 "message": summary or "invalid request",
                 "details": details,
+                "details_total": total,
             },
             status_code=422,
         )
@@ -135,7 +133,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-        return JSONResponse(
+        return SafeJSONResponse(
             {"error": codes.get(exc.status_code, "http_error"), "message": str(exc.detail)},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
@@ -144,7 +142,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return JSONResponse(
+        return SafeJSONResponse(
             {"error": "internal_error", "message": f"{type(exc).__name__}: {exc}"},
             status_code=500,
         )

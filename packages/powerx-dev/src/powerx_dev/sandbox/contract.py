@@ -42,7 +42,10 @@ class ErrorBody(BaseModel):
     error: str = Field(description="stable machine-readable code", examples=["unknown_tenant"])
     message: str = Field(description="human-readable explanation")
     details: list[dict[str, Any]] | None = Field(
-        default=None, description="validation problems: [{loc, msg, type}]"
+        default=None, description="validation problems: [{loc, msg, type}], the first 20"
+    )
+    details_total: int | None = Field(
+        default=None, description="how many validation problems there were in all"
     )
 
 

@@ -19,6 +19,7 @@ from powerx_upgrade.api.body_limit import BodyLimit
 from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.api.routers import decisions, plans, rollback, runs
 from powerx_upgrade.api.settings import ApiSettings
+from powerx_upgrade.api.ui import pages
 
 URL_PREFIX = CONTROL_PLANE_PREFIX
 
@@ -35,6 +36,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_exception_handler(Refused, refused_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_handler)  # type: ignore[arg-type]
-    for concept in (plans, rollback, runs, decisions):
+    for concept in (plans, rollback, runs, decisions, pages):
         app.include_router(concept.router)
     return app

@@ -24,6 +24,8 @@
       })
       .then(function (body) {
         live.innerHTML = body.html;
+        var stale = document.getElementById("live-error");
+        if (stale) { stale.parentNode.removeChild(stale); }
         if (body.csrf) { csrf = body.csrf; }
         root.dataset.active = body.active ? "true" : "false";
         root.dataset.updated = String(Date.now());
@@ -36,6 +38,7 @@
       })
       .catch(function (err) {
         var warn = document.getElementById("live-error");
+        if (!err) { return; }
         if (!warn) {
           warn = document.createElement("p");
           warn.id = "live-error"; warn.className = "notice fail"; warn.setAttribute("role", "alert");
@@ -45,9 +48,15 @@
       });
   }
 
-  function stop() { if (timer) { clearInterval(timer); timer = null; } }
-
-  if (d.active === "true") { timer = setInterval(refresh, parseInt(d.pollMs, 10) || 2000); }
+  var polling = d.active === "true";
+  function stop() { polling = false; if (timer) { clearTimeout(timer); timer = null; } }
+  // one request at a time: the next poll is planned when the last one has answered
+  function loop() {
+    refresh().then(function () {
+      if (polling) { timer = setTimeout(loop, parseInt(d.pollMs, 10) || 2000); }
+    });
+  }
+  if (polling) { timer = setTimeout(loop, parseInt(d.pollMs, 10) || 2000); }
 
   var PATHS = {
     approve: "decisions", reject: "decisions", pause: "decisions", resume: "decisions",
@@ -56,7 +65,7 @@
 
   function say(text, ok) {
     result.textContent = text;
-    result.className = "result " + (ok ? "ok" : "refused");
+    result.className = "result" + (ok === null ? "" : ok ? " ok" : " refused");
   }
 
   function act(action, button) {
@@ -77,7 +86,7 @@
     var headers = { "Content-Type": "application/json", "X-Approval-Token": token };
     if (csrf) { headers[d.csrfHeader] = csrf; }
     button.disabled = true;
-    say("Sending " + action + "...", true);
+    say("Sending " + action + "...", null);
     fetch(url, { method: "POST", credentials: "same-origin", headers: headers, body: JSON.stringify(body) })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (j) { return { r: r, j: j }; });

@@ -54,12 +54,12 @@ def ui_root() -> str:
 
 
 def tab_path(dag_id: str, run_id: str) -> str:
-    from urllib.parse import quote
+    """The Rollout page of a run, opened inside the same iframe: Airflow's iframe sandbox allows
+    neither popups nor navigating the top window."""
+    from urllib.parse import urlencode
 
-    return (
-        f"{ui_root()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
-        f"/plugin/{evidence.ROLLOUT_ROUTE}"
-    )
+    query = urlencode({"dag_id": dag_id, "run_id": run_id})
+    return f"{ui_root()}{CONTROL_PLANE_PREFIX}/ui/rollout?{query}"
 
 
 # -- the Rollout tab ----------------------------------------------------------------------------

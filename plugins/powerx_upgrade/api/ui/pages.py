@@ -11,6 +11,7 @@ from typing import Annotated
 import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from powerx_upgrade.api.auth import Caller
 from powerx_upgrade.api.deps import current_caller, settings_of
@@ -48,7 +49,7 @@ async def _who(request: Request) -> tuple[ApiSettings, Caller] | HTMLResponse:
     """The settings and the caller, or the page that says why there is none (not logged in,
     refused): a page in an iframe cannot show a JSON error usefully."""
     try:
-        settings = settings_of(request)
+        settings = await run_in_threadpool(settings_of, request)
         return settings, await current_caller(request)
     except Refused as exc:
         return _refusal_page(exc)
@@ -67,7 +68,9 @@ async def fleet_page(request: Request) -> Response:
     if isinstance(who, HTMLResponse):
         return who
     settings, caller = who
-    page = model.fleet_page(settings, caller)
+    # the ledger, the platform and Airflow's REST API (the api-server itself, on loopback) are
+    # blocking calls: never on the event loop, which must stay free to answer them
+    page = await run_in_threadpool(model.fleet_page, settings, caller)
     return HTMLResponse(ENV.get_template("fleet.html").render(page=page, root=model.ui_root()))
 
 
@@ -82,7 +85,7 @@ async def rollout_page(
         return who
     settings, caller = who
     try:
-        page = model.rollout_page(settings, caller, dag_id, run_id)
+        page = await run_in_threadpool(model.rollout_page, settings, caller, dag_id, run_id)
     except Refused as exc:
         return _refusal_page(exc)
     html = ENV.get_template("rollout.html").render(
@@ -103,9 +106,9 @@ async def rollout_live(
 ) -> Response:
     """The live part of the Rollout tab as HTML in JSON, with the CSRF token for the current
     cookie (Airflow may renew the cookie while the page is open)."""
-    settings = settings_of(request)
+    settings = await run_in_threadpool(settings_of, request)
     caller = await current_caller(request)
-    page = model.rollout_page(settings, caller, dag_id, run_id)
+    page = await run_in_threadpool(model.rollout_page, settings, caller, dag_id, run_id)
     html = ENV.get_template("live.html").render(page=page, root=model.ui_root())
     return JSONResponse(
         {

@@ -158,7 +158,7 @@ def test_trigger_watch_live_approve_and_open_the_finished_report(
     page.goto(tab(APPROVAL_DAG, run_id))
     frame = rollout_frame(page)
     assert "from its stored report" in frame.locator("header").first.inner_text()
-    assert frame.locator("[data-testid=run-state]").inner_text() == "succeeded"
+    assert frame.locator("[data-testid=run-state]").inner_text() == "promoted"
     assert frame.locator("[data-action]").count() == 1  # only Roll back is left
     shot(page, "08-finished-run")
     frame.locator("[data-testid=report-link]").click()  # the report opens in the tab's frame

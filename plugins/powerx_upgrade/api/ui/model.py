@@ -43,10 +43,10 @@ def ui_root() -> str:
     """The Airflow UI's path prefix (`[api] base_url`'s path; '' at the root)."""
     from urllib.parse import urlsplit
 
-    try:
-        from airflow.configuration import conf
+    from powerx_upgrade.orchestration.operators.report import api_base_url
 
-        base = conf.get("api", "base_url", fallback="") or ""
+    try:
+        base = api_base_url() or ""
     except Exception:  # no Airflow config here (unit tests): the UI at the root
         log.warning("[api] base_url unreadable: UI links assume Airflow at the root")
         return ""

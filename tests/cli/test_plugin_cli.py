@@ -412,16 +412,26 @@ def test_without_the_control_plane_the_status_comes_from_task_states_and_xcoms()
     assert [(b.index, b.name) for b in ended.batches] == [(1, ""), (2, "")]  # no plan XCom
 
 
-def test_waiting_prompts_name_the_task_subject_and_options():
+def test_waiting_prompts_say_what_the_run_waits_for_since_when_subject_and_options():
     details = [
         {
             "task_instance": {"task_id": "batch_2.pause"},
             "subject": "Batch 2 failed its gate",
             "options": ["Resume", "Roll back", "Stop"],
-        }
+            "created_at": "2026-11-30T17:22:50.123456Z",
+        },
+        {
+            "task_instance": {"task_id": "batch_3.approve"},
+            "subject": "Approve batch 3 of crm-sync-demo?",
+            "options": ["Approve", "Reject"],
+            "created_at": "2026-11-30T17:30:01+00:00",
+        },
     ]
     assert plugin.waiting_prompts(details) == [
-        "batch_2.pause: Batch 2 failed its gate [Resume, Roll back, Stop]"
+        "batch 2 waits for a decision after its pause since 17:22:50: Batch 2 failed its gate "
+        "[Resume, Roll back, Stop]",
+        "batch 3 waits for approval since 17:30:01: Approve batch 3 of crm-sync-demo? "
+        "[Approve, Reject]",
     ]
 
 

@@ -217,6 +217,34 @@ def test_an_approval_asks_with_the_batch_size_and_a_batch_without_approval_goes_
     assert (decision.decision, decision.actor) == ("not_required", "policy")
 
 
+def test_the_approval_and_pause_texts_carry_each_finished_gate_in_words_and_the_tab_link(
+    services, sent
+):
+    measured = {
+        "check": 0,
+        "metric": "error_rate",
+        "op": "<=",
+        "limit": "0.05",
+        "threshold": 0.05,
+        "value": 0.012,
+        "samples": 840,
+        "phase": "pass",
+    }
+    services.ledger.record_gate(
+        CTX.run_id, 1, phase="pass", reason="within limits", measurements=[measured], final=True
+    )
+    url = "http://airflow/dags/d/runs/r/plugin/powerx-rollout"
+    prompt = human.ask_approval(services, PLAN, CTX, 1, url)
+    assert prompt is not None
+    assert (
+        "- Batch 1 (canary, 2 tenants) passed its gate: error_rate 1.20% (limit <= 5.00%, "
+        "840 samples): pass. Verdict: within limits"
+    ) in prompt.body.splitlines()
+    assert f"[Rollout tab]({url})" in prompt.body
+    paused = human.ask_pause(services, PLAN, CTX, 1, {"phase": "pass"}, "Roll back", url)
+    assert "Batch 1 (" in paused.body and "840 samples" in paused.body
+
+
 def test_a_pause_marks_the_run_paused_counts_and_says_why(services, sent):
     verdict = {"phase": "no_data", "reason": "no data for 1m"}
     prompt = human.ask_pause(services, PLAN, CTX, 1, verdict, "Roll back")

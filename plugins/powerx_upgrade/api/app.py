@@ -22,6 +22,7 @@ from powerx_upgrade.api.last_resort import LastResort
 from powerx_upgrade.api.ledger_errors import ledger_unavailable_handler
 from powerx_upgrade.api.routers import decisions, plans, rollback, runs
 from powerx_upgrade.api.settings import ApiSettings
+from powerx_upgrade.api.ui import pages
 from powerx_upgrade.ledger import LedgerNotMigrated
 from powerx_upgrade.orchestration.ledger_connection import LedgerConnectionError
 
@@ -44,6 +45,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for unusable in (LedgerNotMigrated, LedgerConnectionError):
         app.add_exception_handler(unusable, ledger_unavailable_handler)
     app.add_exception_handler(HTTPException, http_handler)  # type: ignore[arg-type]
-    for concept in (plans, rollback, runs, decisions):
+    for concept in (plans, rollback, runs, decisions, pages):
         app.include_router(concept.router)
     return app

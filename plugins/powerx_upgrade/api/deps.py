@@ -12,6 +12,7 @@ from powerx_upgrade.airflow_client import APPROVAL_HEADER, CLIENT_HEADER
 from powerx_upgrade.api.auth import Caller, presented_token
 from powerx_upgrade.api.errors import Refused
 from powerx_upgrade.api.settings import ApiSettings
+from powerx_upgrade.api.ui.csrf import CSRF_HEADER, ui_request_is_genuine
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +27,24 @@ def settings_of(request: Request) -> ApiSettings:
 
 
 async def current_caller(request: Request) -> Caller:
-    _, source = presented_token(request)
-    if source == "cookie" and request.method not in SAFE_METHODS:
-        # a browser sends the cookie with any cross-site request: it only ever reads
+    token, source = presented_token(request)
+    from_ui = source == "cookie" and ui_request_is_genuine(request, token)
+    if source == "cookie" and request.method not in SAFE_METHODS and not from_ui:
+        # a browser sends the cookie with any cross-site request: it only ever reads, unless
+        # the request carries the UI page's CSRF token (docs/ui.md)
         raise Refused(
             401,
             "not_authenticated",
             "the Airflow UI's cookie is accepted for reading only: send "
-            "'Authorization: Bearer <token>' to change anything",
+            f"'Authorization: Bearer <token>' to change anything (or {CSRF_HEADER} from the "
+            "plugin's UI page)",
             headers={"WWW-Authenticate": "Bearer"},
         )
     caller = await settings_of(request).auth.authenticate(request)
     if request.headers.get(CLIENT_HEADER, "").strip().lower() == "cli":
         caller = dataclasses.replace(caller, via="cli")
+    elif from_ui and request.method not in SAFE_METHODS:
+        caller = dataclasses.replace(caller, via="ui")
     request.state.powerx_caller = caller
     return caller
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from powerx_upgrade.api.app import URL_PREFIX, create_app
+from powerx_upgrade.api.ui.model import ui_root
+from powerx_upgrade.rollout.evidence import FLEET_ROUTE, ROLLOUT_ROUTE
 
 PLUGIN_NAME = "powerx_upgrade"
 
@@ -22,4 +24,21 @@ class PowerXUpgradePlugin(AirflowPlugin):
     name = PLUGIN_NAME
     fastapi_apps = [  # noqa: RUF012 - Airflow's plugin interface is class attributes
         {"app": app, "url_prefix": URL_PREFIX, "name": "PowerX grey upgrade"},
+    ]
+    # The UI pages (docs/ui.md), served by the app above: Airflow's UI shows them in an iframe
+    # and fills in {DAG_ID} and {RUN_ID}; the browser's `_token` cookie authenticates them.
+    external_views = [  # noqa: RUF012
+        {
+            "name": "Grey upgrades",
+            "href": f"{ui_root()}{URL_PREFIX}/ui/grey-upgrades",
+            "destination": "nav",
+            "url_route": FLEET_ROUTE,
+            "nav_top_level": True,
+        },
+        {
+            "name": "Rollout",
+            "href": f"{ui_root()}{URL_PREFIX}/ui/rollout?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": ROLLOUT_ROUTE,
+        },
     ]

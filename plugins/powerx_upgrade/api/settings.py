@@ -38,6 +38,8 @@ class ApiSettings:
     :param body_limit: the largest request body, in bytes (413 above).
     :param reports_base: where reports are stored (None: `reporting.store.reports_base()`).
     :param hitl_settle: see `airflow_client.HITL_SETTLE_SECONDS`.
+    :param platform_tenants: a plugin's tenants as the platform lists them (the UI's fleet);
+        default: the `powerx_platform` connection's hook.
     """
 
     ledger: Callable[[], Ledger]
@@ -49,6 +51,9 @@ class ApiSettings:
     body_limit: int = BODY_LIMIT
     reports_base: str | None = None
     hitl_settle: float | None = None
+    platform_tenants: Callable[[str], list[dict[str, Any]]] = field(
+        default=lambda plugin: _airflow_platform_tenants(plugin)
+    )
 
     @classmethod
     def from_airflow(cls) -> ApiSettings:
@@ -78,6 +83,12 @@ def _ledger_for(url: str) -> Ledger:
 
 def _airflow_ledger() -> Ledger:
     return _ledger_for(ledger_url_from_airflow())
+
+
+def _airflow_platform_tenants(plugin: str) -> list[dict[str, Any]]:
+    from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
+
+    return PowerXPlatformHook().list_tenants(plugin)
 
 
 def _airflow_approval_settings() -> Any:

@@ -12,6 +12,7 @@ from powerx_upgrade.domain.durations import format_duration
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.rollout import controls, metrics
 from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.evidence import run_evidence
 from powerx_upgrade.rollout.preflight import planned_batches
 from powerx_upgrade.rollout.services import Services
 from powerx_upgrade.rollout.verdicts import PAUSED, previous_verdict, should_notify
@@ -36,9 +37,16 @@ class Answer:
     timed_out: bool
 
 
-def ask_approval(services: Services, plan: Plan, ctx: RunContext, batch: int) -> Prompt | None:
-    """The approval question for a batch and its notification; None (recorded as
-    `not_required`) when the planned batch needs no approval."""
+def ask_approval(
+    services: Services,
+    plan: Plan,
+    ctx: RunContext,
+    batch: int,
+    rollout_url: str | None = None,
+) -> Prompt | None:
+    """The approval question for a batch and its notification, with the evidence (each finished
+    batch's gate result in words, the Rollout tab's link); None (recorded as `not_required`)
+    when the planned batch needs no approval."""
     ledger = services.ledger
     planned = next((b for b in planned_batches(ledger, ctx.run_id) if b["index"] == batch), None)
     if planned is None or not planned.get("approval_required"):
@@ -56,8 +64,10 @@ def ask_approval(services: Services, plan: Plan, ctx: RunContext, batch: int) ->
         f"Plan `{plan.id}` will upgrade **{len(planned['tenants'])} tenants** of "
         f"`{ctx.plugin}` to `{ctx.target_version}` (batch {batch}, "
         f"{planned['cumulative_ratio']:.0%} of the rollout). "
-        + (f"Last gate: {earlier}.\n\n" if earlier else "")
-        + f"No answer within {format_duration(plan.policy.approval_timeout)} counts as Reject."
+        + (f"Last gate: {earlier}.\n\n" if earlier else "\n\n")
+        + run_evidence(ledger, ctx.run_id, rollout_url)
+        + f"\n\nNo answer within {format_duration(plan.policy.approval_timeout)} counts as "
+        "Reject."
     )
     if should_notify(plan, PAUSED):  # waiting for a person, like a pause
         services.recorder.notify(
@@ -79,9 +89,10 @@ def ask_pause(
     batch: int,
     verdict: dict[str, Any],
     default: str,
+    rollout_url: str | None = None,
 ) -> Prompt:
-    """The pause question after a gate (its verdict, why it paused), the run `paused`, counted
-    and notified."""
+    """The pause question after a gate (its verdict, why it paused, the evidence of every
+    finished batch, the Rollout tab's link), the run `paused`, counted and notified."""
     why = _pause_reason(services, ctx, batch)
     said = verdict.get("summary") or verdict.get("reason", "")
     body = (
@@ -89,7 +100,8 @@ def ask_pause(
         f"gate verdict **{verdict.get('phase', 'unknown')}**: {said}.\n\n"
         + (f"Gate reason: {verdict['reason']}.\n\n" if verdict.get("summary") else "")
         + (f"Paused because: {why}.\n\n" if why else "")
-        + "Resume goes on with the next batch; Roll back returns the upgraded tenants to "
+        + run_evidence(services.ledger, ctx.run_id, rollout_url)
+        + "\n\nResume goes on with the next batch; Roll back returns the upgraded tenants to "
         f"their previous version; Stop ends the run as it is. No answer within "
         f"{format_duration(plan.policy.pause.timeout)}: {default}."
     )

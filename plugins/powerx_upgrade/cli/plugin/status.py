@@ -196,11 +196,16 @@ def _airflow_row(
 
 
 def waiting_prompts(details: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Pending human-in-the-loop requests as one line each: task, subject, options."""
+    """Pending human-in-the-loop requests as one line each: what the run waits for and since
+    when, then the subject and the options (`batch 2 waits for approval since 17:22:50:
+    Approve batch 2 of crm-sync? [Approve, Reject]`)."""
+    from powerx_upgrade.rollout.evidence import waiting_line
+
     lines = []
     for detail in details:
         ti = detail.get("task_instance") or {}
-        task = ti.get("task_id") or detail.get("task_id") or "?"
+        task = str(ti.get("task_id") or detail.get("task_id") or "?")
         options = ", ".join(detail.get("options") or [])
-        lines.append(f"{task}: {detail.get('subject') or ''} [{options}]".strip())
+        said = waiting_line(task, detail.get("created_at"))
+        lines.append(f"{said}: {detail.get('subject') or ''} [{options}]")
     return lines

@@ -13,6 +13,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import names, runtime
 from powerx_upgrade.rollout import authority, human
+from powerx_upgrade.rollout.evidence import rollout_tab_url
 
 APPROVE, REJECT = "Approve", "Reject"
 RESUME, ROLL_BACK, STOP = "Resume", "Roll back", "Stop"
@@ -29,6 +30,13 @@ def assigned(plan: Plan) -> list[dict[str, str]] | None:
     """The policy's approvers as HITL assigned users (None: anyone who may edit the run)."""
     users = plan.policy.control.approvers
     return [{"id": user, "name": user} for user in users] or None
+
+
+def rollout_url(ti: Any) -> str | None:
+    """The run's Rollout tab in the Airflow UI (`[api] base_url`), for the HITL texts."""
+    from powerx_upgrade.orchestration.operators.report import airflow_base_url
+
+    return rollout_tab_url(airflow_base_url(), ti.dag_id, ti.run_id)
 
 
 def answer_of(task_id: str, event: dict[str, Any]) -> human.Answer:
@@ -113,7 +121,9 @@ class BatchApprovalOperator(_Recorded):
 
     def execute(self, context: Any) -> Any:
         ctx = runtime.run_context(context["ti"])
-        prompt = human.ask_approval(runtime.services(), self.plan, ctx, self.batch)
+        prompt = human.ask_approval(
+            runtime.services(), self.plan, ctx, self.batch, rollout_url(context["ti"])
+        )
         if prompt is None:
             return self.do_branch(context, names.batch(self.batch, names.SHARDS))
         self.body = prompt.body
@@ -154,7 +164,15 @@ class BatchPauseOperator(_Recorded):
         ctx = runtime.run_context(context["ti"])
         verdict = context["ti"].xcom_pull(task_ids=names.batch(self.batch, names.GATE)) or {}
         default = self.defaults[0] if self.defaults else ROLL_BACK
-        prompt = human.ask_pause(runtime.services(), self.plan, ctx, self.batch, verdict, default)
+        prompt = human.ask_pause(
+            runtime.services(),
+            self.plan,
+            ctx,
+            self.batch,
+            verdict,
+            default,
+            rollout_url(context["ti"]),
+        )
         self.subject = prompt.subject or self.subject
         self.body = prompt.body
         return super().execute(context)

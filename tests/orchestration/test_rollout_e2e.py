@@ -23,6 +23,7 @@ from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.preflight import tenants_of
 from tests.airflow_harness import E2E_CONFIG, E2E_SHA256, dags_test
 from tests.conftest import CONFIG_DIR
+from tests.invariants import assert_nothing_lost
 from tests.reporting.test_reports_e2e import check_case_b_reports
 from tests.signing import signed
 
@@ -111,6 +112,7 @@ def test_case_a_every_batch_promotes_and_no_audit_record_is_lost_in_an_outage(
     assert any(r.attempts > 0 for r in ours), "the outage should have made deliveries wait"
     assert {r.audit_id for r in ours} <= {r["id"] for r in audit}
     assert code == 0
+    assert_nothing_lost(book, sandbox, run_id, outcomes={"promoted"})
     # notify.on [batch_promoted, run_end, alert]: each passed batch is announced, the run's
     # start is not (its audit record is: audit is always complete)
     sent = Counter(
@@ -157,6 +159,7 @@ def test_case_b_bad_tier_fails_its_gate_and_every_upgraded_tenant_rolls_back(
     assert verification["duration_ms"] < 180_000
     check_verdict_sentences(book, run_id, failing, sandbox, tmp_path / "reports")
     check_case_b_reports(book, tmp_path / "reports", sandbox)
+    assert_nothing_lost(book, sandbox, run_id, outcomes={"rolled_back"})
 
 
 def check_verdict_sentences(

@@ -140,7 +140,8 @@ def fill_run(
         run_id,
         batches=planned,
         baseline={t: dict(BASELINE) for t in tenants},
-        detail={
+        detail={  # merged, as preflight's planning keeps what the run's start recorded
+            **(book.get_run(run_id).detail or {}),
             "notes": [],
             "fleet": len(tenants) + 1,
             "versions_before": dict.fromkeys(tenants, "2.3.1"),

@@ -318,3 +318,44 @@ def test_the_report_holds_the_run_against_its_policys_floors_and_rollback_deadli
     assert report["rollback"]["deadline_ms"] == 30_000
     assert report["rollback"]["within_deadline"] is False
     assert policy_options(None) == {}
+
+
+def test_a_report_built_without_the_plan_holds_the_run_against_the_limits_it_started_under(
+    tmp_path, monkeypatch
+):
+    """The control plane and the UI build reports without the plan: they read the floors and
+    the rollback deadline preflight recorded at the run's start, not the defaults."""
+    from powerx_upgrade.domain.models import Policy
+    from powerx_upgrade.rollout import preflight
+    from powerx_upgrade.rollout.context import RunContext
+
+    policy = Policy.model_validate(
+        {
+            "batches": [{"ratio": 1.0, "bake": "10s"}],
+            "gate": {"checks": [{"metric": "error_rate", "op": "<=", "limit": 0.05}]},
+            "success_floors": {"upgrade": "0%", "batch": "60%"},
+            "rollback": {"deadline": "30s"},
+        }
+    )
+    ctx = RunContext(
+        run_id=RUN_ID, dag_id=DAG, plan_id=PLAN, plugin="crm-sync", target_version="2.5.0"
+    )
+    with frozen_ledger(tmp_path / "ledger.db", monkeypatch) as (book, clock):
+        preflight.start_run(book, ctx, conf={}, policy=policy)
+        case_b(book, clock)
+        report = report_from_ledger(book, RUN_ID)
+        given = report_from_ledger(book, RUN_ID, success_floors=(0.5, 0.5))
+    assert report["rates"]["upgrade_success"]["floor"] == 0.0
+    assert report["rates"]["batch_success"]["floor"] == 0.6
+    assert report["rollback"]["deadline_ms"] == 30_000
+    assert report["rollback"]["within_deadline"] is False
+    # what the caller gives wins over what was recorded
+    assert given["rates"]["batch_success"]["floor"] == 0.5
+
+
+def test_a_run_recorded_without_limits_is_held_against_the_defaults(tmp_path, monkeypatch):
+    with frozen_ledger(tmp_path / "ledger.db", monkeypatch) as (book, clock):
+        case_b(book, clock)
+        report = report_from_ledger(book, RUN_ID)
+    assert report["rates"]["upgrade_success"]["floor"] == 0.98
+    assert report["rates"]["batch_success"]["floor"] == 0.95

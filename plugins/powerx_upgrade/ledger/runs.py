@@ -41,10 +41,12 @@ class RunRepository(LedgerBase):
         conf: dict[str, Any] | None = None,
         started_at: datetime | None = None,
         audit: AuditEntry | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Record a run's start; for a run id already recorded, return that record unchanged.
 
-        `audit` is enqueued in the same transaction, and only when the run is new.
+        `audit` is enqueued in the same transaction, and only when the run is new. `detail`
+        is the run's first detail (e.g. the policy's limits in force, read by every report).
         """
         values = {
             "run_id": required_text("run_id", run_id),
@@ -59,7 +61,7 @@ class RunRepository(LedgerBase):
             "dry_run": bool(dry_run),
             "conf": dict(conf or {}),
             "status": RunStatus.RUNNING.value,
-            "detail": {},
+            "detail": dict(detail or {}),
             "started_at": aware_utc("started_at", started_at),
         }
         with write_transaction(self._engine) as conn:

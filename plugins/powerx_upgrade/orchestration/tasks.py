@@ -46,7 +46,10 @@ def validate(plan: Plan) -> dict[str, Any]:
     except RunConfError as exc:
         raise AirflowFailException(str(exc)) from None
     preflight.start_run(
-        runtime.ledger(), ctx, conf={k: v for k, v in conf.items() if k != "artifact_signature"}
+        runtime.ledger(),
+        ctx,
+        conf={k: v for k, v in conf.items() if k != "artifact_signature"},
+        policy=plan.policy,
     )
     return ctx.as_dict()
 

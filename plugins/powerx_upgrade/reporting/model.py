@@ -44,23 +44,47 @@ METRIC_NAMES = (
 )
 
 
-def policy_options(policy: Policy | None) -> dict[str, Any]:
-    """`build_report()` options from the run's policy: its rollback deadline and success floors
-    (none: a plan no longer in the config, so the defaults)."""
-    if policy is None:
-        return {}
+LIMITS_KEY = "limits"
+"""run.detail key: the policy's success floors and rollback deadline in force for the run."""
+
+
+def run_limits(policy: Policy) -> dict[str, Any]:
+    """The policy's limits a report holds a run against, as JSON for the run's ledger record
+    (kept at the run's start: a report built later, anywhere, uses the limits it ran under)."""
     floors = policy.success_floors
     return {
-        "rollback_deadline": policy.rollback.deadline,
-        "success_floors": (floors.upgrade, floors.batch),
+        "rollback_deadline_s": policy.rollback.deadline.total_seconds(),
+        "success_floors": [floors.upgrade, floors.batch],
     }
+
+
+def limits_options(limits: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`build_report()` options from `run_limits()` JSON (none or partial: the defaults)."""
+    options: dict[str, Any] = {}
+    if not limits:
+        return options
+    if limits.get("rollback_deadline_s") is not None:
+        options["rollback_deadline"] = timedelta(seconds=float(limits["rollback_deadline_s"]))
+    floors = limits.get("success_floors")
+    if floors:
+        options["success_floors"] = (float(floors[0]), float(floors[1]))
+    return options
+
+
+def policy_options(policy: Policy | None) -> dict[str, Any]:
+    """`build_report()` options from the run's policy: its rollback deadline and success floors
+    (none: a plan no longer in the config, so the run's recorded limits or the defaults)."""
+    return limits_options(run_limits(policy)) if policy is not None else {}
 
 
 def report_from_ledger(
     ledger: Ledger, run_id: str, *, identity: RunIdentity | None = None, **options: Any
 ) -> dict[str, Any]:
-    """`build_report()` over what the ledger holds for `run_id`."""
-    return build_report(RunRecords.from_ledger(ledger, run_id), identity=identity, **options)
+    """`build_report()` over what the ledger holds for `run_id`; limits not given are the ones
+    recorded at the run's start (`run_limits`), else the defaults."""
+    records = RunRecords.from_ledger(ledger, run_id)
+    recorded = (records.run.detail or {}).get(LIMITS_KEY) if records.run else None
+    return build_report(records, identity=identity, **{**limits_options(recorded), **options})
 
 
 def build_report(

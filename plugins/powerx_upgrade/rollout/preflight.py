@@ -9,10 +9,11 @@ from typing import Any
 
 from powerx_upgrade.domain.alerts import artifact_unverified_alert
 from powerx_upgrade.domain.measurement import TenantStats, metric_value
-from powerx_upgrade.domain.models import Plan
+from powerx_upgrade.domain.models import Plan, Policy
 from powerx_upgrade.domain.planner import Tenant, plan_batches
 from powerx_upgrade.domain.versions import downgrades
 from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.reporting.model import LIMITS_KEY, run_limits
 from powerx_upgrade.rollout.alerts import Counter, raise_alert
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder
@@ -26,7 +27,16 @@ LABELS_KEY = "tenant_labels"
 the verdict's segment concentration (rollout/verdicts.py)."""
 
 
-def start_run(ledger: Ledger, ctx: RunContext, conf: dict[str, Any] | None = None) -> None:
+def start_run(
+    ledger: Ledger,
+    ctx: RunContext,
+    conf: dict[str, Any] | None = None,
+    policy: Policy | None = None,
+) -> None:
+    """Record the run's start with the policy's limits in its detail (`reporting.run_limits`):
+    every report of the run, also one built outside the DAG (the control plane, the UI), holds
+    the run against the floors and deadline it ran under."""
+    limits = run_limits(policy) if policy is not None else None
     ledger.start_run(
         ctx.run_id,
         dag_id=ctx.dag_id,
@@ -39,6 +49,7 @@ def start_run(ledger: Ledger, ctx: RunContext, conf: dict[str, Any] | None = Non
         reason=ctx.reason,
         dry_run=ctx.dry_run,
         conf=conf or {},
+        detail={LIMITS_KEY: limits} if limits else None,
     )
 
 
@@ -171,10 +182,12 @@ def plan_run(
             recorder.flush()
         raise DowngradeRefused(message)
     batches = [b.as_dict() for b in batch_plan.batches]
+    known = ledger.get_run(ctx.run_id)
     ledger.update_run(
         ctx.run_id,
         batches=batches,
         detail={
+            **((known.detail or {}) if known else {}),
             "notes": list(batch_plan.notes),
             "fleet": len(fleet),
             "versions_before": {t: versions.get(t) for t in batch_plan.selected},

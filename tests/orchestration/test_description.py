@@ -42,14 +42,15 @@ def test_preflight_reads_like_the_design(plans):
         "preflight.verify_artifact",
         "preflight.plan",
         "preflight.window",
-        "preflight.subscribe",
-        "preflight.baseline",
-        "preflight.announce",
-        "preflight.route",
+        "preflight.begin",
     ]
     for upstream, downstream in itertools.pairwise(order):
         assert (upstream, downstream) in shape.edges
-    assert set(shape.branch_targets["preflight.route"]) == {"batch_1.start", "preflight.dry_run"}
+    assert set(shape.branch_targets["preflight.begin"]) == {"batch_1.start", "preflight.dry_run"}
+    # five hops, not eight: subscribe, baseline, announce and the dry-run branch are one task
+    assert sorted(n.task_id for n in shape.nodes if n.task_id.startswith("preflight.")) == sorted(
+        [*order, "preflight.dry_run"]
+    )
 
 
 def test_the_artifact_is_verified_after_validate_and_before_any_tenant_is_fetched(plans):

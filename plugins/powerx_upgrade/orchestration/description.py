@@ -141,10 +141,12 @@ def _preflight(dag: _Builder) -> None:
         ),
         add(names.PLAN, "plan", doc="fetch tenants, plan the batches"),
         add(names.WINDOW, "window", doc="wait for the window; stop during a freeze"),
-        add(names.SUBSCRIBE, "subscribe", doc="ask monitoring to watch the run"),
-        add(names.BASELINE, "baseline", doc="pre_upgrade metrics of the selected tenants"),
-        add(names.ANNOUNCE, "announce", doc="notify and audit the run start"),
-        add(names.ROUTE, "route", doc="dry run ends here; else batch 1"),
+        add(
+            names.BEGIN,
+            "begin",
+            doc="subscribe monitoring, pre_upgrade baseline, announce; dry run ends here, "
+            "else batch 1",
+        ),
     )
     add(names.DRY_RUN, "dry_run", doc="dry run: no tenant is touched")
 
@@ -165,13 +167,13 @@ def _finalize(dag: _Builder) -> str:
     result = dag.add(names.RESULT, "result", doc="fails the run unless fully promoted")
     first = names.batch(1, names.START)
     dag.edges += [
-        (names.ROUTE, first),
-        (names.ROUTE, names.DRY_RUN),
+        (names.BEGIN, first),
+        (names.BEGIN, names.DRY_RUN),
         (names.DRY_RUN, record),
         (record, report),
         (report, result),
     ]
-    dag.branches[names.ROUTE] = (first, names.DRY_RUN)
+    dag.branches[names.BEGIN] = (first, names.DRY_RUN)
     return record
 
 

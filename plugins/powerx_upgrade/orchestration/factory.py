@@ -134,9 +134,6 @@ _PYTHON_STEPS: dict[str, Callable[..., Any]] = {
     "validate": tasks.validate,
     "verify_artifact": tasks.verify_artifact,
     "plan": tasks.plan_batches,
-    "subscribe": tasks.subscribe,
-    "baseline": tasks.baseline,
-    "announce": tasks.announce,
     "rollback_scope": tasks.rollback_scope,
     "rollback_verify": tasks.rollback_verify,
     "rollback_announce": tasks.rollback_announce,
@@ -190,7 +187,7 @@ _BUILDERS: dict[str, Callable[[TaskNode, Plan], Any]] = {
         trigger_rule=node.trigger_rule,
         doc_md=node.doc or None,
     ),
-    "route": lambda node, plan: _branch(node, tasks.route),
+    "begin": lambda node, plan: _branch(node, tasks.begin, plan=plan),
     "window": lambda node, plan: WindowWaitOperator(
         task_id=_local(node), plan=plan, batch=None, doc_md=node.doc
     ),

@@ -12,10 +12,10 @@ VALIDATE = "preflight.validate"
 VERIFY_ARTIFACT = "preflight.verify_artifact"
 PLAN = "preflight.plan"
 WINDOW = "preflight.window"
-SUBSCRIBE = "preflight.subscribe"
-BASELINE = "preflight.baseline"
-ANNOUNCE = "preflight.announce"
-ROUTE = "preflight.route"
+BEGIN = "preflight.begin"
+"""Subscribe monitoring, take the baseline, announce the run, then branch: batch 1 or the dry
+run's end. One task, not four: the steps are one concern (get ready to touch the first
+tenant) and each costs a scheduler hop (docs/performance.md)."""
 DRY_RUN = "preflight.dry_run"
 
 RECORD = "finalize.record"

@@ -84,33 +84,24 @@ def plan_batches(plan: Plan) -> dict[str, Any]:
         raise AirflowFailException(f"preflight refused the run: {refused}") from None
 
 
-def subscribe(plan: Plan) -> dict[str, Any]:
-    ctx = runtime.run_context(_ti())
-    tenants = preflight.selected_tenants(runtime.ledger(), ctx.run_id)
-    return runtime.monitoring().subscribe(
+def begin(plan: Plan) -> str:
+    """Subscribe monitoring, take the baseline, announce the run; then batch 1 or the dry
+    run's end. Each step is idempotent by id, so a retried task repeats none of their effects."""
+    ti = _ti()
+    ctx = runtime.run_context(ti)
+    ledger = runtime.ledger()
+    runtime.monitoring().subscribe(
         id=f"{ctx.run_id}:subscribe"[:200],
         plugin=ctx.plugin,
-        tenants=tenants,
+        tenants=preflight.selected_tenants(ledger, ctx.run_id),
         metrics=["requests", "errors", "latency_p95_ms"],
         run_id=ctx.run_id,
         context={"plan": plan.id, "target_version": ctx.target_version},
     )
-
-
-def baseline(plan: Plan) -> dict[str, Any]:
-    ctx = runtime.run_context(_ti())
     source = monitoring_source(plan, ctx.target_version, names=monitoring_names())
-    return preflight.take_baseline(sync_monitoring(source), runtime.ledger(), plan, ctx)
-
-
-def announce(plan: Plan) -> dict[str, Any]:
-    ti = _ti()
+    preflight.take_baseline(sync_monitoring(source), ledger, plan, ctx)
     summary = ti.xcom_pull(task_ids=names.PLAN) or {}
-    return run_steps.announce_run(runtime.services(), plan, runtime.run_context(ti), summary)
-
-
-def route() -> str:
-    ctx = runtime.run_context(_ti())
+    run_steps.announce_run(runtime.services(), plan, ctx, summary)
     return names.DRY_RUN if ctx.dry_run else names.batch(1, names.START)
 
 

@@ -64,7 +64,11 @@ def test_the_artifact_is_verified_after_validate_and_before_any_tenant_is_fetche
 
 def test_each_batch_deploys_gates_and_decides(plans):
     shape = describe_plan(plans["crm-sync-standard"])
-    assert shape.node("batch_2.deploy").mapped_over == "batch_2.shards"
+    assert shape.node("batch_2.deploy").mapped_over == "batch_2.shards"  # batch 2: approval
+    # without an approval step, start cuts the shards itself: one hop less per batch
+    assert shape.node("batch_4.deploy").mapped_over == "batch_4.start"
+    assert shape.node("batch_4.start").kind == "start_shards"
+    assert "batch_4.shards" not in {n.task_id for n in shape.nodes}
     assert ("batch_2.deploy", "batch_2.gate") in shape.edges
     assert ("batch_2.gate", "batch_2.decide") in shape.edges
     assert set(shape.branch_targets["batch_2.decide"]) == {

@@ -198,6 +198,14 @@ _BUILDERS: dict[str, Callable[[TaskNode, Plan], Any]] = {
         doc_md=node.doc,
         trigger_rule=node.trigger_rule,
     ),
+    "start_shards": lambda node, plan: WindowWaitOperator(
+        task_id=_local(node),
+        plan=plan,
+        batch=node.batch,
+        cut_shards=True,
+        doc_md=node.doc,
+        trigger_rule=node.trigger_rule,
+    ),
     "approve": lambda node, plan: BatchApprovalOperator(
         task_id=_local(node), plan=plan, batch=node.batch
     ),

@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import runtime
-from powerx_upgrade.rollout import window
+from powerx_upgrade.rollout import run_steps, window
 from powerx_upgrade.rollout.window import BatchNotPlanned, Frozen, NeverOpens
 
 
@@ -22,18 +22,25 @@ class WindowWaitOperator(BaseOperator):
     (`rollout.controls.replan_remaining`), skips the batch if the run did not plan it (a small
     fleet merged it into an earlier one), then waits for the window, freezes included.
 
+    With `cut_shards` (a batch without an approval step) the open window's answer is the
+    batch's deploy shards, which the mapped deploy expands over: one task instead of two.
+
     :param plan: the plan (its window).
     :param batch: the batch this task starts, or None for the preflight check.
+    :param cut_shards: return the batch's deploy shards once the window is open.
     """
 
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, plan: Plan, batch: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, plan: Plan, batch: int | None = None, cut_shards: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.batch = batch
+        self.cut_shards = cut_shards
 
-    def execute(self, context: Any, event: Any = None) -> dict[str, Any]:
+    def execute(self, context: Any, event: Any = None) -> Any:
         ctx = runtime.run_context(context["ti"])
         try:
             check = window.check_window(
@@ -44,6 +51,8 @@ class WindowWaitOperator(BaseOperator):
         except NeverOpens as exc:
             raise AirflowFailException(str(exc)) from None
         if check.opens_at is None:
+            if self.cut_shards and self.batch is not None:
+                return run_steps.deploy_shards(runtime.ledger(), self.plan, ctx, self.batch)
             return check.state
         self.log.info("window closed: %s; waiting", check.reason)
         self.defer(trigger=DateTimeTrigger(moment=check.opens_at), method_name="execute")

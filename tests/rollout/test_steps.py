@@ -12,6 +12,7 @@ import pytest
 
 from powerx_upgrade.domain.decide import Action
 from powerx_upgrade.domain.gate import GateEvaluation, Phase
+from powerx_upgrade.domain.measurement import Measurement, TenantStats
 from powerx_upgrade.domain.models import Plan, Policy, SourceRef, TenantSelection
 from powerx_upgrade.domain.planner import Tenant, plan_batches
 from powerx_upgrade.ledger import Ledger
@@ -130,6 +131,48 @@ def test_a_failed_gate_is_decided_rollback_with_its_breaching_tenants_recorded(s
     )
     assert decision.detail["breaching"] == ["t-01"]
     assert "batch.rollback" in events(services)
+
+
+def test_the_gates_xcom_is_bounded_and_the_decision_reads_every_breaching_tenant_from_the_ledger(
+    services,
+):
+    """A per-tenant check over a big batch measures every tenant: the XCom carries at most
+    XCOM_MEASUREMENTS of them (batch-scope first, then failing), the ledger all of them, and
+    the decision's breaching tenants (the `breaching` rollback scope) come from the ledger."""
+
+    def row(tenant: str | None, value: float, phase: Phase) -> Measurement:
+        scope = "per_tenant" if tenant else "batch"
+        return Measurement(0, "error_rate", scope, "<=", "0.05", 0.05, value, 100, phase, tenant)
+
+    batch_row = row(None, 0.2, Phase.FAIL)
+    passing = [row(f"t-p{n:04d}", 0.01, Phase.PASS) for n in range(300)]
+    breaching = [row(f"t-f{n:04d}", 0.3, Phase.FAIL) for n in range(120)]
+    measured = (*passing, *breaching, batch_row)
+    stats = {str(m.tenant): TenantStats(100, 1, 120.0, 100) for m in passing}
+    evaluation = GateEvaluation(
+        Phase.FAIL, "error_rate 0.2 > 0.05", measured, 121, True, per_tenant=stats
+    )
+    step = gate_steps.finish(services, PLAN, CTX, 1, evaluation, {"history": [{"phase": "fail"}]})
+    carried = step.verdict
+    assert carried is not None and carried["measurements_total"] == len(measured)
+    assert len(carried["measurements"]) == gate_steps.XCOM_MEASUREMENTS
+    assert carried["measurements"][0] == batch_row.as_dict()  # the batch-scope row first
+    assert all(m["phase"] == "fail" for m in carried["measurements"])  # then failing tenants
+    assert "per_tenant" not in carried  # 300 tenants' stats stay out of XCom
+    [final] = services.ledger.gate_evaluations(CTX.run_id, 1, final_only=True)
+    assert len(final.measurements) == len(measured)
+    run_steps.decide_batch(services, PLAN, CTX, 1, carried)
+    [decision] = services.ledger.decisions(CTX.run_id)
+    assert decision.detail["breaching"] == sorted(str(m.tenant) for m in breaching)
+
+
+def test_a_small_verdict_travels_whole(services):
+    one = Measurement(0, "error_rate", "batch", "<=", "0.05", 0.05, 0.3, 100, Phase.FAIL)
+    evaluation = GateEvaluation(Phase.FAIL, "error_rate 0.3 > 0.05", (one,), 1, True)
+    step = gate_steps.finish(services, PLAN, CTX, 1, evaluation, {"history": []})
+    assert step.verdict is not None
+    assert step.verdict["measurements"] == [one.as_dict()]
+    assert step.verdict["measurements_total"] == 1
 
 
 def test_a_passed_gate_promotes_audited_under_the_policy(services, sent):

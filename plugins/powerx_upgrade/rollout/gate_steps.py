@@ -38,6 +38,12 @@ from powerx_upgrade.rollout.preflight import planned_batches
 from powerx_upgrade.rollout.services import Services
 from powerx_upgrade.rollout.verdicts import ALERT, describe_verdict, should_notify
 
+XCOM_MEASUREMENTS = 50
+"""At most this many measurements travel in the gate's XCom (the batch-scope ones first, then
+failing per-tenant ones): a per-tenant check measures every tenant of the batch, and XCom must
+not grow with the fleet. Every measurement is in the ledger's final gate evaluation, which is
+what the decision reads (`run_steps.decide_batch`)."""
+
 NOTHING_DEPLOYED = GateEvaluation(
     Phase.NO_DATA, "no tenant of this batch is on the new version: nothing to judge", (), 0, False
 )
@@ -213,8 +219,34 @@ def record_verdict(
         controls.settle_request(ledger, ctx, control, batch=batch, phase=evaluation["phase"])
     _audit_verdict(services, plan, ctx, batch, evaluation, state)
     _batch_duration(services, ctx, batch)
-    result = {"batch": batch, "pokes": len(history), **evaluation}
+    result = {"batch": batch, "pokes": len(history), **bounded(evaluation)}
     return {**result, "control": control} if control is not None else result
+
+
+def bounded(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation as the XCom carries it, of a size that does not grow with the batch: at
+    most XCOM_MEASUREMENTS measurements (those without a tenant, then failing ones, then the
+    rest) with `measurements_total`; no per-tenant stats (the segment is already judged from
+    them); at most 20 silent tenants per coverage row, with `silent_total`."""
+    measured = list(evaluation.get("measurements") or [])
+    if len(measured) > XCOM_MEASUREMENTS:
+        measured = sorted(
+            measured, key=lambda m: (m.get("tenant") is not None, m.get("phase") != "fail")
+        )[:XCOM_MEASUREMENTS]
+    coverage = [
+        {
+            **c,
+            "silent": list(c.get("silent") or [])[:20],
+            "silent_total": len(c.get("silent") or []),
+        }
+        for c in evaluation.get("coverage") or []
+    ]
+    return {
+        **{k: v for k, v in evaluation.items() if k != "per_tenant"},
+        "measurements": measured,
+        "measurements_total": len(evaluation.get("measurements") or []),
+        "coverage": coverage,
+    }
 
 
 def _record_gate(

@@ -97,6 +97,7 @@ def decide_batch(
 ) -> Action:
     """The batch's decision from its gate verdict under the run's controls: in the ledger, the
     audit log and (a passed gate) the `batch_promoted` notification."""
+    verdict = complete_verdict(services.ledger, ctx, batch, verdict)
     phase = verdict.get("phase", "fail")
     decision = decide(phase, plan.policy, why=verdict.get("reason") or "the gate left no verdict")
     decided = controls.decide_under_controls(services.ledger, ctx, decision, verdict, batch)
@@ -134,6 +135,20 @@ def decide_batch(
         _notify_promoted(services.recorder, plan, ctx, batch, verdict)
     services.recorder.flush()
     return decision.action
+
+
+def complete_verdict(
+    ledger: Ledger, ctx: RunContext, batch: int, verdict: dict[str, Any]
+) -> dict[str, Any]:
+    """The gate's verdict with every measurement: the XCom carries at most a few
+    (`gate_steps.bounded`), the ledger's final evaluation of the batch holds them all."""
+    carried = verdict.get("measurements") or []
+    if verdict.get("measurements_total", len(carried)) <= len(carried):
+        return verdict
+    final = ledger.gate_evaluations(ctx.run_id, batch, final_only=True)
+    if not final:
+        return verdict
+    return {**verdict, "measurements": list(final[-1].measurements)}
 
 
 def breaching_tenants(verdict: dict[str, Any]) -> list[str]:

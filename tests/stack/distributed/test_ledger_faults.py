@@ -54,10 +54,23 @@ WITHIN_FAILED_OUTSIDE = 60
 plugin's `on_dag_run_failed` listener settles it at once, in the api-server."""
 
 # Six of the gold tenants each (tests/fixtures/distributed_config/upgrade_policies.yaml, # F4).
-SIX = ["t-0003", "t-0006", "t-0010", "t-0025", "t-0029", "t-0034"]
-OVERLAP_A = [*SIX, "t-0039", "t-0040"]
-OVERLAP_B = ["t-0029", "t-0034", "t-0039", "t-0040", "t-0041", "t-0052", "t-0054", "t-0058"]
+GOLD = ["t-0005", "t-0013", "t-0015", "t-0024", "t-0033", "t-0038"]
+GOLD += ["t-0043", "t-0046", "t-0047", "t-0051", "t-0055", "t-0059"]
+SIX = GOLD[:6]
+OVERLAP_A = GOLD[:8]
+OVERLAP_B = GOLD[4:]
 SHARED = sorted(set(OVERLAP_A) & set(OVERLAP_B))
+
+
+@pytest.fixture(autouse=True)
+def _plans_match_the_fleet(dist_sandbox: httpx.Client) -> None:
+    """The F4 plans name tenants by id: they must be the distributed sandbox's gold tenants."""
+    gold = sorted(
+        i
+        for i, t in fleet_of(dist_sandbox, "crm-sync").items()
+        if t["labels"].get("tier") == "gold" and t["labels"].get("internal") != "true"
+    )
+    assert gold == GOLD, f"the sandbox's gold tenants changed: {gold}; update the F4 plans"
 
 
 def _admin(stack: DistributedStack) -> Engine:
@@ -95,7 +108,7 @@ def _refused(stack: DistributedStack) -> bool:
     try:
         psycopg.connect(conninfo, connect_timeout=5).close()
     except psycopg.OperationalError as exc:
-        return "does not allow connections" in str(exc)
+        return "not currently accepting connections" in str(exc)
     return False
 
 

@@ -3,6 +3,7 @@ safe with many writer processes (WAL, busy timeout, `BEGIN IMMEDIATE` on SQLite)
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -28,6 +29,7 @@ the outage waits for the ledger to come back instead of failing its run for good
 CONNECT_RETRY_MAX_S = 2.0
 
 _WRITE = "powerx_ledger_write"
+_log = logging.getLogger(__name__)
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 _PATIENCE: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
@@ -92,9 +94,15 @@ def connect_with_patience(
     while True:
         try:
             return engine.connect()
-        except OperationalError:
+        except OperationalError as exc:
             if clock() + delay > deadline:
                 raise
+            if delay == 0.1:  # once per call: the task log shows why it waits
+                _log.warning(
+                    "the ledger refuses connections (%s); dialling again for up to %.0f s",
+                    " ".join(str(exc.orig or exc).split())[:200],
+                    patience,
+                )
         sleep(delay)
         delay = min(delay * 2, CONNECT_RETRY_MAX_S)
 

@@ -11,6 +11,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from powerx_upgrade.api.app import URL_PREFIX, create_app
 from powerx_upgrade.api.ui.model import ui_root
+from powerx_upgrade.orchestration import listeners as run_listeners
 from powerx_upgrade.rollout.evidence import FLEET_ROUTE, ROLLOUT_ROUTE
 
 PLUGIN_NAME = "powerx_upgrade"
@@ -25,6 +26,8 @@ class PowerXUpgradePlugin(AirflowPlugin):
     fastapi_apps = [  # noqa: RUF012 - Airflow's plugin interface is class attributes
         {"app": app, "url_prefix": URL_PREFIX, "name": "PowerX grey upgrade"},
     ]
+    # A run marked failed from outside is settled in the ledger (orchestration/listeners.py).
+    listeners = [run_listeners]  # noqa: RUF012
     # The UI pages (docs/ui.md), served by the app above: Airflow's UI shows them in an iframe
     # and fills in {DAG_ID} and {RUN_ID}; the browser's `_token` cookie authenticates them.
     external_views = [  # noqa: RUF012

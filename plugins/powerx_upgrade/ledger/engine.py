@@ -3,11 +3,12 @@ safe with many writer processes (WAL, busy timeout, `BEGIN IMMEDIATE` on SQLite)
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,22 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 DEFAULT_FILE_NAME = "powerx_ledger.db"
 BUSY_TIMEOUT_S = 30.0
 """How long an SQLite writer waits for another process's write lock before giving up."""
 
+CONNECT_PATIENCE_S = 120.0
+"""How long a ledger on a database server may refuse new connections (a restart, a failover,
+`ALLOW_CONNECTIONS false` during maintenance) before a ledger call gives up: a task that meets
+the outage waits for the ledger to come back instead of failing its run for good."""
+CONNECT_RETRY_MAX_S = 2.0
+
 _WRITE = "powerx_ledger_write"
+_log = logging.getLogger(__name__)
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+_PATIENCE: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
 def default_ledger_url() -> str:
@@ -64,8 +73,38 @@ def create_ledger_engine(url: str) -> Engine:
         _tune_sqlite(engine)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
+        _PATIENCE[engine] = CONNECT_PATIENCE_S
     _ENGINES.add(engine)
     return engine
+
+
+def connect_with_patience(
+    engine: Engine,
+    patience: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Connection:
+    """A connection from `engine`, retrying for up to `patience` seconds while the database
+    refuses connections (`OperationalError` at connect: nothing was sent, so retrying cannot
+    apply anything twice). The pool's pre-ping has already thrown away connections the
+    server terminated, so a checkout after an outage always dials anew."""
+    deadline = clock() + patience
+    delay = 0.1
+    while True:
+        try:
+            return engine.connect()
+        except OperationalError as exc:
+            if clock() + delay > deadline:
+                raise
+            if delay == 0.1:  # once per call: the task log shows why it waits
+                _log.warning(
+                    "the ledger refuses connections (%s); dialling again for up to %.0f s",
+                    " ".join(str(exc.orig or exc).split())[:200],
+                    patience,
+                )
+        sleep(delay)
+        delay = min(delay * 2, CONNECT_RETRY_MAX_S)
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -119,7 +158,7 @@ def _use_wal(cursor: Any) -> None:
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A short transaction that may read then write atomically against other processes."""
-    with engine.connect() as connection:
+    with connect_with_patience(engine, _PATIENCE.get(engine, 0.0)) as connection:
         connection.execution_options(**{_WRITE: True})
         with connection.begin():
             yield connection
@@ -128,7 +167,10 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
     """A consistent snapshot for reads; never takes the write lock."""
-    with engine.connect() as connection, connection.begin():
+    with (
+        connect_with_patience(engine, _PATIENCE.get(engine, 0.0)) as connection,
+        connection.begin(),
+    ):
         yield connection
 
 

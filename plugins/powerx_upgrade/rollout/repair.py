@@ -15,10 +15,15 @@ The fixes:
   the version it came from -> `failed` ("not applied"). On any other version or state it stays
   unsettled for a human (reconcile keeps reporting it).
 - `redeliver_audit`: the audit outbox is delivered now (oldest first, idempotent by id).
+
+`settle_failed_run` applies these fixes to one run the moment Airflow reports its DAG run
+failed (the plugin's `on_dag_run_failed` listener: a run marked failed from outside never
+reaches `finalize`), so its tenants are freed without waiting for an operator's reconcile.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -209,3 +214,46 @@ def _audit(ledger: Ledger, fix: Fix, result: Mapping[str, Any], actor: str, at: 
         payload=payload,
         audit_id=stable_id(key),
     )
+
+
+SETTLE_PATIENCE_S = 120.0
+"""How long `settle_failed_run` keeps settling actions a killed task left in flight (the
+platform finishes an operation it accepted; Airflow stops the task within a few heartbeats)."""
+
+
+def settle_failed_run(
+    ledger: Ledger,
+    run_id: str,
+    fleet: Callable[[str], Iterable[Mapping[str, Any]]],
+    *,
+    audit_client: AuditClient | None = None,
+    actor: str = "airflow.dag_run_failed",
+    patience: float = SETTLE_PATIENCE_S,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[dict[str, Any]]:
+    """A run whose Airflow DAG run is `failed`: finish it in the ledger (outcome `failed`,
+    claims released), settle its actions from the platform's word, deliver the audit, each fix
+    audited as reconcile's `--fix` would. A run the ledger already finished and that holds
+    nothing is left alone (the normal path: `finalize` ran), so calling this for every failed
+    DAG run is cheap and safe.
+
+    `fleet(plugin)` lists the plugin's tenants at the platform. Actions still in flight (the
+    tenant not `ready` yet) are looked at again until none is left or `patience` runs out;
+    what stays unsettled is reconcile's `unsettled_action` for a human.
+    """
+    run = ledger.get_run(run_id)
+    if run is None or (not run.active and not ledger.claimed_tenants(run_id)):
+        return []
+    deadline = clock() + patience
+    done: list[dict[str, Any]] = []
+    while True:
+        run = ledger.get_run(run_id)
+        if run is None:
+            return done
+        tenants = {str(t["id"]): t for t in fleet(run.plugin)}
+        fixes = plan_fixes(ledger, [run], tenants, dag_run_states={run_id: "failed"})
+        done += apply_fixes(ledger, fixes, actor=actor, audit_client=audit_client)
+        if not ledger.actions(run_id, state="started") or clock() >= deadline:
+            return done
+        sleep(5.0)

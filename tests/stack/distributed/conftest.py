@@ -35,6 +35,12 @@ CASE_B_DAG = "plugin_upgrade__crm-sync-stack"
 SHARDS_DAG = "plugin_upgrade__crm-sync-dist-shards"
 BAKE_DAG = "plugin_upgrade__crm-sync-dist-bake"
 DAG_IDS = (CASE_B_DAG, SHARDS_DAG, BAKE_DAG)
+# F4 (test_ledger_faults.py)
+LEDGER_OUTAGE_DAG = "plugin_upgrade__crm-sync-dist-ledger-outage"
+OVERLAP_A_DAG = "plugin_upgrade__crm-sync-dist-overlap-a"
+OVERLAP_B_DAG = "plugin_upgrade__crm-sync-dist-overlap-b"
+FAILED_OUTSIDE_DAG = "plugin_upgrade__crm-sync-dist-failed-outside"
+DAG_IDS += (LEDGER_OUTAGE_DAG, OVERLAP_A_DAG, OVERLAP_B_DAG, FAILED_OUTSIDE_DAG)
 UPGRADE_MS = 700
 """Seconds x 1000 one tenant's upgrade takes on the sandbox (the scenario's 50 ms, slowed)."""
 

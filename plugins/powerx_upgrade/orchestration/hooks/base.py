@@ -9,15 +9,22 @@ from typing import Any
 import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
+from requests import PreparedRequest, Request, Session
+from requests.utils import get_netrc_auth
+from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from powerx_upgrade.rollout.errors import (
     PowerXError,
+    PowerXThrottled,
     PowerXUnavailable,
     error_for,
     is_retryable,
 )
 
 DEFAULT_TIMEOUT = 30.0
+POOL_SIZE = 256
+"""Keep-alive connections the hook's session keeps per host: above any rollout concurrency
+(policy `concurrency` <= 200), so no thread ever opens a throwaway connection."""
 
 
 class PowerXHttpHook(HttpHook):
@@ -43,8 +50,13 @@ class PowerXHttpHook(HttpHook):
     ) -> None:
         super().__init__(method="POST", http_conn_id=conn_id or self.default_conn_name)
         self.powerx_conn_id = self.http_conn_id
+        # HttpHook's own keep-alive adapter, with a pool as large as the rollout's concurrency
+        self.keep_alive_adapter = TCPKeepAliveAdapter(
+            idle=120, count=20, interval=30, pool_maxsize=POOL_SIZE
+        )
         self._lock = threading.Lock()
-        self._cached_connection: Any = None
+        self._session: Session | None = None
+        self._options: dict[str, Any] = {}
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
@@ -55,38 +67,59 @@ class PowerXHttpHook(HttpHook):
         """One JSON call with retries; returns the decoded body of a 2xx answer."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=tenacity.wait_exponential(multiplier=self.backoff, max=10),
+            wait=_wait_retry_after(tenacity.wait_exponential(multiplier=self.backoff, max=10)),
             retry=tenacity.retry_if_exception(is_retryable),
             reraise=True,
         )
         return retrying(self._call_once, method, endpoint, payload)
 
-    def _connection(self) -> Any:
-        """The connection, looked up once per hook (a deploy shares one hook across threads)."""
+    def _pooled(self) -> tuple[Session, dict[str, Any]]:
+        """The hook's one keep-alive session, built once from the Airflow connection (host,
+        auth, headers, TLS options of its extra) and shared by every thread of the task.
+
+        What `requests` would look up in the environment on every call (proxies, CA bundle,
+        `~/.netrc`) is looked up once here: the host does not change within a hook."""
         with self._lock:
-            if self._cached_connection is None:
-                self._cached_connection = self.get_connection(self.http_conn_id)
-            return self._cached_connection
+            if self._session is None:
+                session = self.get_conn(extra_options={"check_response": False})
+                base = self.url_from_endpoint("")
+                if session.trust_env and session.auth is None:
+                    session.auth = get_netrc_auth(base) or _NoAuth()
+                settings = session.merge_environment_settings(
+                    base,
+                    proxies=session.proxies,
+                    stream=session.stream,
+                    verify=session.verify,
+                    cert=session.cert,
+                )
+                timeout = self.merged_extra.get("timeout") or self.timeout
+                allow_redirects = self.merged_extra.get("allow_redirects", True)
+                self._options = {
+                    **settings,
+                    "timeout": timeout,
+                    "allow_redirects": allow_redirects,
+                }
+                self._session = session
+            return self._session, self._options
 
     def _call_once(
         self, method: str, endpoint: str, payload: dict[str, Any] | None
     ) -> dict[str, Any]:
         method = method.upper()
-        # HttpHook keeps the method on the instance: a hook shared by a thread pool must never
-        # switch it (a GET of one thread would turn another's POST into a GET). One per call.
-        call = HttpHook(method=method, http_conn_id=self.http_conn_id)
-        call.get_connection = lambda conn_id: self._connection()  # type: ignore[method-assign]
-        options = {"check_response": False, "timeout": self.timeout}
+        session, options = self._pooled()
+        url = self.url_from_endpoint(endpoint)
+        if method in ("GET", "HEAD"):
+            request = Request(method, url, params=payload)
+        else:
+            request = Request(
+                method,
+                url,
+                data=json.dumps(payload or {}),
+                headers={"Content-Type": "application/json"},
+            )
+        prepared: PreparedRequest = session.prepare_request(request)
         try:
-            if method == "GET":
-                response = call.run(endpoint, data=payload, extra_options=options)
-            else:
-                response = call.run(
-                    endpoint,
-                    data=json.dumps(payload or {}),
-                    headers={"Content-Type": "application/json"},
-                    extra_options=options,
-                )
+            response = session.send(prepared, **options)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise PowerXUnavailable(
                 f"no answer: {type(exc).__name__}", method=method, endpoint=endpoint
@@ -96,7 +129,13 @@ class PowerXHttpHook(HttpHook):
         except ValueError:
             body = {"message": response.text[:500]}
         if response.status_code >= 300:
-            raise error_for(response.status_code, body, method, endpoint)
+            raise error_for(
+                response.status_code,
+                body,
+                method,
+                endpoint,
+                retry_after=response.headers.get("Retry-After"),
+            )
         return body
 
     def test_connection(self) -> tuple[bool, str]:
@@ -105,3 +144,22 @@ class PowerXHttpHook(HttpHook):
         except PowerXError as exc:
             return False, str(exc)
         return True, "connection ok"
+
+
+def _wait_retry_after(backoff: Any) -> Any:
+    """Wait what a 429/503 answer's `Retry-After` asks (capped at 60 s), else `backoff`."""
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, PowerXThrottled) and error.retry_after is not None:
+            return min(60.0, error.retry_after)
+        return float(backoff(state))
+
+    return wait
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """No credentials, said once: keeps `requests` from reading `~/.netrc` on every call."""
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        return request

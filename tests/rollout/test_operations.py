@@ -210,3 +210,30 @@ def test_verification_names_a_tenant_that_did_not_come_back(sandbox, book):
     verdict = verify_rollback(PowerXPlatformHook(), ctx, targets, upgrades)  # never rolled back
     assert verdict["broken"][0]["tenant"] == "t-0001"
     assert "on 2.4.0, expected 2.3.1" in verdict["broken"][0]["problems"]
+
+
+def test_a_throttled_platform_slows_the_shard_down_instead_of_failing_tenants(sandbox, book):
+    ctx = context()
+    start(book, ctx)
+    sandbox.post(
+        "/sandbox/faults",
+        json={
+            "faults": [
+                {
+                    "type": "http_error",
+                    "endpoint": "upgrade",
+                    "status": 429,
+                    "rate": 1.0,
+                    "duration": "1s",
+                }
+            ]
+        },
+    ).raise_for_status()
+    result = deploy(book, ctx, retry=RetryPolicy(retries=0, backoff=0.01))
+    assert result.count("succeeded") == 4  # 429s cost no retry: none of them fails
+    assert result.pacing["throttled"] >= 1
+    assert result.pacing["lowest"] < result.pacing["ceiling"] == 4
+    assert result.as_dict()["pacing"] == result.pacing
+    for tenant in TENANTS:
+        assert len(operations_of(sandbox, tenant)) == 1
+        assert book.get_action(ctx.key("upgrade", tenant)).state == "succeeded"

@@ -107,17 +107,9 @@ class PowerXHttpHook(HttpHook):
     ) -> dict[str, Any]:
         method = method.upper()
         session, options = self._pooled()
-        url = self.url_from_endpoint(endpoint)
-        if method in ("GET", "HEAD"):
-            request = Request(method, url, params=payload)
-        else:
-            request = Request(
-                method,
-                url,
-                data=json.dumps(payload or {}),
-                headers={"Content-Type": "application/json"},
-            )
-        prepared: PreparedRequest = session.prepare_request(request)
+        prepared = session.prepare_request(
+            _request(method, self.url_from_endpoint(endpoint), payload)
+        )
         try:
             response = session.send(prepared, **options)
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -144,6 +136,15 @@ class PowerXHttpHook(HttpHook):
         except PowerXError as exc:
             return False, str(exc)
         return True, "connection ok"
+
+
+def _request(method: str, url: str, payload: dict[str, Any] | None) -> Request:
+    """GET/HEAD carry the payload as query parameters, every other method as a JSON body."""
+    if method in ("GET", "HEAD"):
+        return Request(method, url, params=payload)
+    return Request(
+        method, url, data=json.dumps(payload or {}), headers={"Content-Type": "application/json"}
+    )
 
 
 def _wait_retry_after(backoff: Any) -> Any:

@@ -107,7 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--series", action="append", required=True, metavar="LABEL=FILE.json")
+    parser.add_argument(
+        "--series", action="append", required=True, metavar="LABEL=FILE.json[,MORE.json]"
+    )
     parser.add_argument("--prefix", default="rollback_execute_")
     parser.add_argument("--title", default="In-process rollback execute: seconds by fleet size")
     parser.add_argument("--output", type=Path, required=True)
@@ -118,9 +120,12 @@ def main() -> None:
         label, _, path = item.partition("=")
         if not path:
             raise SystemExit(f"--series {item!r}: expected LABEL=FILE.json")
-        results = json.loads(Path(path).read_text())["results"]
+        results: dict[str, Any] = {}
+        for file in path.split(","):  # one series may come from several runs (1k, 10k, ...)
+            for name, row in json.loads(Path(file).read_text())["results"].items():
+                results[f"{name}@{file}"] = row
         series[label], found = points(results, args.prefix)
-        floor = floor or found
+        floor = sorted(set(floor) | set(found))
     args.output.write_text(svg(series, floor, args.title))
     print(f"wrote {args.output}")
 

@@ -224,7 +224,7 @@ def test_a_throttled_platform_slows_the_shard_down_instead_of_failing_tenants(sa
                     "endpoint": "upgrade",
                     "status": 429,
                     "rate": 1.0,
-                    "duration": "1s",
+                    "duration": "5s",
                 }
             ]
         },
@@ -237,3 +237,31 @@ def test_a_throttled_platform_slows_the_shard_down_instead_of_failing_tenants(sa
     for tenant in TENANTS:
         assert len(operations_of(sandbox, tenant)) == 1
         assert book.get_action(ctx.key("upgrade", tenant)).state == "succeeded"
+
+
+def test_a_late_rollback_rolls_back_the_free_tenants_when_another_run_holds_one(sandbox, book):
+    from powerx_upgrade.ledger import TenantHeld
+
+    ctx = context()
+    start(book, ctx)
+    assert deploy(book, ctx).count("succeeded") == 4
+    book.finish_run(ctx.run_id, "promoted")
+    newer = context("run-2")
+    start(book, newer)
+    book.claim_tenants(newer.run_id, "crm-sync", ["t-0002"])
+    targets = [{"tenant": t, "from_version": "2.3.1", "batch": 1} for t in TENANTS]
+    with pytest.raises(TenantHeld, match="t-0002"):
+        rollback_shard(
+            PowerXPlatformHook(retries=0),
+            book,
+            Recorder(book),
+            ctx,
+            targets=targets,
+            concurrency=4,
+            retry=FAST,
+        )
+    for tenant in ("t-0001", "t-0003", "t-0004"):
+        assert len(operations_of(sandbox, tenant, "rollback")) == 1
+        assert book.get_action(ctx.key("rollback", tenant)).state == "succeeded"
+    assert operations_of(sandbox, "t-0002", "rollback") == []
+    assert book.get_action(ctx.key("rollback", "t-0002")) is None

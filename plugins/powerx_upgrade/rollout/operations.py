@@ -9,7 +9,6 @@ the same key, and the platform answers from its record instead of acting twice.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from powerx_upgrade.ledger import ActionOutcome, ActionRecord, ActionStart, Ledger
+from powerx_upgrade.ledger import ActionOutcome, ActionRecord, ActionStart, Ledger, TenantHeld
+from powerx_upgrade.rollout.batching import Outcomes, begin_all
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXConflict, PowerXThrottled, PowerXUnavailable
 from powerx_upgrade.rollout.pacing import AdaptiveConcurrency
@@ -25,10 +25,6 @@ from powerx_upgrade.rollout.record import Recorder, audit_entry
 
 log = logging.getLogger(__name__)
 
-LEDGER_BATCH = 50
-"""Tenant outcomes written per ledger transaction. Outcomes not yet written when a task dies
-are actions left `started`; the retried task replays their idempotency keys and the platform
-answers from its record, so a batch costs time on a crash, never a double operation."""
 MAX_THROTTLED = 20
 """Throttled answers (429) a tenant may get before it counts as failed: they cost no retry,
 the adaptive concurrency slows the shard down instead, but a platform that never recovers must
@@ -134,14 +130,14 @@ def deploy_shard(
         results.append(TenantResult(tenant, "refused", error=f"held by run {holder}"))
     todo = [t for t in tenants if t not in refused]
     pacing = AdaptiveConcurrency(concurrency)
-    outcomes = _Outcomes(ledger)
+    outcomes = Outcomes(ledger)
     # read every tenant's current version first: the actions then begin in one transaction
     reads = _run_all(lambda t: _read_tenant(platform, ctx, t, retry, sleep, pacing), todo, pacing)
-    actions = ledger.begin_actions(
-        run_id=ctx.run_id,
-        plugin=ctx.plugin,
-        kind="upgrade",
-        starts=[
+    actions = begin_all(
+        ledger,
+        ctx,
+        "upgrade",
+        [
             ActionStart(
                 tenant_id=tenant,
                 idempotency_key=ctx.key("upgrade", tenant),
@@ -154,13 +150,17 @@ def deploy_shard(
         ],
     )
 
-    def one(item: tuple[str, Any, ActionRecord]) -> TenantResult:
+    def one(item: tuple[str, Any, ActionRecord | TenantHeld]) -> TenantResult:
         tenant, current, action = item
+        if isinstance(action, TenantHeld):
+            raise action
         op = _TenantOp(outcomes, ctx, "upgrade", tenant, batch)
         return _upgrade_one(platform, op, current, action, retry, sleep, pacing)
 
-    results += _run_all(one, list(zip(todo, reads, actions, strict=True)), pacing)
-    outcomes.flush()
+    try:
+        results += _run_all(one, list(zip(todo, reads, actions, strict=True)), pacing)
+    finally:  # a failed thread must not cost the others their records
+        outcomes.flush()
     recorder.flush()
     return ShardSummary("upgrade", batch, tuple(results), pacing.stats())
 
@@ -182,12 +182,12 @@ def rollback_shard(
     shard's actions begin in one ledger transaction and end in one per `LEDGER_BATCH`.
     """
     pacing = AdaptiveConcurrency(concurrency)
-    outcomes = _Outcomes(ledger)
-    actions = ledger.begin_actions(
-        run_id=ctx.run_id,
-        plugin=ctx.plugin,
-        kind="rollback",
-        starts=[
+    outcomes = Outcomes(ledger)
+    actions = begin_all(
+        ledger,
+        ctx,
+        "rollback",
+        [
             ActionStart(
                 tenant_id=t["tenant"],
                 idempotency_key=ctx.key("rollback", t["tenant"]),
@@ -199,13 +199,17 @@ def rollback_shard(
         ],
     )
 
-    def one(item: tuple[dict[str, Any], ActionRecord]) -> TenantResult:
+    def one(item: tuple[dict[str, Any], ActionRecord | TenantHeld]) -> TenantResult:
         target, action = item
+        if isinstance(action, TenantHeld):
+            raise action
         op = _TenantOp(outcomes, ctx, "rollback", target["tenant"], target.get("batch"))
         return _rollback_one(platform, op, target, action, retry, sleep, pacing)
 
-    results = _run_all(one, list(zip(targets, actions, strict=True)), pacing)
-    outcomes.flush()
+    try:
+        results = _run_all(one, list(zip(targets, actions, strict=True)), pacing)
+    finally:  # a failed thread must not cost the others their records
+        outcomes.flush()
     recorder.flush()
     return ShardSummary("rollback", None, tuple(results), pacing.stats())
 
@@ -218,35 +222,11 @@ def _run_all(work: Callable[[Any], _T], items: list[Any], pacing: AdaptiveConcur
         return list(pool.map(work, items))
 
 
-class _Outcomes:
-    """Tenant outcomes on their way to the ledger, `LEDGER_BATCH` per transaction, each with
-    its audit record in the same transaction."""
-
-    def __init__(self, ledger: Ledger, size: int = LEDGER_BATCH) -> None:
-        self.ledger = ledger
-        self.size = size
-        self._pending: list[ActionOutcome] = []
-        self._lock = threading.Lock()
-
-    def add(self, outcome: ActionOutcome) -> None:
-        with self._lock:
-            self._pending.append(outcome)
-            if len(self._pending) < self.size:
-                return
-            batch, self._pending = self._pending, []
-        self.ledger.finish_actions(batch)
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        self.ledger.finish_actions(batch)
-
-
 @dataclass(frozen=True)
 class _TenantOp:
     """One tenant's upgrade or rollback in this run: who and what, named once."""
 
-    outcomes: _Outcomes
+    outcomes: Outcomes
     ctx: RunContext
     kind: str
     tenant: str

@@ -15,7 +15,6 @@ from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from powerx_upgrade.rollout.errors import (
     PowerXError,
-    PowerXThrottled,
     PowerXUnavailable,
     error_for,
     is_retryable,
@@ -67,7 +66,7 @@ class PowerXHttpHook(HttpHook):
         """One JSON call with retries; returns the decoded body of a 2xx answer."""
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=_wait_retry_after(tenacity.wait_exponential(multiplier=self.backoff, max=10)),
+            wait=tenacity.wait_exponential(multiplier=self.backoff, max=10),
             retry=tenacity.retry_if_exception(is_retryable),
             reraise=True,
         )
@@ -145,18 +144,6 @@ def _request(method: str, url: str, payload: dict[str, Any] | None) -> Request:
     return Request(
         method, url, data=json.dumps(payload or {}), headers={"Content-Type": "application/json"}
     )
-
-
-def _wait_retry_after(backoff: Any) -> Any:
-    """Wait what a 429/503 answer's `Retry-After` asks (capped at 60 s), else `backoff`."""
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, PowerXThrottled) and error.retry_after is not None:
-            return min(60.0, error.retry_after)
-        return float(backoff(state))
-
-    return wait
 
 
 class _NoAuth(requests.auth.AuthBase):

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -209,5 +210,5 @@ def test_streamed_files_are_the_rendered_files_written_chunk_by_chunk(case_b_fil
     assert all(not isinstance(chunks, str) for chunks in streams.values())  # produced lazily
     written = store_reports(streams, "p", RUN_ID, base=str(tmp_path))
     for name, uri in written.items():
-        assert open(uri.removeprefix("file://"), encoding="utf-8").read() == files[name]
+        assert Path(uri.removeprefix("file://")).read_text(encoding="utf-8") == files[name]
     assert files["report.json"] == to_json(report)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from figures import emit  # the script's own folder is on sys.path
 
 from powerx_dev.devstack import running_airflow
 from powerx_dev.sandbox.testing import running_sandbox
@@ -159,6 +160,16 @@ def main() -> None:
         )
         took = verification.get("duration_ms")
         print(f"rollback decision -> verified (rollback.verify): {took} ms")
+        emit(
+            tenants=args.tenants,
+            latency_s=0.05,
+            concurrency=50,
+            answered_s=answered,
+            call_to_restored_s=restored,
+            call_to_recorded_s=recorded,
+            verified=len(verification.get("verified") or []),
+            broken=len(verification.get("broken") or []),
+        )
 
 
 if __name__ == "__main__":

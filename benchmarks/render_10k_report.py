@@ -6,8 +6,13 @@ Fills a real SQLite ledger the way a run does (through the Ledger API): 5 batche
 25 %, 50 %, 100 %), an upgrade action per tenant, P gate pokes per batch with one measurement
 per tenant of the batch plus the batch's error rate, a pause at batch 3 that a person resumes,
 a failing last batch and a rollback of every upgraded tenant with its verification. Then times
-what `finalize.report` does: read the ledger, build the document, render the four files, store
-them through ObjectStoragePath.
+what `finalize.report` does: read the ledger, build the document, render the four files and
+store them through ObjectStoragePath, streamed (`reporting.stream_reports`: each file written in
+chunks as it is rendered, never held whole; issue 16) or, with `--whole`, rendered whole first
+and then stored (the path before issue 16, for comparison).
+
+`benchmarks/run.py` runs it as `report_10k` and (with `--long`) `report_100k` (`--tenants 100000`:
+the ledger fill alone takes minutes).
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from figures import emit  # the script's own folder is on sys.path
 
 RATIOS = (0.01, 0.10, 0.25, 0.50, 1.00)
 T0 = datetime(2026, 3, 7, 2, 0, tzinfo=UTC)
@@ -251,15 +260,29 @@ def fill(ledger: Any, tenants: int, pokes: int) -> dict[str, float]:
     return {"fill_s": time.perf_counter() - started}
 
 
+def _peak_rss_mb() -> float:
+    """The process's peak resident memory so far (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tenants", type=int, default=10_000)
     parser.add_argument("--pokes", type=int, default=6, help="non-final gate pokes per batch")
     parser.add_argument("--out", help="also keep the rendered files in this folder")
+    parser.add_argument(
+        "--whole", action="store_true", help="render every file whole, then store (pre-issue 16)"
+    )
     args = parser.parse_args()
 
     from powerx_upgrade.ledger import Ledger
-    from powerx_upgrade.reporting import RunRecords, build_report, render_reports, store_reports
+    from powerx_upgrade.reporting import (
+        RunRecords,
+        build_report,
+        render_reports,
+        store_reports,
+        stream_reports,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("AIRFLOW_HOME", tmp)
@@ -281,14 +304,20 @@ def main() -> None:
         t1 = time.perf_counter()
         document = build_report(records, alerts=alerts, airflow_base_url="http://airflow:8080")
         t2 = time.perf_counter()
-        files = render_reports(document)
-        t3 = time.perf_counter()
+        rss_before = _peak_rss_mb()
+        if args.whole:
+            files: dict[str, Any] = render_reports(document)
+            t3 = time.perf_counter()
+        else:
+            files = stream_reports(document)  # rendered while stored: t3 - t2 is ~0
+            t3 = time.perf_counter()
         written = store_reports(files, "crm-sync-10k", RUN_ID, base=f"file://{tmp}/reports")
         t4 = time.perf_counter()
+        rss_after = _peak_rss_mb()
         if args.out:
-            for name, text in files.items():
-                Path(args.out).mkdir(parents=True, exist_ok=True)
-                (Path(args.out) / name).write_text(text, encoding="utf-8")
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            for name, uri in written.items():
+                shutil.copyfile(uri.removeprefix("file://"), Path(args.out) / name)
         sizes = {
             name: Path(uri.removeprefix("file://")).stat().st_size for name, uri in written.items()
         }
@@ -307,9 +336,29 @@ def main() -> None:
     print(f"ledger filled in {figures['fill_s']:.1f}s (not part of the measurement)")
     print(f"read ledger   {t1 - t0:6.2f}s")
     print(f"build report  {t2 - t1:6.2f}s")
-    print(f"render files  {t3 - t2:6.2f}s")
-    print(f"store files   {t4 - t3:6.2f}s")
+    if args.whole:
+        print(f"render files  {t3 - t2:6.2f}s")
+        print(f"store files   {t4 - t3:6.2f}s")
+    else:
+        print(f"render+store  {t4 - t2:6.2f}s  (streamed: each file written as it is rendered)")
     print(f"total         {t4 - t0:6.2f}s  (target < 5 s)")
+    print(
+        f"peak RSS {rss_after:,.0f} MB (before rendering {rss_before:,.0f} MB: the ledger "
+        "records and the document are in memory; the files are not)"
+    )
+    emit(
+        tenants=args.tenants,
+        mode="whole" if args.whole else "streamed",
+        read_s=t1 - t0,
+        build_s=t2 - t1,
+        render_s=t3 - t2,
+        store_s=t4 - t3,
+        render_store_s=t4 - t2,
+        total_s=t4 - t0,
+        bytes=sum(sizes.values()),
+        peak_rss_mb=rss_after,
+        rss_growth_while_rendering_mb=rss_after - rss_before,
+    )
     for name, size in sizes.items():
         print(f"  {name:14} {size / 1024:8.0f} KiB")
 

@@ -218,3 +218,114 @@ def test_a_rollback_to_an_unknown_previous_version_may_name_no_version(ledger):
     assert rollback.to_version == ""
     with pytest.raises(InvalidLedgerValue, match="to_version"):
         upgrade(ledger, "t-2", to_version=None)
+
+
+def _starts(tenants, run_id="run-1"):
+    from powerx_upgrade.ledger import ActionStart
+
+    return [
+        ActionStart(
+            tenant_id=t,
+            idempotency_key=f"{run_id}:{t}:upgrade:2.4.0",
+            to_version="2.4.0",
+            batch_index=1,
+            from_version="2.3.1",
+            from_config=f"cfg-{t}",
+        )
+        for t in tenants
+    ]
+
+
+def test_begin_actions_records_a_shard_in_one_call_and_a_replay_returns_the_same_records(ledger):
+    start(ledger)
+    tenants = [f"t-{i}" for i in range(120)]
+    first = ledger.begin_actions(
+        run_id="run-1", plugin="crm-sync", kind="upgrade", starts=_starts(tenants)
+    )
+    assert [a.tenant_id for a in first] == tenants
+    assert {a.state for a in first} == {"started"}
+    assert first[7].from_config == "cfg-t-7" and first[7].batch_index == 1
+    assert ledger.claimed_tenants("run-1") == sorted(tenants)
+    ledger.finish_action(first[0].idempotency_key, "succeeded")
+
+    again = ledger.begin_actions(
+        run_id="run-1", plugin="crm-sync", kind="upgrade", starts=_starts(tenants)
+    )
+    assert again[0].state == "succeeded"
+    assert [a.id for a in again] == [a.id for a in first]
+    assert len(ledger.actions("run-1")) == 120
+
+
+def test_begin_actions_writes_nothing_when_one_tenant_is_held_by_another_run(ledger):
+    start(ledger)
+    start(ledger, "run-2")
+    ledger.claim_tenants("run-2", "crm-sync", ["t-5"])
+    with pytest.raises(TenantHeld, match="t-5"):
+        ledger.begin_actions(
+            run_id="run-1",
+            plugin="crm-sync",
+            kind="upgrade",
+            starts=_starts(["t-1", "t-5", "t-9"]),
+        )
+    assert ledger.actions("run-1") == []
+
+
+def test_begin_actions_refuses_a_key_of_another_tenant(ledger):
+    start(ledger)
+    upgrade(ledger, "t-1", idempotency_key="shared")
+    bad = _starts(["t-2"])
+    bad = [type(bad[0])(**{**bad[0].__dict__, "idempotency_key": "shared"})]
+    with pytest.raises(IdempotencyConflict):
+        ledger.begin_actions(run_id="run-1", plugin="crm-sync", kind="upgrade", starts=bad)
+
+
+def test_finish_actions_records_every_outcome_and_its_audit_in_one_transaction(ledger):
+    from powerx_upgrade.ledger import ActionOutcome, AuditEntry
+
+    start(ledger)
+    started = ledger.begin_actions(
+        run_id="run-1", plugin="crm-sync", kind="upgrade", starts=_starts(["t-1", "t-2", "t-3"])
+    )
+    ledger.finish_action(started[2].idempotency_key, "failed", error="boom", attempts=1)
+    outcomes = [
+        ActionOutcome(
+            idempotency_key=a.idempotency_key,
+            state="succeeded",
+            config_after=f"after-{a.tenant_id}",
+            attempts=2,
+            detail={"operation": f"op-{a.tenant_id}"},
+            audit=AuditEntry("tenant.upgrade.succeeded", {"tenant": a.tenant_id}, f"au-{i}"),
+        )
+        for i, a in enumerate(started)
+    ]
+    done = ledger.finish_actions(outcomes)
+
+    assert [(a.tenant_id, a.state, a.attempts) for a in done] == [
+        ("t-1", "succeeded", 2),
+        ("t-2", "succeeded", 2),
+        ("t-3", "succeeded", 2),
+    ]
+    assert done[0].config_after == "after-t-1" and done[0].to_version == "2.4.0"
+    assert done[0].finished_at is not None
+    assert done[2].detail == {"operation": "op-t-3", "earlier_errors": ["boom"]}
+    audits = {r.audit_id: r for r in ledger.audit_records("run-1")}
+    assert set(audits) >= {"au-0", "au-1", "au-2"}
+    ledger.finish_actions(outcomes)  # a replay: the audit ids are known, nothing doubles
+    assert len(ledger.audit_records("run-1")) == len(audits)
+
+
+def test_finish_actions_writes_nothing_when_one_key_is_unknown(ledger):
+    from powerx_upgrade.ledger import ActionOutcome
+
+    start(ledger)
+    started = ledger.begin_actions(
+        run_id="run-1", plugin="crm-sync", kind="upgrade", starts=_starts(["t-1"])
+    )
+    with pytest.raises(UnknownAction):
+        ledger.finish_actions(
+            [
+                ActionOutcome(started[0].idempotency_key, "succeeded"),
+                ActionOutcome("nobody", "succeeded"),
+            ]
+        )
+    assert ledger.get_action(started[0].idempotency_key).state == "started"

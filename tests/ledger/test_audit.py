@@ -204,3 +204,15 @@ def test_a_failing_change_enqueues_no_audit_record(ledger):
 )
 def test_secret_keys_are_recognised_by_name(key, secret):
     assert is_secret_key(key) is secret
+
+
+def test_pending_audit_is_counted_and_marked_delivered_in_one_call(ledger):
+    ids = [ledger.enqueue_audit(run_id=None, event="e", payload={"n": i}) for i in range(3)]
+    assert ledger.count_pending_audit() == 3
+    assert ledger.mark_audits_delivered(ids[:2]) == 2
+    assert ledger.mark_audits_delivered(ids[:2]) == 0  # again: the first delivery stands
+    assert ledger.count_pending_audit() == 1
+    assert [r.audit_id for r in ledger.pending_audit()] == [ids[2]]
+    with pytest.raises(UnknownAudit):
+        ledger.mark_audits_delivered([ids[2], "nobody"])
+    assert ledger.count_pending_audit() == 1

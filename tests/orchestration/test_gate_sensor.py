@@ -60,3 +60,16 @@ def test_monitoring_errors_are_classified_by_type_never_by_message():
     )
     assert classify(PowerXUnavailable("HTTP 503", method="POST", endpoint="q")) == "unavailable"
     assert classify(ValueError("not json")) == "unavailable"
+
+
+def test_the_trigger_pokes_when_the_bake_becomes_judgeable_not_a_whole_interval_later():
+    plan = load_config([E2E_CONFIG]).plans["crm-sync-e2e"]
+    started = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+    watch = {"bake_started": started.isoformat(), "bake_seconds": 8}
+    poller = GatePoller(plan.policy.gate, watch, query=None)  # type: ignore[arg-type]
+    interval = plan.policy.gate.poke_interval  # 2 s; judgeable at bake 8 s + signal_delay 2 s
+    assert poller.next_poke_in(started) == interval
+    almost = started + timedelta(seconds=9, milliseconds=500)
+    assert poller.next_poke_in(almost) == timedelta(milliseconds=550)
+    assert poller.next_poke_in(started + timedelta(seconds=10)) == interval
+    assert poller.next_poke_in(started + timedelta(seconds=30)) == interval

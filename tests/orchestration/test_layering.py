@@ -15,6 +15,7 @@ from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration import rollback_dag, runtime, tasks
 from powerx_upgrade.rollout import rollback
 from powerx_upgrade.rollout.context import RunContext
+from powerx_upgrade.rollout.late_rollback import LateRollbackContext
 from powerx_upgrade.rollout.metrics import NoMetrics
 from powerx_upgrade.rollout.record import Recorder
 from powerx_upgrade.rollout.services import Services
@@ -171,6 +172,10 @@ def test_every_exception_to_the_public_api_is_still_needed():
 # -- one rollback implementation ---------------------------------------------------------------
 
 CTX = RunContext("run-1", "plugin_upgrade__crm-sync-e2e", "crm-sync-e2e", "crm-sync", "2.4.0")
+LATE = LateRollbackContext(
+    "run-1", "plugin_upgrade__crm-sync-e2e", "crm-sync-e2e", "crm-sync", "2.4.0", by_run="late-1"
+)
+NO_SHARD = {"start": 0, "end": 0, "of": 0}
 
 
 @pytest.fixture
@@ -189,8 +194,8 @@ def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Services:
     monkeypatch.setattr(tasks, "_ti", lambda: None)
     data = {"plan_id": CTX.plan_id, "requested_at": "2026-11-30T02:00:00+00:00"}
     monkeypatch.setattr(rollback_dag, "_resolved", lambda: data)
-    monkeypatch.setattr(rollback_dag, "_chosen", lambda: {"targets": [], "held": {}})
-    monkeypatch.setattr(rollback, "late_context", lambda services, data: CTX)
+    rollback.keep_chosen(ledger, LATE, {"targets": [], "held": {}})
+    monkeypatch.setattr(rollback, "late_context", lambda services, data: LATE)
     return shared
 
 
@@ -209,8 +214,8 @@ def test_both_rollback_dags_run_the_same_rollout_rollback_steps(services, monkey
     monkeypatch.setattr(rollback, "execute", execute)
     monkeypatch.setattr(rollback, "verify", verify)
     concurrency = plan.policy.rollback.concurrency
-    tasks.rollback_execute(plan, [])
-    rollback_dag.execute({plan.id: plan}, [])
+    tasks.rollback_execute(plan, NO_SHARD)
+    rollback_dag.execute({plan.id: plan}, NO_SHARD)
     tasks.rollback_verify(plan)
     rollback_dag.verify()
     assert called == [

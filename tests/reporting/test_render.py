@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,17 @@ def test_templates_are_found_from_another_working_directory(tmp_path, monkeypatc
     monkeypatch.delenv(TEMPLATES_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     assert templates_location() == ROOT / "include" / "templates"
+
+
+def test_streamed_files_are_the_rendered_files_written_chunk_by_chunk(case_b_files, tmp_path):
+    from powerx_upgrade.reporting import store_reports, stream_reports
+    from powerx_upgrade.reporting.render import to_json
+
+    report, files = case_b_files
+    streams = stream_reports(report)
+    assert set(streams) == set(files)
+    assert all(not isinstance(chunks, str) for chunks in streams.values())  # produced lazily
+    written = store_reports(streams, "p", RUN_ID, base=str(tmp_path))
+    for name, uri in written.items():
+        assert Path(uri.removeprefix("file://")).read_text(encoding="utf-8") == files[name]
+    assert files["report.json"] == to_json(report)

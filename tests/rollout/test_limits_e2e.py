@@ -135,7 +135,7 @@ def test_a_run_past_max_exposed_fails_its_gate_unpoked_and_rolls_back(sandbox, s
     assert "budget.max_exposed 2" in step.verdict["reason"]
     assert run_steps.decide_batch(services, plan, ctx, FIRST, step.verdict) is Action.ROLLBACK
     for shard in rollback.start_batch_rollback(services, plan, ctx):
-        rollback.execute_batch_rollback(services, plan, ctx, shard["targets"])
+        rollback.execute_batch_rollback(services, plan, ctx, shard["shard"])
     assert rollback.verify_batch_rollback(services, plan, ctx)["verified"] == 3
     assert set(versions(sandbox).values()) == {"2.3.1"}
     assert "batch.rollback" in events(services, ctx)

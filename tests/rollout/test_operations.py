@@ -210,3 +210,58 @@ def test_verification_names_a_tenant_that_did_not_come_back(sandbox, book):
     verdict = verify_rollback(PowerXPlatformHook(), ctx, targets, upgrades)  # never rolled back
     assert verdict["broken"][0]["tenant"] == "t-0001"
     assert "on 2.4.0, expected 2.3.1" in verdict["broken"][0]["problems"]
+
+
+def test_a_throttled_platform_slows_the_shard_down_instead_of_failing_tenants(sandbox, book):
+    ctx = context()
+    start(book, ctx)
+    sandbox.post(
+        "/sandbox/faults",
+        json={
+            "faults": [
+                {
+                    "type": "http_error",
+                    "endpoint": "upgrade",
+                    "status": 429,
+                    "rate": 1.0,
+                    "duration": "5s",
+                }
+            ]
+        },
+    ).raise_for_status()
+    result = deploy(book, ctx, retry=RetryPolicy(retries=0, backoff=0.01))
+    assert result.count("succeeded") == 4  # 429s cost no retry: none of them fails
+    assert result.pacing["throttled"] >= 1
+    assert result.pacing["lowest"] < result.pacing["ceiling"] == 4
+    assert result.as_dict()["pacing"] == result.pacing
+    for tenant in TENANTS:
+        assert len(operations_of(sandbox, tenant)) == 1
+        assert book.get_action(ctx.key("upgrade", tenant)).state == "succeeded"
+
+
+def test_a_late_rollback_rolls_back_the_free_tenants_when_another_run_holds_one(sandbox, book):
+    from powerx_upgrade.ledger import TenantHeld
+
+    ctx = context()
+    start(book, ctx)
+    assert deploy(book, ctx).count("succeeded") == 4
+    book.finish_run(ctx.run_id, "promoted")
+    newer = context("run-2")
+    start(book, newer)
+    book.claim_tenants(newer.run_id, "crm-sync", ["t-0002"])
+    targets = [{"tenant": t, "from_version": "2.3.1", "batch": 1} for t in TENANTS]
+    with pytest.raises(TenantHeld, match="t-0002"):
+        rollback_shard(
+            PowerXPlatformHook(retries=0),
+            book,
+            Recorder(book),
+            ctx,
+            targets=targets,
+            concurrency=4,
+            retry=FAST,
+        )
+    for tenant in ("t-0001", "t-0003", "t-0004"):
+        assert len(operations_of(sandbox, tenant, "rollback")) == 1
+        assert book.get_action(ctx.key("rollback", tenant)).state == "succeeded"
+    assert operations_of(sandbox, "t-0002", "rollback") == []
+    assert book.get_action(ctx.key("rollback", "t-0002")) is None

@@ -115,7 +115,7 @@ def roll_back(services: Services, plan: Plan, decided_at: datetime | None = None
         CTX.run_id, batch_index=1, kind="decide", decision="rollback", decided_at=decided_at
     )
     for shard in rollback.start_batch_rollback(services, plan, CTX):
-        rollback.execute_batch_rollback(services, plan, CTX, shard["targets"])
+        rollback.execute_batch_rollback(services, plan, CTX, shard["shard"])
     return rollback.verify_batch_rollback(services, plan, CTX)
 
 

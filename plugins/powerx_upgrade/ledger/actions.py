@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, delete, select, update
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, select, update
 
 from powerx_upgrade.ledger import clock
 from powerx_upgrade.ledger.base import (
@@ -22,18 +22,78 @@ from powerx_upgrade.ledger.engine import (
     serialize_on,
     write_transaction,
 )
-from powerx_upgrade.ledger.errors import InvalidLedgerValue, RunNotActive, TenantHeld
+from powerx_upgrade.ledger.errors import (
+    InvalidLedgerValue,
+    RunNotActive,
+    TenantHeld,
+    UnknownAction,
+)
 from powerx_upgrade.ledger.records import (
     FINISHED_ACTION_STATES,
     ActionKind,
+    ActionOutcome,
     ActionRecord,
+    ActionStart,
     ActionState,
     AuditEntry,
     RunStatus,
 )
 from powerx_upgrade.ledger.schema import actions as actions_table
-from powerx_upgrade.ledger.schema import claims
+from powerx_upgrade.ledger.schema import audit_outbox, claims
 from powerx_upgrade.ledger.schema import runs as runs_table
+
+_FINISHED = (
+    "state",
+    "finished_at",
+    "attempts",
+    "noop",
+    "error",
+    "detail",
+    "to_version",
+    "config_after",
+)
+"""The action columns that recording an outcome sets."""
+
+
+def _started_row(run: Row[Any], kind: str, start: ActionStart, now: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "plugin": run.plugin,
+        "tenant_id": start.tenant_id,
+        "batch_index": start.batch_index,
+        "kind": kind,
+        "state": ActionState.STARTED.value,
+        "from_version": start.from_version,
+        "to_version": start.to_version,
+        "from_config": start.from_config,
+        "idempotency_key": start.idempotency_key,
+        "attempts": 0,
+        "noop": False,
+        "detail": {},
+        "started_at": now,
+    }
+
+
+def _finished_values(row: dict[str, Any], outcome: ActionOutcome) -> dict[str, Any]:
+    """The columns an outcome sets on its action row (`row`: the row as it stands).
+
+    `attempts` defaults to one more than before; `detail` is merged into the old detail; an
+    earlier error that the new state replaces is kept under `detail["earlier_errors"]`."""
+    merged = {**(row["detail"] or {}), **(outcome.detail or {})}
+    if row["error"] and row["error"] != outcome.error:
+        merged["earlier_errors"] = [*merged.get("earlier_errors", []), row["error"]]
+    return {
+        "state": outcome.state,
+        "finished_at": clock.now(),
+        "attempts": row["attempts"] + 1 if outcome.attempts is None else outcome.attempts,
+        "noop": bool(outcome.noop),
+        "error": clip(outcome.error),
+        "detail": merged,
+        "to_version": row["to_version"] if outcome.to_version is None else outcome.to_version,
+        "config_after": (
+            row["config_after"] if outcome.config_after is None else outcome.config_after
+        ),
+    }
 
 
 class ActionRepository(LedgerBase):
@@ -97,20 +157,28 @@ class ActionRepository(LedgerBase):
             refused.update(self._holders(conn, plugin, chunk, exclude_run=run_id))
         return refused
 
-    def _guard_tenant(self, conn: Connection, run: Row[Any], tenant_id: str) -> None:
-        """Raise `TenantHeld` if another active run holds the tenant; else claim it for an
-        active run (a finished run acts on free tenants without claiming them)."""
-        query = select(claims.c.run_id).where(
-            claims.c.plugin == run.plugin, claims.c.tenant_id == tenant_id
-        )
-        if conn.execute(query).scalar_one_or_none() == run.run_id:
+    def _guard_tenants(self, conn: Connection, run: Row[Any], tenant_ids: Sequence[str]) -> None:
+        """Raise `TenantHeld` for the first tenant (by id) that another active run holds; claim
+        the others for an active run (a finished run acts on free tenants without claiming)."""
+        tenants = sorted(set(tenant_ids))
+        mine: set[str] = set()
+        for chunk in chunks(tenants):
+            query = select(claims.c.tenant_id).where(
+                claims.c.plugin == run.plugin,
+                claims.c.tenant_id.in_(chunk),
+                claims.c.run_id == run.run_id,
+            )
+            mine.update(conn.execute(query).scalars())
+        rest = [tenant for tenant in tenants if tenant not in mine]
+        if not rest:
             return  # the usual case: claim_tenants came first
         if run.status == RunStatus.FINISHED:
-            held = self._holders(conn, run.plugin, [tenant_id], exclude_run=run.run_id)
+            held = self._holders(conn, run.plugin, rest, exclude_run=run.run_id)
         else:
-            held = self._claim(conn, run.run_id, run.plugin, [tenant_id])
+            held = self._claim(conn, run.run_id, run.plugin, rest)
         if held:
-            raise TenantHeld(run.plugin, tenant_id, run.run_id, held[tenant_id])
+            tenant = min(held)
+            raise TenantHeld(run.plugin, tenant, run.run_id, held[tenant])
 
     @staticmethod
     def _holders(
@@ -152,39 +220,52 @@ class ActionRepository(LedgerBase):
         raises `TenantHeld` (record a refusal instead); an unheld tenant is claimed for the
         run while the run is active.
         """
+        start = ActionStart(
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            to_version=to_version,
+            batch_index=batch_index,
+            from_version=from_version,
+            from_config=from_config,
+        )
+        return self.begin_actions(run_id=run_id, plugin=plugin, kind=kind, starts=[start])[0]
+
+    def begin_actions(
+        self, *, run_id: str, plugin: str, kind: str, starts: Sequence[ActionStart]
+    ) -> list[ActionRecord]:
+        """`begin_action` for many tenants of one run in one transaction (a deploy or rollback
+        shard), records in the order given. The same rules apply to each start; the first that
+        breaks one (`IdempotencyConflict`, `TenantHeld`, a bad value) aborts the whole batch,
+        so nothing of it is written."""
         kind = member_of("kind", kind, ActionKind)
-        key = required_text("idempotency_key", idempotency_key)
-        required_text("tenant_id", tenant_id)
-        if not isinstance(to_version, str):  # "" is allowed: a rollback to an unknown version
-            raise InvalidLedgerValue("to_version", to_version, "a string is required")
+        for start in starts:
+            required_text("idempotency_key", start.idempotency_key)
+            required_text("tenant_id", start.tenant_id)
+            if not isinstance(start.to_version, str):  # "" is allowed: rollback to unknown
+                raise InvalidLedgerValue("to_version", start.to_version, "a string is required")
+        if not starts:
+            return []
+        keys = [start.idempotency_key for start in starts]
         with write_transaction(self._engine) as conn:
-            # per tenant: the claim row's unique key already settles races with claim_tenants
-            serialize_on(conn, f"powerx_ledger_tenant:{plugin}:{tenant_id}")
-            existing = self._action_row(conn, key)
-            if existing is not None:
-                self._check_same_action(existing, run_id, plugin, tenant_id, kind)
-                return action_record(existing)
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
-            self._guard_tenant(conn, run, tenant_id)
-            row: dict[str, Any] = {
-                "run_id": run_id,
-                "plugin": plugin,
-                "tenant_id": tenant_id,
-                "batch_index": batch_index,
-                "kind": kind,
-                "state": ActionState.STARTED.value,
-                "from_version": from_version,
-                "to_version": to_version,
-                "from_config": from_config,
-                "idempotency_key": key,
-                "attempts": 0,
-                "noop": False,
-                "detail": {},
-                "started_at": clock.now(),
-            }
-            insert_ignoring_conflicts(conn, actions_table, [row], ["idempotency_key"])
-            return action_record(self._require_action(conn, key))
+            # per tenant: the claim row's unique key already settles races with claim_tenants
+            for tenant in sorted({start.tenant_id for start in starts}):
+                serialize_on(conn, f"powerx_ledger_tenant:{plugin}:{tenant}")
+            existing = self._action_rows(conn, keys)
+            new: dict[str, ActionStart] = {}
+            for start in starts:
+                if start.idempotency_key not in existing:
+                    new.setdefault(start.idempotency_key, start)
+            self._guard_tenants(conn, run, [start.tenant_id for start in new.values()])
+            now = clock.now()
+            rows = [_started_row(run, kind, start, now) for start in new.values()]
+            insert_ignoring_conflicts(conn, actions_table, rows, ["idempotency_key"])
+            found = self._action_rows(conn, keys)
+            for start in starts:
+                row = found[start.idempotency_key]
+                self._check_same_action(row, run_id, plugin, start.tenant_id, kind)
+            return [action_record(found[key]) for key in keys]
 
     def finish_action(
         self,
@@ -204,36 +285,56 @@ class ActionRepository(LedgerBase):
         `attempts` defaults to one more than before; `detail` is merged into the old detail;
         an earlier error that the new state replaces is kept under `detail["earlier_errors"]`.
         """
-        state = member_of("state", state, ActionState)
-        if state not in FINISHED_ACTION_STATES:
-            raise InvalidLedgerValue("state", state, FINISHED_ACTION_STATES)
-        if attempts is not None and (not isinstance(attempts, int) or attempts < 0):
-            raise InvalidLedgerValue("attempts", attempts, "a non-negative integer")
+        outcome = ActionOutcome(
+            idempotency_key=idempotency_key,
+            state=state,
+            to_version=to_version,
+            config_after=config_after,
+            error=error,
+            attempts=attempts,
+            noop=noop,
+            detail=detail,
+            audit=audit,
+        )
+        return self.finish_actions([outcome])[0]
+
+    def finish_actions(self, outcomes: Sequence[ActionOutcome]) -> list[ActionRecord]:
+        """`finish_action` for many actions in one transaction, each with its audit record:
+        all are written or none (a crash before the commit leaves them `started`, and a
+        replay of their idempotency keys settles them). Records in the order given."""
+        for outcome in outcomes:
+            state = member_of("state", outcome.state, ActionState)
+            if state not in FINISHED_ACTION_STATES:
+                raise InvalidLedgerValue("state", state, FINISHED_ACTION_STATES)
+            attempts = outcome.attempts
+            if attempts is not None and (not isinstance(attempts, int) or attempts < 0):
+                raise InvalidLedgerValue("attempts", attempts, "a non-negative integer")
+        if not outcomes:
+            return []
+        keys = [outcome.idempotency_key for outcome in outcomes]
         with write_transaction(self._engine) as conn:
-            row = self._require_action(conn, idempotency_key, lock=True)
-            merged = {**(row.detail or {}), **(detail or {})}
-            if row.error and row.error != error:
-                merged["earlier_errors"] = [*merged.get("earlier_errors", []), row.error]
-            values: dict[str, Any] = {
-                "state": state,
-                "finished_at": clock.now(),
-                "attempts": row.attempts + 1 if attempts is None else attempts,
-                "noop": bool(noop),
-                "error": clip(error),
-                "detail": merged,
-            }
-            if to_version is not None:
-                values["to_version"] = to_version
-            if config_after is not None:
-                values["config_after"] = config_after
+            locked = self._action_rows(conn, keys, lock=True)
+            rows = {key: dict(row._mapping) for key, row in locked.items()}
+            changes: list[dict[str, Any]] = []
+            audits: list[dict[str, Any]] = []
+            for outcome in outcomes:
+                row = rows.get(outcome.idempotency_key)
+                if row is None:
+                    raise UnknownAction(outcome.idempotency_key)
+                row.update(_finished_values(row, outcome))  # a key twice: the later one wins
+                changes.append({"key": outcome.idempotency_key, **{c: row[c] for c in _FINISHED}})
+                if outcome.audit is not None:
+                    audits.append(self._audit_row(outcome.audit, row["run_id"]))
+            table = actions_table
             conn.execute(
-                update(actions_table)
-                .where(actions_table.c.idempotency_key == idempotency_key)
-                .values(**values)
+                update(table)
+                .where(table.c.idempotency_key == bindparam("key"))
+                .values({c: bindparam(c) for c in _FINISHED}),
+                changes,
             )
-            if audit is not None:
-                self._enqueue(conn, audit, row.run_id)
-            return action_record(self._require_action(conn, idempotency_key))
+            insert_ignoring_conflicts(conn, audit_outbox, audits, ["audit_id"])
+            found = self._action_rows(conn, keys)
+            return [action_record(found[key]) for key in keys]
 
     def record_refusal(
         self,

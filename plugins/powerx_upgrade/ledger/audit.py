@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from powerx_upgrade.ledger.base import (
     AUDIT_RETENTION_FLOOR,
     LedgerBase,
     audit_record,
     aware_utc,
+    chunks,
     clip,
 )
 from powerx_upgrade.ledger.engine import read_transaction, write_transaction
-from powerx_upgrade.ledger.errors import RetentionTooShort
+from powerx_upgrade.ledger.errors import RetentionTooShort, UnknownAudit
 from powerx_upgrade.ledger.records import AuditEntry, AuditRecord
 from powerx_upgrade.ledger.schema import audit_outbox
 
@@ -61,6 +63,38 @@ class AuditRepository(LedgerBase):
                 .where(audit_outbox.c.audit_id == audit_id, audit_outbox.c.delivered_at.is_(None))
                 .values(delivered_at=when)
             )
+
+    def count_pending_audit(self) -> int:
+        """How many audit records wait for delivery (without reading them)."""
+        query = select(func.count()).select_from(audit_outbox)
+        query = query.where(audit_outbox.c.delivered_at.is_(None))
+        with read_transaction(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def mark_audits_delivered(
+        self, audit_ids: Sequence[str], delivered_at: datetime | None = None
+    ) -> int:
+        """`mark_audit_delivered` for many records in one transaction; returns how many were
+        newly marked. Unknown ids raise `UnknownAudit` (nothing is marked then)."""
+        when = aware_utc("delivered_at", delivered_at)
+        ids = sorted(set(audit_ids))
+        if not ids:
+            return 0
+        marked = 0
+        with write_transaction(self._engine) as conn:
+            for chunk in chunks(ids):
+                known = select(audit_outbox.c.audit_id).where(audit_outbox.c.audit_id.in_(chunk))
+                missing = set(chunk) - set(conn.execute(known).scalars())
+                if missing:
+                    raise UnknownAudit(min(missing))
+                marked += conn.execute(
+                    update(audit_outbox)
+                    .where(
+                        audit_outbox.c.audit_id.in_(chunk), audit_outbox.c.delivered_at.is_(None)
+                    )
+                    .values(delivered_at=when)
+                ).rowcount
+        return marked
 
     def mark_audit_failed(self, audit_id: str, error: str) -> None:
         """Count a failed delivery attempt and keep its error; the record stays pending."""

@@ -128,12 +128,19 @@ class LedgerBase:
     _engine: Engine
 
     def _enqueue(self, conn: Connection, entry: AuditEntry, run_id: str | None) -> str:
+        row = self._audit_row(entry, run_id)
+        insert_ignoring_conflicts(conn, audit_outbox, [row], ["audit_id"])
+        return str(row["audit_id"])
+
+    @staticmethod
+    def _audit_row(entry: AuditEntry, run_id: str | None) -> dict[str, Any]:
+        """The outbox row of an audit entry, checked and with secrets masked."""
         audit_id = entry.audit_id or uuid.uuid4().hex
         if len(required_text("audit_id", audit_id)) > 64:
             raise InvalidLedgerValue("audit_id", audit_id, "at most 64 characters")
         if not isinstance(entry.payload, Mapping):
             raise InvalidLedgerValue("payload", entry.payload, "a dict is required")
-        row = {
+        return {
             "audit_id": audit_id,
             "run_id": run_id,
             "event": required_text("event", entry.event),
@@ -141,8 +148,18 @@ class LedgerBase:
             "created_at": clock.now(),
             "attempts": 0,
         }
-        insert_ignoring_conflicts(conn, audit_outbox, [row], ["audit_id"])
-        return audit_id
+
+    @staticmethod
+    def _action_rows(
+        conn: Connection, keys: Sequence[str], *, lock: bool = False
+    ) -> dict[str, Row[Any]]:
+        """Actions by idempotency key (keys unknown to the ledger are left out)."""
+        found: dict[str, Row[Any]] = {}
+        for chunk in chunks(sorted(set(keys))):
+            query = select(actions_table).where(actions_table.c.idempotency_key.in_(chunk))
+            for row in conn.execute(query.with_for_update() if lock else query).all():
+                found[row.idempotency_key] = row
+        return found
 
     @staticmethod
     def _run_row(conn: Connection, run_id: str, *, lock: bool = False) -> Row[Any] | None:

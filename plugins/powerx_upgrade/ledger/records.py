@@ -199,6 +199,33 @@ class AuditEntry:
     audit_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ActionStart:
+    """One tenant action to begin in a batch (`ActionRepository.begin_actions`)."""
+
+    tenant_id: str
+    idempotency_key: str
+    to_version: str
+    batch_index: int | None = None
+    from_version: str | None = None
+    from_config: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """How one tenant action ended, to record in a batch (`ActionRepository.finish_actions`)."""
+
+    idempotency_key: str
+    state: str
+    to_version: str | None = None
+    config_after: str | None = None
+    error: str | None = None
+    attempts: int | None = None
+    noop: bool = False
+    detail: dict[str, Any] | None = None
+    audit: AuditEntry | None = None
+
+
 # -- controls ---------------------------------------------------------------------------------
 
 

@@ -103,6 +103,20 @@ class RunRepository(LedgerBase):
             if result.rowcount == 0:
                 raise UnknownRun(run_id)
 
+    def merge_run_detail(self, run_id: str, detail: dict[str, Any]) -> None:
+        """Merge `detail` into the run's detail in one locked transaction (a key set to None is
+        removed), whatever the run's status: a read, change and `update_run` could lose a
+        concurrent writer's keys. For what a step hands to later steps by reference (issue 16:
+        tenant lists stay in the ledger, not in XCom)."""
+        with write_transaction(self._engine) as conn:
+            row = self._require_run(conn, run_id, lock=True)
+            merged = {**(row.detail or {}), **detail}
+            for key in [key for key, value in detail.items() if value is None]:
+                del merged[key]
+            conn.execute(
+                update(runs_table).where(runs_table.c.run_id == run_id).values(detail=merged)
+            )
+
     def finish_run(
         self,
         run_id: str,

@@ -26,7 +26,7 @@ from powerx_upgrade.domain.config import ConfigResult
 from powerx_upgrade.domain.dag_ids import ROLLBACK_DAG_ID
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.domain.problems import Problem
-from powerx_upgrade.orchestration import tasks
+from powerx_upgrade.orchestration import names, tasks
 from powerx_upgrade.orchestration.description import (
     DagShape,
     TaskNode,
@@ -162,8 +162,7 @@ def _mapped(node: TaskNode, plan: Plan, source: Any) -> Any:
             doc_md=node.doc,
             retries=1,
             retry_delay=timedelta(seconds=5),
-            map_index_template="tenants {{ task.op_kwargs['shard']['start'] }}"
-            "-{{ task.op_kwargs['shard']['end'] }}",
+            map_index_template=names.SHARD_LABEL,
         ).expand(op_kwargs=source.output)
     return PythonOperator.partial(
         task_id=local,
@@ -171,6 +170,7 @@ def _mapped(node: TaskNode, plan: Plan, source: Any) -> Any:
         doc_md=node.doc,
         retries=2,
         retry_delay=timedelta(seconds=2),
+        map_index_template=names.SHARD_LABEL,
     ).expand(op_kwargs=source.output)
 
 

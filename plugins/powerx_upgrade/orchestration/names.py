@@ -60,3 +60,7 @@ def batch(k: int, step: str) -> str:
 def local(task_id: str) -> str:
     """The task's id inside its group (`rollback.scope` -> `scope`)."""
     return task_id.split(".", 1)[1]
+
+
+SHARD_LABEL = "tenants {{ task.op_kwargs['shard']['start'] }}-{{ task.op_kwargs['shard']['end'] }}"
+"""A mapped deploy or rollback task's label: its shard's reference (the tenants by position)."""

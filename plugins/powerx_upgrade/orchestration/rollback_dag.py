@@ -174,8 +174,9 @@ def _resolved() -> dict[str, Any]:
     return data
 
 
-def _chosen() -> dict[str, Any]:
-    chosen = get_current_context()["ti"].xcom_pull(task_ids=names.ROLLBACK_SCOPE, key="targets")
+def _chosen(services: Any, ctx: Any) -> dict[str, Any]:
+    """What the scope step chose, from the ledger (XCom carries only references)."""
+    chosen = rollback.late_chosen(services, ctx)
     if chosen is None:
         raise AirflowFailException(f"{names.ROLLBACK_SCOPE} chose no tenants (see its log)")
     return chosen
@@ -243,17 +244,15 @@ def scope(plans: dict[str, Plan]) -> list[dict[str, Any]]:
         chosen = rollback.start_late_rollback(services, rollback.late_context(services, data), data)
     except RollbackRefused as exc:
         raise _refused(exc) from None
-    get_current_context()["ti"].xcom_push(key="targets", value=chosen)
     _, deploy = rollback.specs(plans.get(data["plan_id"]))
-    return rollback.shards(chosen["targets"], deploy.shard_size)
+    return rollback.shards(chosen["count"], deploy.shard_size)
 
 
-def execute(plans: dict[str, Plan], targets: list[dict[str, Any]]) -> dict[str, Any]:
+def execute(plans: dict[str, Plan], shard: dict[str, Any]) -> dict[str, Any]:
     data = _resolved()
     services = runtime.services()
-    spec, deploy = rollback.specs(plans.get(data["plan_id"]))
     ctx = rollback.late_context(services, data)
-    return rollback.execute(services, ctx, targets, rollback=spec, deploy=deploy)
+    return rollback.execute_late(services, plans.get(data["plan_id"]), ctx, shard)
 
 
 def verify() -> dict[str, Any]:
@@ -261,16 +260,16 @@ def verify() -> dict[str, Any]:
     services = runtime.services()
     started = datetime.fromisoformat(data["requested_at"])
     ctx = rollback.late_context(services, data)
-    return rollback.verify(services, ctx, _chosen()["targets"], started)
+    return rollback.verify_late(services, ctx, started)
 
 
 def record(plans: dict[str, Plan]) -> dict[str, Any]:
-    data, chosen = _resolved(), _chosen()
-    verified = get_current_context()["ti"].xcom_pull(task_ids=names.ROLLBACK_VERIFY)
+    data = _resolved()
     services = runtime.services()
     ctx = rollback.late_context(services, data)
+    chosen = _chosen(services, ctx)
     plan = plans.get(ctx.plan_id)
-    verification = verified or rollback.unverified(chosen)
+    verification = chosen.get("verification") or rollback.unverified(chosen)
     summary, whole = rollback.record_late(services, plan, ctx, data, chosen, verification)
     if not whole:
         raise AirflowFailException(f"the rollback did not bring every tenant back: {summary}")
@@ -292,7 +291,7 @@ def report(plans: dict[str, Plan]) -> dict[str, Any]:
         **reporting.policy_options(plan.policy if plan else None),
     )
     files = reporting.store_reports(
-        reporting.render_reports(document, templates=airflow_setting("templates")),
+        reporting.stream_reports(document, templates=airflow_setting("templates")),
         data["plan_id"],
         data["run_id"],
     )
@@ -323,6 +322,7 @@ def _operator(node: TaskNode, plans: dict[str, Plan], ops: dict[str, Any]) -> An
             doc_md=node.doc,
             retries=2,
             retry_delay=timedelta(seconds=2),
+            map_index_template=names.SHARD_LABEL,
         ).expand(op_kwargs=ops[node.mapped_over].output)
     if node.kind == "report":
         return ReportOperator(

@@ -141,9 +141,9 @@ def rollback_scope(plan: Plan) -> list[dict[str, Any]]:
     return rollback.start_batch_rollback(runtime.services(), plan, ctx)
 
 
-def rollback_execute(plan: Plan, targets: list[dict[str, Any]]) -> dict[str, Any]:
+def rollback_execute(plan: Plan, shard: dict[str, Any]) -> dict[str, Any]:
     ctx = runtime.run_context(_ti())
-    return rollback.execute_batch_rollback(runtime.services(), plan, ctx, targets)
+    return rollback.execute_batch_rollback(runtime.services(), plan, ctx, shard)
 
 
 def rollback_verify(plan: Plan) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def report(plan: Plan) -> dict[str, Any]:
     settled = _ti().xcom_pull(task_ids=names.RECORD)
     document = _report_document(plan, run_id, run_identity(plan, context, settled=settled))
     files = reporting.store_reports(
-        reporting.render_reports(document, templates=airflow_setting("templates")), plan.id, run_id
+        reporting.stream_reports(document, templates=airflow_setting("templates")), plan.id, run_id
     )
     return {
         "outcome": document["outcome"],

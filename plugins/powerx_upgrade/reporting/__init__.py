@@ -10,7 +10,7 @@ from powerx_upgrade.reporting.model import (
     policy_options,
     report_from_ledger,
 )
-from powerx_upgrade.reporting.render import render_reports, templates_location
+from powerx_upgrade.reporting.render import render_reports, stream_reports, templates_location
 from powerx_upgrade.reporting.store import report_dir, report_link, reports_base, store_reports
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "report_link",
     "reports_base",
     "store_reports",
+    "stream_reports",
     "templates_location",
 ]

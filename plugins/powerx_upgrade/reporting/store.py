@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 REPORTS_ENV = "POWERX_UPGRADE_REPORTS"
@@ -86,11 +87,18 @@ def report_link(
     return quote(f"{report_dir(plan_id, run_id)}/{name}", safe=":/")
 
 
+WRITE_CHUNK = 1 << 16
+"""Characters gathered before one write: a streamed file's small chunks (a JSON token, a
+template line) written one by one would cost a call each (and a request each on object
+storage)."""
+
+
 def store_reports(
-    files: Mapping[str, str], plan_id: str, run_id: str, *, base: str | None = None
+    files: Mapping[str, str | Iterable[str]], plan_id: str, run_id: str, *, base: str | None = None
 ) -> dict[str, str]:
-    """Write the rendered files; returns file name -> URI. Rewriting a run's report (a retried
-    task) replaces the files."""
+    """Write the rendered files (whole texts, or chunks from `render.stream_reports`, written
+    as they come: a file that grows with the fleet is never held whole); returns file name ->
+    URI. Rewriting a run's report (a retried task) replaces the files."""
     from airflow.sdk import (
         ObjectStoragePath,
     )  # here, so that building and rendering stay Airflow-free
@@ -102,6 +110,21 @@ def store_reports(
     for name in order:
         target = directory / name
         with target.open("w", encoding="utf-8") as out:
-            out.write(files[name])
+            _write(out, files[name])
         written[name] = str(target)
     return {name: written[name] for name in files}
+
+
+def _write(out: Any, text: str | Iterable[str]) -> None:
+    if isinstance(text, str):
+        out.write(text)
+        return
+    buffer: list[str] = []
+    held = 0
+    for chunk in text:
+        buffer.append(chunk)
+        held += len(chunk)
+        if held >= WRITE_CHUNK:
+            out.write("".join(buffer))
+            buffer, held = [], 0
+    out.write("".join(buffer))

@@ -140,6 +140,8 @@ def gate_watch(
     }
 
 
+JUDGEABLE_MARGIN = timedelta(milliseconds=50)
+"""Poked this long after the bake becomes judgeable, so the poke's clock is surely past it."""
 ERROR_LOG_SIZE = 50
 """Monitoring errors kept in a gate's state (the count is kept in full)."""
 
@@ -259,6 +261,20 @@ class GatePoller:
         """How long the batch has run, from its first deploy."""
         started = self.watch.get("batch_started") or self.watch["bake_started"]
         return now - datetime.fromisoformat(started)
+
+    def next_poke_in(self, now: datetime) -> timedelta:
+        """How long to wait before the next poke: the poke interval, or less when the bake
+        becomes judgeable sooner (its end plus the monitoring lag). Without this the verdict
+        of a bake waits up to one more poke interval for nothing."""
+        interval = self.gate.poke_interval
+        bake_started = datetime.fromisoformat(self.watch["bake_started"])
+        judgeable = (
+            bake_started + timedelta(seconds=self.watch["bake_seconds"]) + self.gate.signal_delay
+        )
+        left = judgeable - now
+        if timedelta(0) < left < interval:
+            return left + JUDGEABLE_MARGIN
+        return interval
 
     def deadline_from(self, now: datetime) -> datetime:
         """When the gate gives up waiting for a verdict (the deferral's timeout): the bake, the

@@ -12,16 +12,24 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.ledger import ActionOutcome, ActionRecord, ActionStart, Ledger, TenantHeld
+from powerx_upgrade.rollout.batching import Outcomes, begin_all
 from powerx_upgrade.rollout.context import RunContext
-from powerx_upgrade.rollout.errors import PowerXConflict, PowerXUnavailable
-from powerx_upgrade.rollout.record import Recorder
+from powerx_upgrade.rollout.errors import PowerXConflict, PowerXThrottled, PowerXUnavailable
+from powerx_upgrade.rollout.pacing import AdaptiveConcurrency
+from powerx_upgrade.rollout.record import Recorder, audit_entry
 
 log = logging.getLogger(__name__)
+
+MAX_THROTTLED = 20
+"""Throttled answers (429) a tenant may get before it counts as failed: they cost no retry,
+the adaptive concurrency slows the shard down instead, but a platform that never recovers must
+not hold a task for ever."""
+_T = TypeVar("_T")
 
 
 class PlatformClient(Protocol):
@@ -63,6 +71,7 @@ class ShardSummary:
     kind: str
     batch: int | None
     results: tuple[TenantResult, ...]
+    pacing: dict[str, Any] = field(default_factory=dict)
 
     def count(self, state: str) -> int:
         return sum(1 for r in self.results if r.state == state)
@@ -74,6 +83,7 @@ class ShardSummary:
             "tenants": len(self.results),
             **{s: self.count(s) for s in ("succeeded", "failed", "skipped", "refused")},
             "failed_tenants": [r.tenant for r in self.results if r.state == "failed"][:100],
+            "pacing": self.pacing,
         }
 
 
@@ -119,13 +129,40 @@ def deploy_shard(
         )
         results.append(TenantResult(tenant, "refused", error=f"held by run {holder}"))
     todo = [t for t in tenants if t not in refused]
+    pacing = AdaptiveConcurrency(concurrency)
+    outcomes = Outcomes(ledger)
+    # read every tenant's current version first: the actions then begin in one transaction
+    reads = _run_all(lambda t: _read_tenant(platform, ctx, t, retry, sleep, pacing), todo, pacing)
+    actions = begin_all(
+        ledger,
+        ctx,
+        "upgrade",
+        [
+            ActionStart(
+                tenant_id=tenant,
+                idempotency_key=ctx.key("upgrade", tenant),
+                to_version=ctx.target_version,
+                batch_index=batch,
+                from_version=current.get("version") if isinstance(current, dict) else None,
+                from_config=current.get("config_version") if isinstance(current, dict) else None,
+            )
+            for tenant, current in zip(todo, reads, strict=True)
+        ],
+    )
 
-    def one(tenant: str) -> TenantResult:
-        return _upgrade_one(platform, ledger, recorder, ctx, batch, tenant, retry, sleep)
+    def one(item: tuple[str, Any, ActionRecord | TenantHeld]) -> TenantResult:
+        tenant, current, action = item
+        if isinstance(action, TenantHeld):
+            raise action
+        op = _TenantOp(outcomes, ctx, "upgrade", tenant, batch)
+        return _upgrade_one(platform, op, current, action, retry, sleep, pacing)
 
-    results += _run_all(one, todo, concurrency)
+    try:
+        results += _run_all(one, list(zip(todo, reads, actions, strict=True)), pacing)
+    finally:  # a failed thread must not cost the others their records
+        outcomes.flush()
     recorder.flush()
-    return ShardSummary("upgrade", batch, tuple(results))
+    return ShardSummary("upgrade", batch, tuple(results), pacing.stats())
 
 
 def rollback_shard(
@@ -141,23 +178,47 @@ def rollback_shard(
 ) -> ShardSummary:
     """Roll tenants back to the version each had before this run, config restored.
 
-    `targets`: [{"tenant", "from_version", "batch"}] as chosen by the rollback scope.
+    `targets`: [{"tenant", "from_version", "batch"}] as chosen by the rollback scope. The
+    shard's actions begin in one ledger transaction and end in one per `LEDGER_BATCH`.
     """
+    pacing = AdaptiveConcurrency(concurrency)
+    outcomes = Outcomes(ledger)
+    actions = begin_all(
+        ledger,
+        ctx,
+        "rollback",
+        [
+            ActionStart(
+                tenant_id=t["tenant"],
+                idempotency_key=ctx.key("rollback", t["tenant"]),
+                to_version=t.get("from_version") or "",
+                batch_index=t.get("batch"),
+                from_version=ctx.target_version,
+            )
+            for t in targets
+        ],
+    )
 
-    def one(target: dict[str, Any]) -> TenantResult:
-        return _rollback_one(platform, ledger, recorder, ctx, target, retry, sleep)
+    def one(item: tuple[dict[str, Any], ActionRecord | TenantHeld]) -> TenantResult:
+        target, action = item
+        if isinstance(action, TenantHeld):
+            raise action
+        op = _TenantOp(outcomes, ctx, "rollback", target["tenant"], target.get("batch"))
+        return _rollback_one(platform, op, target, action, retry, sleep, pacing)
 
-    results = _run_all(one, list(targets), concurrency)
+    try:
+        results = _run_all(one, list(zip(targets, actions, strict=True)), pacing)
+    finally:  # a failed thread must not cost the others their records
+        outcomes.flush()
     recorder.flush()
-    return ShardSummary("rollback", None, tuple(results))
+    return ShardSummary("rollback", None, tuple(results), pacing.stats())
 
 
-def _run_all(
-    work: Callable[[Any], TenantResult], items: list[Any], concurrency: int
-) -> list[TenantResult]:
+def _run_all(work: Callable[[Any], _T], items: list[Any], pacing: AdaptiveConcurrency) -> list[_T]:
+    """`work` on every item, in order; `pacing` bounds the platform calls in flight."""
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(pacing.ceiling, len(items)))) as pool:
         return list(pool.map(work, items))
 
 
@@ -165,8 +226,7 @@ def _run_all(
 class _TenantOp:
     """One tenant's upgrade or rollback in this run: who and what, named once."""
 
-    ledger: Ledger
-    recorder: Recorder
+    outcomes: Outcomes
     ctx: RunContext
     kind: str
     tenant: str
@@ -175,21 +235,6 @@ class _TenantOp:
     @property
     def key(self) -> str:
         return self.ctx.key(self.kind, self.tenant)
-
-    def begin(
-        self, from_version: str | None, to_version: str, from_config: str | None = None
-    ) -> Any:
-        return self.ledger.begin_action(
-            run_id=self.ctx.run_id,
-            plugin=self.ctx.plugin,
-            tenant_id=self.tenant,
-            batch_index=self.batch,
-            kind=self.kind,
-            from_version=from_version,
-            to_version=to_version,
-            idempotency_key=self.key,
-            from_config=from_config,
-        )
 
     def finish(
         self,
@@ -203,18 +248,8 @@ class _TenantOp:
         config_after: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> TenantResult:
-        """Record the outcome in the ledger and the audit outbox."""
-        self.ledger.finish_action(
-            self.key,
-            state,
-            to_version=to_version,
-            config_after=config_after,
-            error=error,
-            attempts=attempts,
-            noop=noop,
-            detail=detail,
-        )
-        self.recorder.audit(
+        """Queue the outcome for the ledger, with its audit record."""
+        audit = audit_entry(
             self.ctx,
             f"tenant.{self.kind}.{state}",
             tenants=[self.tenant],
@@ -228,30 +263,56 @@ class _TenantOp:
                 "noop": noop,
             },
         )
+        self.outcomes.add(
+            ActionOutcome(
+                idempotency_key=self.key,
+                state=state,
+                to_version=to_version,
+                config_after=config_after,
+                error=error,
+                attempts=attempts,
+                noop=noop,
+                detail=detail,
+                audit=audit,
+            )
+        )
         return TenantResult(self.tenant, state, from_version, to_version, attempts, error)
+
+
+def _read_tenant(
+    platform: PlatformClient,
+    ctx: RunContext,
+    tenant: str,
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+    pacing: AdaptiveConcurrency,
+) -> dict[str, Any] | Exception:
+    """The tenant as the platform has it now, or the error that kept us from reading it."""
+
+    def read(_: int) -> dict[str, Any]:
+        with pacing.slot():
+            return platform.get_tenant(ctx.plugin, tenant)
+
+    try:
+        return _with_retries(read, retry, sleep, pacing)[0]  # type: ignore[no-any-return]
+    except Exception as exc:
+        return exc
 
 
 def _upgrade_one(
     platform: PlatformClient,
-    ledger: Ledger,
-    recorder: Recorder,
-    ctx: RunContext,
-    batch: int,
-    tenant: str,
+    op: _TenantOp,
+    current: dict[str, Any] | Exception,
+    action: ActionRecord,
     retry: RetryPolicy,
     sleep: Callable[[float], None],
+    pacing: AdaptiveConcurrency,
 ) -> TenantResult:
-    op = _TenantOp(ledger, recorder, ctx, "upgrade", tenant, batch)
-    try:
-        current = _with_retries(lambda _: platform.get_tenant(ctx.plugin, tenant), retry, sleep)[0]
-    except Exception as exc:
-        action = op.begin(None, ctx.target_version)
-        if action.state == "succeeded":
-            return TenantResult(tenant, "skipped", action.from_version, ctx.target_version)
-        return op.finish(None, state="failed", error=f"cannot read tenant: {exc}", attempts=0)
-    action = op.begin(current.get("version"), ctx.target_version, current.get("config_version"))
+    ctx, tenant = op.ctx, op.tenant
     if action.state == "succeeded":  # a retried task: this tenant is done
         return TenantResult(tenant, "skipped", action.from_version, ctx.target_version)
+    if isinstance(current, Exception):
+        return op.finish(None, state="failed", error=f"cannot read tenant: {current}", attempts=0)
     if action.from_version == ctx.target_version:  # on the target before this run touched it
         return op.finish(
             action.from_version,
@@ -270,21 +331,19 @@ def _upgrade_one(
             idempotency_key=f"{op.key}#{n}",
         )
 
-    return _operate(op, action.from_version, attempt, retry, sleep)
+    return _operate(op, action.from_version, attempt, retry, sleep, pacing)
 
 
 def _rollback_one(
     platform: PlatformClient,
-    ledger: Ledger,
-    recorder: Recorder,
-    ctx: RunContext,
+    op: _TenantOp,
     target: dict[str, Any],
+    action: ActionRecord,
     retry: RetryPolicy,
     sleep: Callable[[float], None],
+    pacing: AdaptiveConcurrency,
 ) -> TenantResult:
-    tenant, to_version = target["tenant"], target.get("from_version")
-    op = _TenantOp(ledger, recorder, ctx, "rollback", tenant, target.get("batch"))
-    action = op.begin(ctx.target_version, to_version or "")
+    ctx, tenant, to_version = op.ctx, op.tenant, target.get("from_version")
     if action.state == "succeeded":
         return TenantResult(tenant, "skipped", ctx.target_version, to_version)
 
@@ -297,7 +356,7 @@ def _rollback_one(
             restore_config=True,
         )
 
-    return _operate(op, ctx.target_version, attempt, retry, sleep)
+    return _operate(op, ctx.target_version, attempt, retry, sleep, pacing)
 
 
 def _operate(
@@ -306,27 +365,36 @@ def _operate(
     attempt: Callable[[int], dict[str, Any]],
     retry: RetryPolicy,
     sleep: Callable[[float], None],
+    pacing: AdaptiveConcurrency,
 ) -> TenantResult:
     """Call the platform until the operation succeeds or the retries run out.
 
     A transient error (no answer, 5xx, 409 in flight) retries the *same* key: the first call
     may have been applied, and only a replay of its key tells the outcome. Only a failure the
-    platform reported moves on to a new key (`#2`, `#3`, ...) for a fresh try.
+    platform reported moves on to a new key (`#2`, `#3`, ...) for a fresh try. A throttled
+    answer (429) costs no retry (up to `MAX_THROTTLED`): it slows the whole shard down instead.
     """
     error = None
-    tries = 0
+    tries = throttled = 0
     generation = 1
     while tries <= retry.retries:
-        tries += 1
         try:
-            answer = attempt(generation)
+            with pacing.slot():
+                answer = attempt(generation)
         except Exception as exc:
             error = str(exc)
+            if isinstance(exc, PowerXThrottled) and throttled < MAX_THROTTLED:
+                throttled += 1
+                pacing.throttled(exc.retry_after)  # the next slot() waits the window out
+                continue
+            tries += 1
             if not _transient(exc):
                 break
             if tries <= retry.retries:
                 sleep(retry.wait(tries))
             continue
+        tries += 1
+        pacing.succeeded()
         operation = answer.get("operation", {})
         if operation.get("status") == "succeeded":
             return op.finish(
@@ -350,7 +418,10 @@ def _transient(exc: Exception) -> bool:
 
 
 def _with_retries(
-    call: Callable[[int], Any], retry: RetryPolicy, sleep: Callable[[float], None]
+    call: Callable[[int], Any],
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+    pacing: AdaptiveConcurrency | None = None,
 ) -> tuple[Any, int]:
     for n in range(1, retry.retries + 2):
         try:
@@ -358,6 +429,8 @@ def _with_retries(
         except Exception as exc:
             if not _transient(exc) or n > retry.retries:
                 raise
+            if pacing is not None and isinstance(exc, PowerXThrottled):
+                pacing.throttled(exc.retry_after)
             sleep(retry.wait(n))
     raise AssertionError("unreachable")
 

@@ -134,28 +134,33 @@ class Recorder:
         404/409/429) stays queued with its error, for reconcile to report, and does not hold
         up the records behind it. Returns (delivered, still pending)."""
         if self.audit_client is None:
-            return 0, len(self.ledger.pending_audit(limit))
-        delivered = refused = 0
+            return 0, self.ledger.count_pending_audit()
+        delivered: list[str] = []
+        refused = 0
         pending = self.ledger.pending_audit(limit)
-        for record in pending:
-            try:
-                self.audit_client.record({**record.payload, "id": record.audit_id})
-            except PowerXRejected as exc:  # this record is wrong, not the service down
-                self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
-                log.error("audit service refused record %s: %s", record.audit_id, exc)
-                refused += 1
-                continue
-            except Exception as exc:  # any other failure: keep it queued, try again later
-                self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
-                log.warning(
-                    "audit service unavailable, %d record(s) wait in the outbox: %s",
-                    len(pending) - delivered,
-                    exc,
-                )
-                return delivered, len(pending) - delivered
-            self.ledger.mark_audit_delivered(record.audit_id)
-            delivered += 1
-        return delivered, refused
+        try:
+            for record in pending:
+                try:
+                    self.audit_client.record({**record.payload, "id": record.audit_id})
+                except PowerXRejected as exc:  # this record is wrong, not the service down
+                    self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
+                    log.error("audit service refused record %s: %s", record.audit_id, exc)
+                    refused += 1
+                    continue
+                except Exception as exc:  # any other failure: keep it queued, try again later
+                    self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
+                    log.warning(
+                        "audit service unavailable, %d record(s) wait in the outbox: %s",
+                        len(pending) - len(delivered),
+                        exc,
+                    )
+                    return len(delivered), len(pending) - len(delivered)
+                delivered.append(record.audit_id)
+        finally:
+            # one transaction for the delivered ones; a crash before it re-delivers them
+            # later, which the audit service answers from its record (ids are stable)
+            self.ledger.mark_audits_delivered(delivered)
+        return len(delivered), refused
 
     def notify(
         self,

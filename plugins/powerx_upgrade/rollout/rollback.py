@@ -49,9 +49,30 @@ def requested_scope(ledger: Ledger, run_id: str) -> str | None:
     return str(asked[-1].payload["scope"]) if asked else None
 
 
-def shards(targets: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
-    """The targets cut into the mapped rollback tasks' kwargs, `size` tenants each."""
-    return [{"targets": targets[i : i + size]} for i in range(0, len(targets), size)]
+def shards(count: int, size: int) -> list[dict[str, Any]]:
+    """The mapped rollback tasks' kwargs for `count` targets, `size` tenants each: references
+    (`start`, `end`, and `of` = how many targets the list had) into the target list the ledger
+    keeps for the rollback, never the tenants themselves. Like the deploy shards, each is a
+    fixed size however large the fleet (issue 16): XCom does not grow with the tenants."""
+    return [
+        {"shard": {"start": i, "end": min(count, i + size), "of": count}}
+        for i in range(0, count, size)
+    ]
+
+
+class StaleShard(RuntimeError):
+    """A shard's reference no longer fits the stored targets (another scope replaced them)."""
+
+
+def shard_targets(targets: list[dict[str, Any]], shard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets a shard reference points at; `StaleShard` when the stored list is not the
+    one the shard was cut from (rolling back someone else's slice would be worse than failing)."""
+    if len(targets) != shard["of"]:
+        raise StaleShard(
+            f"shard {shard['start']}-{shard['end']} was cut from {shard['of']} target(s), "
+            f"the ledger now holds {len(targets)}: the rollback scope ran again; retry the scope"
+        )
+    return targets[shard["start"] : shard["end"]]
 
 
 def execute(
@@ -148,13 +169,17 @@ def start_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> lis
             "note": "no tenant was on the new version",
         }
     ledger.update_run(ctx.run_id, status="rolling_back", detail=detail)
-    return shards(targets, plan.policy.deploy.shard_size)
+    return shards(len(targets), plan.policy.deploy.shard_size)
 
 
 def execute_batch_rollback(
-    services: Services, plan: Plan, ctx: RunContext, targets: list[dict[str, Any]]
+    services: Services, plan: Plan, ctx: RunContext, shard: dict[str, Any]
 ) -> dict[str, Any]:
-    """One shard of the run's rollback, at the concurrency in force (adjustable)."""
+    """One shard of the run's rollback (its targets read from the run record by reference), at
+    the concurrency in force (adjustable)."""
+    run = services.ledger.get_run(ctx.run_id)
+    stored = list(((run.detail or {}) if run else {}).get("rollback_targets", []))
+    targets = shard_targets(stored, shard)
     spec = controls.effective_policy(plan, services.ledger, ctx.run_id).rollback
     return execute(services, ctx, targets, rollback=spec, deploy=plan.policy.deploy)
 
@@ -269,7 +294,8 @@ def start_late_rollback(
     services: Services, ctx: LateRollbackContext, data: dict[str, Any]
 ) -> dict[str, Any]:
     """The finished run's tenants to roll back under the asked scope (and those another active
-    run holds), audited as `run.rollback.started`."""
+    run holds), kept in the run's detail (`LATE_CHOSEN`) for the later steps and audited as
+    `run.rollback.started`. Returns their counts only."""
     ledger = services.ledger
     run = ledger.get_run(ctx.run_id)
     if run is None:
@@ -278,6 +304,7 @@ def start_late_rollback(
     targets, held = late_rollback.late_targets(
         services.platform, ledger, ctx, data["scope"], batch, breaching
     )
+    keep_chosen(ledger, ctx, {"scope": data["scope"], "targets": targets, "held": held})
     services.recorder.audit(
         ctx,
         "run.rollback.started",
@@ -286,7 +313,58 @@ def start_late_rollback(
         details={"scope": data["scope"], "held": held, "batch": batch, "by": ctx.by_run},
     )
     services.recorder.flush()
-    return {"targets": targets, "held": held}
+    return {"count": len(targets), "held": len(held)}
+
+
+LATE_CHOSEN = "late_rollback_chosen"
+"""Key of the rolled-back run's detail where a late rollback keeps its targets, the tenants left
+alone (held) and, once verified, the verification, for its later steps to read by reference:
+`{"by_run", "scope", "targets", "held", "verification"}`. The next late rollback replaces it."""
+
+
+def keep_chosen(ledger: Ledger, ctx: LateRollbackContext, chosen: dict[str, Any]) -> None:
+    ledger.merge_run_detail(ctx.run_id, {LATE_CHOSEN: {"by_run": ctx.by_run, **chosen}})
+
+
+def late_chosen(services: Services, ctx: LateRollbackContext) -> dict[str, Any] | None:
+    """What this rollback DAG run chose (`start_late_rollback`), from the ledger; None when its
+    scope step has not run (or a later rollback replaced it)."""
+    run = services.ledger.get_run(ctx.run_id)
+    chosen = ((run.detail or {}) if run else {}).get(LATE_CHOSEN)
+    if not isinstance(chosen, dict) or chosen.get("by_run") != ctx.by_run:
+        return None
+    return chosen
+
+
+def execute_late(
+    services: Services, plan: Plan | None, ctx: LateRollbackContext, shard: dict[str, Any]
+) -> dict[str, Any]:
+    """One shard of a finished run's rollback: its targets by reference from the ledger."""
+    chosen = late_chosen(services, ctx)
+    if chosen is None:
+        raise StaleShard(
+            f"no targets of rollback {ctx.by_run} in the ledger: its scope did not run"
+        )
+    spec, deploy = specs(plan)
+    targets = shard_targets(chosen["targets"], shard)
+    return execute(services, ctx, targets, rollback=spec, deploy=deploy)
+
+
+def verify_late(services: Services, ctx: LateRollbackContext, started: datetime) -> dict[str, Any]:
+    """Verify the chosen targets, keep the verification with them in the ledger and return its
+    counts (a bounded summary: the lists stay in the ledger)."""
+    chosen = late_chosen(services, ctx)
+    if chosen is None:
+        raise StaleShard(
+            f"no targets of rollback {ctx.by_run} in the ledger: its scope did not run"
+        )
+    verification = verify(services, ctx, chosen["targets"], started)
+    keep_chosen(services.ledger, ctx, {**chosen, "verification": verification})
+    return {
+        "verified": len(verification["verified"]),
+        "broken": verification["broken"][:50],
+        "duration_ms": verification["duration_ms"],
+    }
 
 
 def unverified(chosen: dict[str, Any]) -> dict[str, Any]:
@@ -344,7 +422,8 @@ def record_late(
         "tenants": len(chosen["targets"]),
         "verified": len(verification.get("verified", [])),
         "broken": verification.get("broken", [])[:50],
-        "held": chosen["held"],
+        "held": dict(list(chosen["held"].items())[:50]),  # all of them in the run's detail
+        "held_count": len(chosen["held"]),
         "duration_ms": duration,
     }
     return summary, alert is None

@@ -9,6 +9,9 @@ from typing import Any
 import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
+from requests import PreparedRequest, Request, Session
+from requests.utils import get_netrc_auth
+from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from powerx_upgrade.rollout.errors import (
     PowerXError,
@@ -18,6 +21,9 @@ from powerx_upgrade.rollout.errors import (
 )
 
 DEFAULT_TIMEOUT = 30.0
+POOL_SIZE = 256
+"""Keep-alive connections the hook's session keeps per host: above any rollout concurrency
+(policy `concurrency` <= 200), so no thread ever opens a throwaway connection."""
 
 
 class PowerXHttpHook(HttpHook):
@@ -43,8 +49,13 @@ class PowerXHttpHook(HttpHook):
     ) -> None:
         super().__init__(method="POST", http_conn_id=conn_id or self.default_conn_name)
         self.powerx_conn_id = self.http_conn_id
+        # HttpHook's own keep-alive adapter, with a pool as large as the rollout's concurrency
+        self.keep_alive_adapter = TCPKeepAliveAdapter(
+            idle=120, count=20, interval=30, pool_maxsize=POOL_SIZE
+        )
         self._lock = threading.Lock()
-        self._cached_connection: Any = None
+        self._session: Session | None = None
+        self._options: dict[str, Any] = {}
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
@@ -61,32 +72,45 @@ class PowerXHttpHook(HttpHook):
         )
         return retrying(self._call_once, method, endpoint, payload)
 
-    def _connection(self) -> Any:
-        """The connection, looked up once per hook (a deploy shares one hook across threads)."""
+    def _pooled(self) -> tuple[Session, dict[str, Any]]:
+        """The hook's one keep-alive session, built once from the Airflow connection (host,
+        auth, headers, TLS options of its extra) and shared by every thread of the task.
+
+        What `requests` would look up in the environment on every call (proxies, CA bundle,
+        `~/.netrc`) is looked up once here: the host does not change within a hook."""
         with self._lock:
-            if self._cached_connection is None:
-                self._cached_connection = self.get_connection(self.http_conn_id)
-            return self._cached_connection
+            if self._session is None:
+                session = self.get_conn(extra_options={"check_response": False})
+                base = self.url_from_endpoint("")
+                if session.trust_env and session.auth is None:
+                    session.auth = get_netrc_auth(base) or _NoAuth()
+                settings = session.merge_environment_settings(
+                    base,
+                    proxies=session.proxies,
+                    stream=session.stream,
+                    verify=session.verify,
+                    cert=session.cert,
+                )
+                timeout = self.merged_extra.get("timeout") or self.timeout
+                allow_redirects = self.merged_extra.get("allow_redirects", True)
+                self._options = {
+                    **settings,
+                    "timeout": timeout,
+                    "allow_redirects": allow_redirects,
+                }
+                self._session = session
+            return self._session, self._options
 
     def _call_once(
         self, method: str, endpoint: str, payload: dict[str, Any] | None
     ) -> dict[str, Any]:
         method = method.upper()
-        # HttpHook keeps the method on the instance: a hook shared by a thread pool must never
-        # switch it (a GET of one thread would turn another's POST into a GET). One per call.
-        call = HttpHook(method=method, http_conn_id=self.http_conn_id)
-        call.get_connection = lambda conn_id: self._connection()  # type: ignore[method-assign]
-        options = {"check_response": False, "timeout": self.timeout}
+        session, options = self._pooled()
+        prepared = session.prepare_request(
+            _request(method, self.url_from_endpoint(endpoint), payload)
+        )
         try:
-            if method == "GET":
-                response = call.run(endpoint, data=payload, extra_options=options)
-            else:
-                response = call.run(
-                    endpoint,
-                    data=json.dumps(payload or {}),
-                    headers={"Content-Type": "application/json"},
-                    extra_options=options,
-                )
+            response = session.send(prepared, **options)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise PowerXUnavailable(
                 f"no answer: {type(exc).__name__}", method=method, endpoint=endpoint
@@ -96,7 +120,13 @@ class PowerXHttpHook(HttpHook):
         except ValueError:
             body = {"message": response.text[:500]}
         if response.status_code >= 300:
-            raise error_for(response.status_code, body, method, endpoint)
+            raise error_for(
+                response.status_code,
+                body,
+                method,
+                endpoint,
+                retry_after=response.headers.get("Retry-After"),
+            )
         return body
 
     def test_connection(self) -> tuple[bool, str]:
@@ -105,3 +135,19 @@ class PowerXHttpHook(HttpHook):
         except PowerXError as exc:
             return False, str(exc)
         return True, "connection ok"
+
+
+def _request(method: str, url: str, payload: dict[str, Any] | None) -> Request:
+    """GET/HEAD carry the payload as query parameters, every other method as a JSON body."""
+    if method in ("GET", "HEAD"):
+        return Request(method, url, params=payload)
+    return Request(
+        method, url, data=json.dumps(payload or {}), headers={"Content-Type": "application/json"}
+    )
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """No credentials, said once: keeps `requests` from reading `~/.netrc` on every call."""
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        return request

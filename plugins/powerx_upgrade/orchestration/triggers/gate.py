@@ -97,7 +97,7 @@ class BatchGateTrigger(BaseTrigger):
             event = await self._poke(poller, spec, applied, datetime.now(UTC))
             if event is not None:
                 return event
-            await asyncio.sleep(spec.poke_interval.total_seconds())
+            await asyncio.sleep(poller.next_poke_in(datetime.now(UTC)).total_seconds())
 
     async def _poke(
         self, poller: GatePoller, spec: GateSpec, applied: list[dict[str, Any]], now: datetime

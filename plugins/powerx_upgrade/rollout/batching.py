@@ -1,0 +1,64 @@
+"""Ledger writes of a deploy or rollback shard, batched: the shard's actions begin in one
+transaction and end in one per `LEDGER_BATCH` outcomes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from powerx_upgrade.ledger import ActionOutcome, ActionRecord, ActionStart, Ledger, TenantHeld
+from powerx_upgrade.rollout.context import RunContext
+
+log = logging.getLogger(__name__)
+
+LEDGER_BATCH = 50
+"""Tenant outcomes written per ledger transaction. Outcomes not yet written when a task dies
+are actions left `started`; the retried task replays their idempotency keys and the platform
+answers from its record, so a batch costs time on a crash, never a double operation."""
+
+
+def begin_all(
+    ledger: Ledger, ctx: RunContext, kind: str, starts: list[ActionStart]
+) -> list[ActionRecord | TenantHeld]:
+    """Begin a shard's actions in one transaction. When another active run holds one of its
+    tenants the batch writes nothing: then begin them one by one, so that the others go ahead
+    and only the held tenant's thread fails (as it did before writes were batched)."""
+    try:
+        return list(
+            ledger.begin_actions(run_id=ctx.run_id, plugin=ctx.plugin, kind=kind, starts=starts)
+        )
+    except TenantHeld:
+        log.warning("a tenant of this shard is held by another run: beginning one by one")
+    began: list[ActionRecord | TenantHeld] = []
+    for start in starts:
+        try:
+            began += ledger.begin_actions(
+                run_id=ctx.run_id, plugin=ctx.plugin, kind=kind, starts=[start]
+            )
+        except TenantHeld as exc:
+            began.append(exc)
+    return began
+
+
+class Outcomes:
+    """Tenant outcomes on their way to the ledger, `LEDGER_BATCH` per transaction, each with
+    its audit record in the same transaction."""
+
+    def __init__(self, ledger: Ledger, size: int = LEDGER_BATCH) -> None:
+        self.ledger = ledger
+        self.size = size
+        self._pending: list[ActionOutcome] = []
+        self._lock = threading.Lock()
+
+    def add(self, outcome: ActionOutcome) -> None:
+        with self._lock:
+            self._pending.append(outcome)
+            if len(self._pending) < self.size:
+                return
+            batch, self._pending = self._pending, []
+        self.ledger.finish_actions(batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        self.ledger.finish_actions(batch)

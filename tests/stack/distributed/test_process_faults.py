@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from powerx_dev.devstack.distributed import DistributedStack
+from powerx_dev.devstack.errors import AirflowStackError
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.operators.human import RESUME, ROLL_BACK, STOP
 from tests.invariants import assert_nothing_lost
@@ -120,6 +121,27 @@ def test_a_task_process_killed_mid_shard_is_retried_and_nobody_is_upgraded_twice
     untouched = set(settled.fleet) - set(tenants)
     assert all(settled.fleet[t]["version"] == "2.3.1" for t in untouched)
     assert all(not settled.fleet[t]["operations"] for t in untouched)
+
+
+def _run_state_through(stack: DistributedStack, dag_id: str, run_id: str, timeout: float) -> str:
+    """The run's end state, read through a freshly restarted api-server: on a loaded machine its
+    first minutes can answer a request slower than the client's 30 s; such a timeout is
+    counted (FIGURES) and the read tried again, until `timeout`."""
+    deadline = time.monotonic() + timeout
+    slow = 0
+    while True:
+        try:
+            state = stack.run_state(dag_id, run_id)
+        except AirflowStackError as exc:
+            if "Timeout" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            slow += 1
+            FIGURES["fault matrix: api-server requests timed out after its restart"] = slow
+            stack.close()
+            continue
+        if state in ("success", "failed") or time.monotonic() >= deadline:
+            return state
+        time.sleep(1)
 
 
 def _batch_2_started(stack: DistributedStack, run_id: str) -> list[str]:
@@ -253,7 +275,7 @@ def test_the_api_server_restarted_while_a_pause_waits_the_answer_after_it_goes_t
     answered_at = time.monotonic()
     dist_stack.answer_hitl(PAUSE_DAG, run_id, "batch_1.pause", ROLL_BACK)
 
-    state = dist_stack.wait_for_run(PAUSE_DAG, run_id, timeout=API_SERVER_WITHIN)
+    state = _run_state_through(dist_stack, PAUSE_DAG, run_id, timeout=API_SERVER_WITHIN)
     took = time.monotonic() - answered_at
     FIGURES["fault matrix: answer after api-server restart to run end (s)"] = took
     assert state == "failed", explain(dist_stack, PAUSE_DAG, run_id)

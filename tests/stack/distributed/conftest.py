@@ -28,7 +28,7 @@ from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.ledger import Ledger
 from tests.conftest import ROOT
 from tests.signing import SIGNING_KEYS
-from tests.stack.conftest import APPROVAL_SECRET, FIGURES, SCENARIO
+from tests.stack.conftest import APPROVAL_SECRET, FIGURES, SCENARIO, artifact_for
 
 DIST_CONFIG = ROOT / "tests" / "fixtures" / "distributed_config"
 CASE_B_DAG = "plugin_upgrade__crm-sync-stack"
@@ -46,6 +46,10 @@ UPGRADE_MS = 700
 
 SYSTEMS = ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")
 """The connections that point at the sandbox (approval and ledger are set apart)."""
+
+# F3 (test_process_faults.py): the pause waiting for a human across an api-server restart.
+PAUSE_DAG = "plugin_upgrade__crm-sync-dist-pause"
+DAG_IDS += (PAUSE_DAG,)
 
 
 @pytest.fixture(scope="package")
@@ -118,3 +122,37 @@ def upgrade_operations(tenant: dict[str, Any], version: str) -> list[dict[str, A
         and op["status"] == "succeeded"
         and not op["noop"]
     ]
+
+
+def conf_for(version: str, reason: str) -> dict[str, Any]:
+    """A run's conf: the version, its artifact signed with the TEST-ONLY key, the reason."""
+    return {"target_version": version, **artifact_for(version), "reason": reason}
+
+
+def selected(ledger: Ledger, run_id: str) -> list[str]:
+    """The run's tenants as it planned them (every batch)."""
+    record = ledger.get_run(run_id)
+    assert record is not None, f"no ledger run {run_id}"
+    return [t for batch in record.batches or [] for t in batch["tenants"]]
+
+
+def assert_upgraded_once(
+    ledger: Ledger, run_id: str, fleet: dict[str, dict[str, Any]], tenants: list[str]
+) -> None:
+    """Every tenant is on 2.4.0, changed by exactly one platform operation, under the key of
+    its one ledger action (a retried shard replays the same key, the platform answers from its
+    record)."""
+    actions = ledger.actions(run_id, kind="upgrade")
+    by_tenant: dict[str, list[Any]] = {}
+    for action in actions:
+        by_tenant.setdefault(action.tenant_id, []).append(action)
+    assert sorted(by_tenant) == sorted(tenants)
+    for tenant in tenants:
+        assert fleet[tenant]["version"] == "2.4.0", (tenant, fleet[tenant])
+        (action,) = by_tenant[tenant]
+        assert action.state == "succeeded", action
+        (operation,) = upgrade_operations(fleet[tenant], "2.4.0")
+        assert operation["idempotency_key"].startswith(f"{action.idempotency_key}#"), (
+            operation,
+            action,
+        )

@@ -22,11 +22,14 @@ import pytest
 
 from powerx_dev.devstack.distributed import DistributedStack
 from powerx_upgrade.ledger import Ledger
-from tests.stack.conftest import FIGURES, artifact_for, explain, versions
+from tests.stack.conftest import FIGURES, explain, versions
 from tests.stack.distributed.conftest import (
     BAKE_DAG,
     CASE_B_DAG,
     SHARDS_DAG,
+    assert_upgraded_once,
+    conf_for,
+    selected,
     upgrade_operations,
 )
 from tests.stack.runs import follow_upgrade
@@ -38,41 +41,9 @@ RUN_TIMEOUT = 420
 takes one to three minutes here)."""
 
 
-def _conf(version: str, reason: str) -> dict[str, Any]:
-    return {"target_version": version, **artifact_for(version), "reason": reason}
-
-
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def _selected(ledger: Ledger, run_id: str) -> list[str]:
-    record = ledger.get_run(run_id)
-    assert record is not None, f"no ledger run {run_id}"
-    return [t for batch in record.batches or [] for t in batch["tenants"]]
-
-
-def _assert_upgraded_once(
-    ledger: Ledger, run_id: str, fleet: dict[str, dict[str, Any]], tenants: list[str]
-) -> None:
-    """Every tenant is on 2.4.0, changed by exactly one platform operation, under the key of
-    its one ledger action (a retried shard replays the same key, the platform answers from its
-    record)."""
-    actions = ledger.actions(run_id, kind="upgrade")
-    by_tenant: dict[str, list[Any]] = {}
-    for action in actions:
-        by_tenant.setdefault(action.tenant_id, []).append(action)
-    assert sorted(by_tenant) == sorted(tenants)
-    for tenant in tenants:
-        assert fleet[tenant]["version"] == "2.4.0", (tenant, fleet[tenant])
-        (action,) = by_tenant[tenant]
-        assert action.state == "succeeded", action
-        (operation,) = upgrade_operations(fleet[tenant], "2.4.0")
-        assert operation["idempotency_key"].startswith(f"{action.idempotency_key}#"), (
-            operation,
-            action,
-        )
 
 
 def test_every_component_runs_with_the_profile_settings(dist_stack: DistributedStack):
@@ -175,7 +146,7 @@ def test_a_worker_killed_mid_shard_the_shard_is_retried_on_the_other_worker(
     shard: the schedulers notice the silent task (heartbeat timeout), the deploy task's retry
     runs on the surviving worker, the retried tenants are replayed under their idempotency
     keys: every tenant upgraded exactly once, none left behind, the run promotes."""
-    run_id = dist_stack.trigger(SHARDS_DAG, _conf("2.4.0", "distributed: worker kill"))
+    run_id = dist_stack.trigger(SHARDS_DAG, conf_for("2.4.0", "distributed: worker kill"))
     ti, victim = dist_stack.wait_for(
         lambda: _shard_in_flight(dist_stack, dist_sandbox, run_id),
         timeout=180,
@@ -203,11 +174,11 @@ def test_a_worker_killed_mid_shard_the_shard_is_retried_on_the_other_worker(
         assert final["id"] != ti["id"] and final["id"] in survivor_log, final
         assert ti["id"] in victim_log and final["id"] not in victim_log
         fleet = versions(dist_sandbox)
-        tenants = _selected(dist_ledger, run_id)
+        tenants = selected(dist_ledger, run_id)
         assert len(tenants) >= 12
         # The kill was mid-run: some tenants of the run were not upgraded yet.
         assert any(mid_shard[t]["version"] != "2.4.0" for t in tenants)
-        _assert_upgraded_once(dist_ledger, run_id, fleet, tenants)
+        assert_upgraded_once(dist_ledger, run_id, fleet, tenants)
         record = dist_ledger.get_run(run_id)
         assert record is not None and record.outcome == "promoted", record
         untouched = set(fleet) - set(tenants)
@@ -222,7 +193,7 @@ def test_a_scheduler_killed_during_a_bake_the_other_carries_the_run(
 ):
     """SIGKILL of one scheduler while batch 1 bakes (its gate deferred): the other scheduler
     schedules the rest (batch 2's deploy and gate, finalize) and the run promotes."""
-    run_id = dist_stack.trigger(BAKE_DAG, _conf("2.4.0", "distributed: scheduler kill"))
+    run_id = dist_stack.trigger(BAKE_DAG, conf_for("2.4.0", "distributed: scheduler kill"))
     dist_stack.wait_for_task(
         BAKE_DAG, run_id, "batch_1.gate", {"deferred"}, timeout=180, interval=0.5
     )
@@ -242,9 +213,9 @@ def test_a_scheduler_killed_during_a_bake_the_other_carries_the_run(
         assert state == "success", explain(dist_stack, BAKE_DAG, run_id)
         states = dist_stack.task_states(BAKE_DAG, run_id)
         assert states["batch_1.promote"] == states["batch_2.promote"] == "success"
-        tenants = _selected(dist_ledger, run_id)
+        tenants = selected(dist_ledger, run_id)
         fleet = versions(dist_sandbox)
-        _assert_upgraded_once(dist_ledger, run_id, fleet, tenants)
+        assert_upgraded_once(dist_ledger, run_id, fleet, tenants)
         phases = {
             g.batch_index: g.phase for g in dist_ledger.gate_evaluations(run_id, final_only=True)
         }

@@ -6,6 +6,8 @@ the api-server, all native processes on free ports; healthy before it yields, al
         run_id = stack.trigger(DAG_ID, {"target_version": "2.4.0"})
         stack.kill("worker-1")          # SIGKILL the worker and every process under it
         stack.restart("worker-1")
+        stack.stop("triggerer")         # SIGTERM, a grace period, then SIGKILL: a restart's stop
+        stack.restart("triggerer")
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ class DistributedStack(AirflowStack):
         component.process.wait(timeout=10)
         return pids
 
+    def stop(self, name: str, grace: float = 10.0) -> None:
+        """Stop a component as an operator's restart does (SIGTERM to its process group, up to
+        `grace` seconds to shut down cleanly, then SIGKILL): unlike `kill`, the component may
+        deregister itself (a scheduler ends its job, a triggerer releases its triggers). The
+        stack stops counting it until `restart`."""
+        component = self.components.pop(name)
+        self.killed[name] = component
+        stop_components([component], None, grace=grace)
+
     def restart(self, name: str) -> None:
         """Start a killed component again, with its arguments and environment."""
         self.killed.pop(name, None)
@@ -132,6 +143,25 @@ class DistributedStack(AirflowStack):
                     if title.startswith(b"airflow ") and needle in title:
                         return name
         return None
+
+    def task_processes(self, ti_id: str) -> tuple[str, int, list[int]] | None:
+        """The processes running task instance `ti_id` on a worker: (worker, the task
+        supervisor's pid, the pids under it: the task process itself), or None while no worker
+        runs it. Airflow titles the supervisor `airflow supervisor: <ti id>`; the task process
+        is its child (what a task's OOM kill or segfault hits, not the worker)."""
+        needle = ti_id.encode()
+        for name in self.workers:
+            for pid in descendants(self.components[name].pid):
+                with contextlib.suppress(OSError):
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if title.startswith(b"airflow supervisor") and needle in title:
+                        under = descendants(pid)
+                        return (name, pid, under) if under else None
+        return None
+
+    def kill_pids(self, pids: Sequence[int]) -> None:
+        """SIGKILL single processes of the stack (e.g. a task process, see `task_processes`)."""
+        _kill(list(pids))
 
 
 def descendants(root: int) -> list[int]:

@@ -28,7 +28,16 @@ AUTO_DAG = "plugin_upgrade__crm-sync-stack"
 PAUSE_DAG = "plugin_upgrade__crm-sync-stack-pause"
 APPROVAL_DAG = "plugin_upgrade__crm-sync-stack-approval"
 UNANSWERED_DAG = "plugin_upgrade__crm-sync-stack-unanswered"
-DAG_IDS = (AUTO_DAG, PAUSE_DAG, APPROVAL_DAG, UNANSWERED_DAG)
+FAULTS_PLATFORM_DAG = "plugin_upgrade__crm-sync-faults-platform"
+FAULTS_SIGNAL_DAG = "plugin_upgrade__crm-sync-faults-signal"
+DAG_IDS = (
+    AUTO_DAG,
+    PAUSE_DAG,
+    APPROVAL_DAG,
+    UNANSWERED_DAG,
+    FAULTS_PLATFORM_DAG,
+    FAULTS_SIGNAL_DAG,
+)
 ARTIFACT = {
     "artifact_uri": "s3://releases/crm-sync-ci.tgz",
     "artifact_sha256": "c" * 64,

@@ -20,7 +20,7 @@ import pytest
 from powerx_dev.devstack import AirflowStack
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.record import stable_id
-from tests.invariants import Settled
+from tests.invariants import Settled, assert_nothing_lost
 from tests.stack.conftest import FIGURES, artifact_for, explain, versions
 
 pytestmark = pytest.mark.stack
@@ -30,10 +30,10 @@ DAG = f"plugin_upgrade__{PLAN}"
 SELECTED = ("t-0003", "t-0006", "t-0010", "t-0025", "t-0029", "t-0034")
 """The plan's tenants: gold, internal and six named ids excluded (the sandbox's seeded fleet)."""
 OLD, NEW = "2.3.1", "2.4.0"
-WITHIN = 150
-"""Seconds from the trigger to the run's end in the ledger, for every fault here: two 6 s bakes,
-the gate's waits and a rollback take about a minute on a quiet machine; the slack is for the
-shared 2-core CI machine."""
+WITHIN = 300
+"""Seconds from the trigger to the run's end (ledger finished, DAG run over, report included),
+for every fault here: two 6 s bakes, the gate's waits and a rollback take 40-75 s on a quiet
+machine; with five live stacks on two cores a run was seen to take over 150 s, hence the slack."""
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def nothing_lost(
 ) -> Settled:
     """`assert_nothing_lost`, with the run's tasks (and failed tasks' logs) when it fails."""
     try:
-        return nothing_lost(stack, ledger, sandbox, run_id, **expected)
+        return assert_nothing_lost(ledger, sandbox, run_id, **expected)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{explain(stack, DAG, run_id)}") from None
 

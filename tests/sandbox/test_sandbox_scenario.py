@@ -84,7 +84,7 @@ def test_explicit_tenant_list_is_taken_as_written():
             BASE + "faults:\n  - {type: error_rate, value: 0.1}\n  - {type: signal_delay, "
             "value: 5s}\n  - {type: latancy, value: 3}\n",
             "bad.yaml:8 faults[2].type: unknown fault type 'latancy' (allowed: error_rate, "
-            "latency, metrics_gap, signal_delay, deploy_failure, http_error, timeout, audit_outage)",
+            "latency, metrics_gap, signal_delay, deploy_failure, http_error, timeout, in_flight, audit_outage)",
         ),
         (
             BASE + "faults:\n  - {type: error_rate, version: 2.5, value: 0.1}\n",

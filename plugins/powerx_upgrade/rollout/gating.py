@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import statistics
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,7 +138,48 @@ def gate_watch(
         "batch_started": check["deploy_started_at"],
         "bake_seconds": planned["bake_seconds"],
         "pools": pools(plan.monitoring),
+        # the PowerX monitoring service keeps the platform's time; Prometheus keeps its own
+        "platform_offset_seconds": (
+            platform_offset([a for a in upgraded if a.batch_index == batch])
+            if plan.monitoring.provider == "powerx"
+            else 0.0
+        ),
     }
+
+
+CLOCK_TOLERANCE = 5.0
+"""Seconds of clock difference to the platform that the gate ignores: smaller than a monitoring
+bucket (10 s), and the answer's own travel and the ledger write fit in it."""
+
+
+def platform_offset(actions: Iterable[Any]) -> float:
+    """How many seconds the platform's clock is ahead of ours (negative: behind), from the
+    batch's upgrade answers: the platform's `finished_at` of each operation against the ledger's
+    `finished_at` of its action, written when the answer arrived. The median, so that one slow
+    answer does not move it; 0 within CLOCK_TOLERANCE or when no answer carried a time.
+
+    Why: the gate asks monitoring for the bake's window in Airflow's time; a platform whose
+    clock runs 2 minutes ahead would answer for its own past (the old version, which passes).
+    """
+    offsets = []
+    for action in actions:
+        at = (action.detail or {}).get("platform_at")
+        if not at or action.finished_at is None:
+            continue
+        try:
+            platform = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        ours = action.finished_at
+        if ours.tzinfo is None:
+            ours = ours.replace(tzinfo=UTC)
+        if platform.tzinfo is None:
+            platform = platform.replace(tzinfo=UTC)
+        offsets.append((platform - ours).total_seconds())
+    if not offsets:
+        return 0.0
+    offset = statistics.median(offsets)
+    return offset if abs(offset) >= CLOCK_TOLERANCE else 0.0
 
 
 ERROR_LOG_SIZE = 50
@@ -192,8 +234,10 @@ class GatePoller:
         measured = Measured()
         failure: MonitoringError | None = None
         if horizon > bake_started:
+            # the monitoring's timeline is the platform's: ask for the bake in its time
+            skew = timedelta(seconds=float(watch.get("platform_offset_seconds") or 0.0))
             try:
-                measured = await self._measure(bake_started, horizon)
+                measured = await self._measure(bake_started + skew, horizon + skew)
             except Exception as exc:
                 failure = self._failed(now, exc)
         if failure is None:

@@ -336,7 +336,12 @@ def _operate(
                 noop=bool(operation.get("noop")),
                 to_version=answer.get("version"),
                 config_after=answer.get("config_version"),
-                detail={"operation": operation.get("id"), "freed": operation.get("freed", [])},
+                detail={
+                    "operation": operation.get("id"),
+                    "freed": operation.get("freed", []),
+                    # the platform's clock at the end of the work: how far it is from ours
+                    "platform_at": operation.get("finished_at"),
+                },
             )
         error = operation.get("error") or f"platform reported status {operation.get('status')}"
         generation += 1

@@ -39,6 +39,12 @@ def _add_verbs(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="write {url, port, pid} as JSON here once listening (for test harnesses)",
     )
+    serve.add_argument(
+        "--clock-offset",
+        default="0s",
+        help="the platform's clock ahead of the real one, e.g. 2m (or -30s: behind); "
+        "POST /sandbox/clock changes it at runtime",
+    )
     serve.set_defaults(func=_serve)
     check = verbs.add_parser("check", help="validate a scenario file and summarise it")
     check.add_argument("--scenario", required=True, type=Path, help="scenario YAML file")
@@ -59,8 +65,14 @@ def _serve(args: argparse.Namespace) -> int:
     scenario = _load(args.scenario)
     if scenario is None:
         return EXIT_INVALID_SCENARIO
+    from powerx_dev.sandbox.clock import parse_offset
     from powerx_dev.sandbox.server import PortUnavailable, serve
 
+    try:
+        offset_ms = parse_offset(args.clock_offset)
+    except ValueError as exc:
+        print(f"error: --clock-offset: {exc}", file=sys.stderr)
+        return EXIT_INVALID_SCENARIO
     try:
         serve(
             scenario,
@@ -69,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
             source=str(args.scenario),
             log_level=args.log_level,
             ready_file=args.ready_file,
+            clock_offset_ms=offset_ms,
         )
     except PortUnavailable as exc:
         print(f"error: {exc} (pick another --port, or 0 for any free port)", file=sys.stderr)

@@ -73,11 +73,13 @@ def create_app(
     *,
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], Awaitable[Any]] | None = None,
+    clock_offset_ms: int = 0,
 ) -> FastAPI:
-    """An app serving one scenario; `clock` and `sleep` are injectable for tests."""
+    """An app serving one scenario; `clock` and `sleep` are injectable for tests.
+    `clock_offset_ms`: the platform's clock ahead of the host's (kept across resets)."""
 
     def make() -> SandboxState:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"clock_offset_ms": clock_offset_ms}
         if clock is not None:
             kwargs["clock"] = clock
         if sleep is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -197,6 +198,15 @@ class DeployFailureFault(_TargetsTenants):
     message: str = "deployment failed: health check did not pass"
 
 
+TIMES_FIELD = Field(
+    default=None,
+    ge=1,
+    le=1_000_000,
+    description="fire at most this many times, then never again: a burst of a known size, so "
+    "a client's retries are sure to get through after it",
+)
+
+
 class HttpErrorFault(_FaultBase):
     """A share `rate` of calls to `endpoint` are refused with `status` before any work is done."""
 
@@ -204,6 +214,7 @@ class HttpErrorFault(_FaultBase):
     endpoint: Endpoint
     status: int = Field(default=503, ge=400, le=599)
     rate: Rate = 1.0
+    times: int | None = TIMES_FIELD
 
 
 class TimeoutFault(_FaultBase):
@@ -217,6 +228,7 @@ class TimeoutFault(_FaultBase):
     type: Literal["timeout"] = "timeout"
     endpoint: Endpoint
     rate: Rate = 1.0
+    times: int | None = TIMES_FIELD
     hold: Duration = Field(
         default=timedelta(seconds=30),
         description="how long the answer is held; make it longer than the client's timeout",
@@ -229,6 +241,18 @@ class TimeoutFault(_FaultBase):
         return self
 
     applied: bool = True
+
+
+class InFlightFault(_TargetsTenants):
+    """Matching tenants have an operation of someone else in flight (another deploy tool, an
+    operator): their upgrades (or rollbacks) are refused `409 operation_in_flight`, at most
+    `times` times per tenant when set, as when the other operation then finishes."""
+
+    type: Literal["in_flight"] = "in_flight"
+    operation: Literal["upgrade", "rollback"] = "upgrade"
+    times: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="refusals per tenant, then the tenant is free"
+    )
 
 
 class AuditOutageFault(_FaultBase):
@@ -245,6 +269,7 @@ Fault = Annotated[
     | DeployFailureFault
     | HttpErrorFault
     | TimeoutFault
+    | InFlightFault
     | AuditOutageFault,
     Field(discriminator="type"),
 ]
@@ -258,6 +283,7 @@ FAULT_TYPES: tuple[str, ...] = (
     "deploy_failure",
     "http_error",
     "timeout",
+    "in_flight",
     "audit_outage",
 )
 
@@ -286,6 +312,13 @@ class ActiveFault:
     spec: Any  # one of the Fault models
     source: Literal["scenario", "runtime"]
     injected_at: int | None = None  # epoch ms
+    hits: Counter[str] = field(default_factory=Counter)
+    """How often the fault fired, per tenant for `in_flight` ("" for the others): `times`."""
+
+    def spent(self, who: str = "") -> bool:
+        """True once a fault with `times` has fired that often (for `who`)."""
+        times = getattr(self.spec, "times", None)
+        return times is not None and self.hits[who] >= times
 
     def origin(self, first_upgrade_at: int | None) -> int | None:
         return first_upgrade_at if self.source == "scenario" else self.injected_at

@@ -11,7 +11,7 @@ from typing import Any
 from powerx_dev.sandbox.contract import RollbackRequest, UpgradeRequest
 from powerx_dev.sandbox.encoding import fingerprint, iso
 from powerx_dev.sandbox.errors import IdempotencyMismatch, OperationInFlight, RollbackUnavailable
-from powerx_dev.sandbox.faults import ActiveFault, DeployFailureFault, fires
+from powerx_dev.sandbox.faults import ActiveFault, DeployFailureFault, InFlightFault, fires
 from powerx_dev.sandbox.scenario import Scenario
 from powerx_dev.sandbox.seeded import key_hash, symmetric
 from powerx_dev.sandbox.tenants import TenantRecord
@@ -76,9 +76,10 @@ class TenantOperations:
                     f"of tenant {record.id!r}"
                 )
             return dict(await asyncio.shield(known.task)), True
-        if record.in_flight is not None:
+        if record.in_flight is not None or self._busy_elsewhere(record, kind):
             raise OperationInFlight(
-                f"tenant {record.id!r} has operation {record.in_flight} in flight; retry later",
+                f"tenant {record.id!r} has operation {record.in_flight or 'of another client'} "
+                "in flight; retry later",
                 {"Retry-After": "1"},
             )
         self._op_seq += 1
@@ -93,6 +94,20 @@ class TenantOperations:
             if task.done() and (task.cancelled() or task.exception() is not None):
                 self._idempotent.pop(store_key, None)
             raise
+
+    def _busy_elsewhere(self, record: TenantRecord, kind: str) -> bool:
+        """An `in_flight` fault holds the tenant: count the refusal and say so."""
+        now = self.now_ms()
+        for fault in self.faults:
+            spec = fault.spec
+            if not isinstance(spec, InFlightFault) or spec.operation != kind:
+                continue
+            if not spec.matches(record.id, record.labels) or fault.spent(record.id):
+                continue
+            if fault.active_at(now, self.first_upgrade_at):
+                fault.hits[record.id] += 1
+                return True
+        return False
 
     def _latency(self, kind: str, tenant_id: str, key: str) -> float:
         spec = self.scenario.latency

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
+from powerx_dev.sandbox.clock import parse_offset
 from powerx_dev.sandbox.contract import (
     AuditRecord,
     EventList,
@@ -144,3 +146,35 @@ async def reset(request: Request) -> dict[str, Any]:
     holder: Holder = request.app.state.sandbox
     holder.state = holder.make()
     return await info(request)
+
+
+class ClockOffset(BaseModel):
+    """`{"offset": "2m"}`: the platform's clock ahead of the real one (`-30s`: behind)."""
+
+    model_config = ConfigDict(extra="forbid")
+    offset: str = Field(max_length=32, examples=["2m", "-30s", "0s"])
+
+
+def _clock_view(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    return {"offset_ms": state.clock_offset_ms, "now": iso(state.now_ms())}
+
+
+@router.get("/sandbox/clock", tags=[SANDBOX], summary="The platform's clock and its offset")
+async def get_clock(request: Request) -> dict[str, Any]:
+    return _clock_view(request)
+
+
+@router.post(
+    "/sandbox/clock",
+    responses=error_docs(422),
+    tags=[SANDBOX],
+    summary="Skew the platform's clock from now on (POST /sandbox/reset sets it back)",
+)
+async def set_clock(body: ClockOffset, request: Request) -> Any:
+    try:
+        offset_ms = parse_offset(body.offset)
+    except ValueError as exc:
+        return error_response(422, "invalid_offset", str(exc))
+    state_of(request).clock_offset_ms = offset_ms
+    return _clock_view(request)

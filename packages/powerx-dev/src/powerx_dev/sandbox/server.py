@@ -42,12 +42,13 @@ def serve(
     source: str = "<scenario>",
     log_level: str = "info",
     ready_file: Path | None = None,
+    clock_offset_ms: int = 0,
 ) -> None:
     """Serve the scenario until interrupted (SIGINT/SIGTERM end it gracefully)."""
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{actual}"
-    app = create_app(scenario)
+    app = create_app(scenario, clock_offset_ms=clock_offset_ms)
     config = uvicorn.Config(
         app,
         log_level=log_level,

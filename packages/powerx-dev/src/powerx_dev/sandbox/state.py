@@ -74,11 +74,15 @@ class SandboxState(TenantOperations):
         scenario: Scenario,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock_offset_ms: int = 0,
     ):
         self.scenario = scenario
         self.plugin = scenario.plugin
         self.seed = scenario.seed
         self.clock = clock
+        self.clock_offset_ms = clock_offset_ms
+        """How far the platform's clock is ahead of the host's (negative: behind): every time
+        it publishes or judges by, as a real platform with a skewed clock would."""
         self.sleep = sleep
         self.engine = MetricsEngine(scenario)
         self.exposition = Exposition(self.engine, scenario.plugin, started=self.now_ms() / 1000.0)
@@ -111,7 +115,7 @@ class SandboxState(TenantOperations):
 
     def now_ms(self) -> int:
         """The sandbox clock in whole epoch milliseconds: every published time is exact."""
-        return int(self.clock() * 1000)
+        return int(self.clock() * 1000) + self.clock_offset_ms
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -167,10 +171,11 @@ class SandboxState(TenantOperations):
             spec = fault.spec
             if not isinstance(spec, HttpErrorFault | TimeoutFault) or spec.endpoint != endpoint:
                 continue
-            if not fault.active_at(now, self.first_upgrade_at):
+            if not fault.active_at(now, self.first_upgrade_at) or fault.spent():
                 continue
             if not fires(self.seed, fault.id, spec.rate, endpoint, *identity, attempt):
                 continue
+            fault.hits[""] += 1
             if isinstance(spec, HttpErrorFault):
                 headers = {"Retry-After": "1"} if spec.status in (429, 503) else {}
                 raise InjectedHttpError(

@@ -31,6 +31,7 @@ def running_sandbox(
     startup_timeout: float = 30.0,
     log_level: str = "warning",
     extra_args: Sequence[str] = (),
+    clock_offset: str | None = None,
 ) -> Iterator[str]:
     """Start `powerx sandbox serve` for a scenario in a subprocess and yield its base URL.
 
@@ -42,6 +43,7 @@ def running_sandbox(
     :param log_level: uvicorn log level of the subprocess (its output goes to a temporary log,
         quoted in SandboxStartError when it fails to start).
     :param extra_args: more `sandbox serve` arguments.
+    :param clock_offset: the platform's clock ahead of the real one, e.g. `2m` (`-30s`: behind).
 
     The process is terminated (then killed if it lingers) when the block ends, also when the
     block raises or startup fails.
@@ -64,6 +66,8 @@ def running_sandbox(
             log_level,
             "--ready-file",
             str(ready),
+            # one argument, so that argparse reads `-30s` as the option's value
+            *((f"--clock-offset={clock_offset}",) if clock_offset is not None else ()),
             *extra_args,
         ]
         with log_path.open("wb") as log:

@@ -1,6 +1,7 @@
 """Audit and notification from the rollout steps: audit records go through the ledger's outbox
 (delivered now if the audit service answers, later otherwise: none is lost); notifications are
-best effort and idempotent by id."""
+best effort and idempotent by id: one the service does not take is audited `notify.failed` and
+sent again at the run's end (`notify.resent`), never blocking the run."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from powerx_upgrade.rollout.errors import PowerXRejected
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "powerx-grey-upgrade"
+NOTIFY_FAILED = "notify.failed"
+"""Audit event of a notification the service did not take (after the hook's retries)."""
+NOTIFY_RESENT = "notify.resent"
+"""Audit event of a failed notification sent again later (at the run's end)."""
 
 
 class AuditClient(Protocol):
@@ -193,5 +198,41 @@ class Recorder:
             self.notify_client.send(body)
         except Exception as exc:  # notifications never stop a rollout
             log.warning("notification %s not sent: %s", body["id"], exc)
+            # Kept in the audit trail (surfaced, counted) with the whole body, so the run's end
+            # can send it again once the service answers (`resend_failed_notifications`).
+            self.audit(
+                ctx,
+                NOTIFY_FAILED,
+                audit_id=f"{ctx.run_id}:{NOTIFY_FAILED}:{key}",
+                details={"key": key, "notification": body, "error": str(exc)[:300]},
+            )
             return False
         return True
+
+    def resend_failed_notifications(self, ctx: RunContext) -> tuple[list[str], list[str]]:
+        """Send again every notification of the run that failed (`notify.failed`) and was not
+        resent yet; each one resent is audited `notify.resent` (so it is sent once more at most:
+        the service also dedupes by id). Returns (keys resent now, keys still not delivered)."""
+        if self.notify_client is None:
+            return [], []
+        records = self.ledger.audit_records(ctx.run_id)
+        done = {r.audit_id for r in records if r.event == NOTIFY_RESENT}
+        resent: list[str] = []
+        failed: list[str] = []
+        for record in records:
+            if record.event != NOTIFY_FAILED:
+                continue
+            details = record.payload.get("details") or {}
+            key = str(details.get("key"))
+            resent_id = f"{ctx.run_id}:{NOTIFY_RESENT}:{key}"
+            if stable_id(resent_id) in done:
+                continue
+            try:
+                self.notify_client.send(dict(details.get("notification") or {}))
+            except Exception as exc:
+                log.warning("notification %s still not sent: %s", key, exc)
+                failed.append(key)
+                continue
+            self.audit(ctx, NOTIFY_RESENT, audit_id=resent_id, details={"key": key})
+            resent.append(key)
+        return resent, failed

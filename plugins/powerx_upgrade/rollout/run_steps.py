@@ -205,6 +205,12 @@ def end_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
             context=detail,
         )
     floors = None if ctx.dry_run else alert_floors(services, plan, ctx)
+    resent, unsent = recorder.resend_failed_notifications(ctx)
+    if resent or unsent:  # surfaced in the run record (report, UI), not only in the audit log
+        run = ledger.get_run(ctx.run_id)
+        notified = {"resent": resent, "not_delivered": unsent}
+        known = (run.detail or {}) if run is not None else {}
+        ledger.update_run(ctx.run_id, detail={**known, "notify": notified})
     _, pending = recorder.flush()
     rate, exposed = _end_metrics(services, ctx, outcome)
     return {
@@ -214,6 +220,8 @@ def end_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
         "upgrade_success_rate": rate,
         "exposure": exposed,
         "success_floor_missed": floors is not None,
+        "notifications_resent": resent,
+        "notifications_not_delivered": unsent,
     }
 
 

@@ -15,9 +15,10 @@ through the REST API. For batch k:
     overhead(k) = wall(k) - deploy(k) - gate(k)
 
 The overhead is what the batch costs beyond its real work: queueing and scheduling each task
-(start, shards, deploy, gate, decide, promote), the executor handing it to a worker, the task
+(start, deploy, gate, decide, promote), the executor handing it to a worker, the task
 process starting, and the hops out of the triggerer. Takes about 3 minutes per engine; prints
-the figures (docs/deployment.md quotes them).
+the figures (docs/deployment.md quotes them) and `FIGURES` for benchmarks/run.py (the first engine:
+`per_batch_overhead_s`, `start_to_first_deploy_s`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from figures import emit  # the script's own folder is on sys.path
 
 from powerx_dev.devstack import AirflowStack, running_airflow
 from powerx_dev.devstack.distributed import running_distributed_airflow
@@ -85,6 +88,15 @@ def _at(value: str | None) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+def start_to_first_deploy(tis: list[dict[str, Any]]) -> float:
+    """Seconds from the run's first task (preflight.validate) starting to batch 1's first deploy
+    shard starting: preflight's hops plus its real work (planning, baseline)."""
+    ran = [ti for ti in tis if ti.get("start_date")]
+    first = min(_at(ti["start_date"]) for ti in ran)
+    deploy = min(_at(ti["start_date"]) for ti in ran if ti["task_id"] == "batch_1.deploy")
+    return deploy - first
+
+
 def batch_overheads(tis: list[dict[str, Any]], batches: int) -> list[dict[str, float]]:
     """wall, deploy, gate and overhead (seconds) of each batch, from the run's task instances
     (the REST API's `start_date`/`end_date`; skipped tasks have none and are left out)."""
@@ -128,7 +140,10 @@ def _stack(engine: str, work: Path, env: dict[str, str]) -> Iterator[AirflowStac
         yield stack
 
 
-def measure(engine: str, runs: int, work: Path, sandbox_url: str, private: bytes) -> list[float]:
+def measure(
+    engine: str, runs: int, work: Path, sandbox_url: str, private: bytes
+) -> tuple[list[float], list[float]]:
+    """Per-batch overheads and start -> first deploy of every run (seconds)."""
     env = {
         f"AIRFLOW_CONN_POWERX_{n}": sandbox_url
         for n in ("PLATFORM", "MONITORING", "NOTIFY", "AUDIT")
@@ -137,6 +152,7 @@ def measure(engine: str, runs: int, work: Path, sandbox_url: str, private: bytes
     env["POWERX_UPGRADE_SIGNING_KEYS"] = str(work / "keys")
     env["POWERX_UPGRADE_REPORTS"] = str(work / "reports")
     overheads: list[float] = []
+    starts: list[float] = []
     started = time.monotonic()
     with _stack(engine, work, env) as stack:
         print(f"[{engine}] stack healthy, DAG parsed: {time.monotonic() - started:.1f} s")
@@ -158,15 +174,20 @@ def measure(engine: str, runs: int, work: Path, sandbox_url: str, private: bytes
                 raise SystemExit(
                     f"[{engine}] run {run_id} ended {state}:\n{stack.describe_run(DAG, run_id)}"
                 )
-            figures = batch_overheads(stack.task_instances(DAG, run_id), BATCHES)
-            print(f"[{engine}] run {n + 1}: {time.monotonic() - t0:.1f} s trigger to end")
+            tis = stack.task_instances(DAG, run_id)
+            figures = batch_overheads(tis, BATCHES)
+            starts.append(start_to_first_deploy(tis))
+            print(
+                f"[{engine}] run {n + 1}: {time.monotonic() - t0:.1f} s trigger to end, "
+                f"{starts[-1]:.1f} s run start to first deploy"
+            )
             for k, f in enumerate(figures, 1):
                 print(
                     f"[{engine}]   batch {k}: wall {f['wall']:5.1f} s = deploy {f['deploy']:4.1f} s"
                     f" + gate {f['gate']:5.1f} s + overhead {f['overhead']:5.1f} s"
                 )
             overheads += [f["overhead"] for f in figures]
-    return overheads
+    return overheads, starts
 
 
 def main() -> None:
@@ -183,15 +204,31 @@ def main() -> None:
     (work / "scenario.yaml").write_text(SCENARIO)
     engines = ("local", "celery") if args.engine == "both" else (args.engine,)
     results: dict[str, list[float]] = {}
+    starts: dict[str, list[float]] = {}
     with running_sandbox(work / "scenario.yaml") as sandbox_url:
         for engine in engines:
-            results[engine] = measure(engine, args.runs, work, sandbox_url, private)
+            results[engine], starts[engine] = measure(engine, args.runs, work, sandbox_url, private)
     print("per-batch orchestration overhead (s): engine, batches, median, mean, max")
     for engine, values in results.items():
         print(
             f"  {engine:7s} {len(values):3d}  {statistics.median(values):5.1f}  "
             f"{statistics.mean(values):5.1f}  {max(values):5.1f}"
         )
+
+    # benchmarks/run.py's rows: the first engine measured (local unless --engine celery)
+    engine = engines[0]
+    emit(
+        per_batch_overhead_s=round(statistics.median(results[engine]), 2),
+        start_to_first_deploy_s=round(statistics.median(starts[engine]), 2),
+        **{
+            f"{name}_per_batch_overhead_s": round(statistics.median(values), 2)
+            for name, values in results.items()
+        },
+        **{
+            f"{name}_start_to_first_deploy_s": round(statistics.median(values), 2)
+            for name, values in starts.items()
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from figures import emit  # the script's own folder is on sys.path
 
 from powerx_dev.devstack import marked_processes, running_airflow
 from powerx_dev.sandbox.testing import running_sandbox
@@ -182,7 +183,7 @@ def main() -> None:
             "largest XCom values (bytes):",
             dict(sorted(xcom_sizes.items(), key=lambda kv: -kv[1])[:5]),
         )
-        print("FIGURES " + json.dumps(figures, sort_keys=True, default=str), flush=True)
+        emit(**figures)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -30,14 +30,12 @@ from tests.stack.distributed.conftest import (
     LEDGER_OUTAGE_DAG,
     OVERLAP_A_DAG,
     OVERLAP_B_DAG,
+    assert_upgraded_once,
+    conf_for,
+    selected,
     upgrade_operations,
 )
-from tests.stack.distributed.test_distributed_stack import (
-    RUN_TIMEOUT,
-    _assert_upgraded_once,
-    _conf,
-    _selected,
-)
+from tests.stack.distributed.test_distributed_stack import RUN_TIMEOUT
 
 pytestmark = pytest.mark.stack
 
@@ -150,7 +148,7 @@ def test_ledger_unavailable_mid_run_tasks_wait_for_it_and_nothing_is_lost(
     for it (connect-time patience of the ledger engine) instead of failing; the run promotes
     with every tenant upgraded once, every action settled and every audit record delivered
     once."""
-    run_id = dist_stack.trigger(LEDGER_OUTAGE_DAG, _conf("2.4.0", "F4: ledger outage"))
+    run_id = dist_stack.trigger(LEDGER_OUTAGE_DAG, conf_for("2.4.0", "F4: ledger outage"))
     started.append((LEDGER_OUTAGE_DAG, run_id))
     dist_stack.wait_for_task(
         LEDGER_OUTAGE_DAG, run_id, "batch_1.gate", {"deferred"}, timeout=RUN_TIMEOUT, interval=0.5
@@ -188,9 +186,9 @@ def test_ledger_unavailable_mid_run_tasks_wait_for_it_and_nothing_is_lost(
     assert all(ti["try_number"] <= 1 for ti in tis if ti["state"] == "success"), tis
 
     settled = assert_nothing_lost(dist_ledger, dist_sandbox, run_id, outcomes={"promoted"})
-    tenants = _selected(dist_ledger, run_id)
+    tenants = selected(dist_ledger, run_id)
     assert sorted(tenants) == sorted(SIX)
-    _assert_upgraded_once(dist_ledger, run_id, settled.fleet, tenants)
+    assert_upgraded_once(dist_ledger, run_id, settled.fleet, tenants)
     phases = {g.batch_index: g.phase for g in dist_ledger.gate_evaluations(run_id, final_only=True)}
     assert phases == {1: "pass", 2: "pass"}
     events = _events(dist_ledger, run_id)
@@ -211,9 +209,9 @@ def test_two_plans_on_overlapping_tenants_at_once_each_tenant_is_upgraded_by_one
     of either plan is upgraded by exactly one platform operation, under the key of the run that
     holds it; both runs reach an outcome."""
     began = time.time()
-    run_a = dist_stack.trigger(OVERLAP_A_DAG, _conf("2.4.0", "F4: overlap a"))
+    run_a = dist_stack.trigger(OVERLAP_A_DAG, conf_for("2.4.0", "F4: overlap a"))
     started.append((OVERLAP_A_DAG, run_a))
-    run_b = dist_stack.trigger(OVERLAP_B_DAG, _conf("2.4.0", "F4: overlap b"))
+    run_b = dist_stack.trigger(OVERLAP_B_DAG, conf_for("2.4.0", "F4: overlap b"))
     started.append((OVERLAP_B_DAG, run_b))
     state_a = dist_stack.wait_for_run(OVERLAP_A_DAG, run_a, timeout=WITHIN_OVERLAP)
     left = WITHIN_OVERLAP - (time.time() - began)
@@ -226,7 +224,7 @@ def test_two_plans_on_overlapping_tenants_at_once_each_tenant_is_upgraded_by_one
 
     runs = {run_a: OVERLAP_A, run_b: OVERLAP_B}
     for run_id, tenants in runs.items():
-        assert sorted(_selected(dist_ledger, run_id)) == sorted(tenants)
+        assert sorted(selected(dist_ledger, run_id)) == sorted(tenants)
         assert_nothing_lost(
             dist_ledger, dist_sandbox, run_id, outcomes={"promoted", "partially_promoted"}
         )
@@ -294,7 +292,7 @@ def test_a_run_marked_failed_from_outside_while_it_bakes_is_settled_in_the_ledge
     The plugin's listener settles the run (reconcile's fixes for it): the ledger finishes it as
     `failed` within seconds, its claims released, the batch-1 tenants recorded and seen on
     2.4.0, the others untouched on 2.3.1, the fix audited and delivered."""
-    run_id = dist_stack.trigger(FAILED_OUTSIDE_DAG, _conf("2.4.0", "F4: failed from outside"))
+    run_id = dist_stack.trigger(FAILED_OUTSIDE_DAG, conf_for("2.4.0", "F4: failed from outside"))
     started.append((FAILED_OUTSIDE_DAG, run_id))
     dist_stack.wait_for_task(
         FAILED_OUTSIDE_DAG, run_id, "batch_1.gate", {"deferred"}, timeout=RUN_TIMEOUT, interval=0.5
@@ -334,7 +332,7 @@ def test_a_run_marked_failed_from_outside_while_it_bakes_is_settled_in_the_ledge
         a.tenant_id for a in dist_ledger.actions(run_id, kind="upgrade") if a.state == "succeeded"
     )
     assert upgraded == sorted(held)
-    _assert_upgraded_once(dist_ledger, run_id, settled.fleet, upgraded)
+    assert_upgraded_once(dist_ledger, run_id, settled.fleet, upgraded)
     assert all(settled.fleet[t]["version"] == "2.3.1" for t in SIX if t not in held)
     events = _events(dist_ledger, run_id)
     assert events.count("reconcile.fix.finish_run") == 1, events

@@ -58,8 +58,10 @@ def test_without_url_the_connection_is_used(tmp_path: Path, monkeypatch, capsys)
     assert str(tmp_path / "from-connection.db") in capsys.readouterr().out
 
 
-def test_an_unreachable_database_exits_1_with_the_reason_and_no_password(capsys):
+def test_an_unreachable_database_exits_1_with_the_reason_and_no_password(capsys, monkeypatch):
     from powerx_dev.processes import free_port
+
+    monkeypatch.setenv("POWERX_LEDGER_CONNECT_PATIENCE", "2")  # dialled again for 2 s, not 120
 
     url = f"postgresql+psycopg://powerx:s3cret@127.0.0.1:{free_port()}/ledger"
     assert main(["ledger", "upgrade", "--url", url]) == 1

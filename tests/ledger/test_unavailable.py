@@ -79,3 +79,15 @@ def test_a_server_ledger_is_patient_a_sqlite_file_is_not(tmp_path: Path):
     assert ledger_engine._PATIENCE[server] == ledger_engine.CONNECT_PATIENCE_S >= 60
     with Ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         assert ledger_engine._PATIENCE.get(ledger._engine, 0.0) == 0.0
+
+
+def test_the_patience_can_be_set_and_a_bad_value_names_the_variable(monkeypatch):
+    url = "postgresql+psycopg://u:p@127.0.0.1:1/ledger"
+    monkeypatch.setenv("POWERX_LEDGER_CONNECT_PATIENCE", "7.5")
+    assert ledger_engine._PATIENCE[create_ledger_engine(url)] == 7.5
+    monkeypatch.setenv("POWERX_LEDGER_CONNECT_PATIENCE", "0")
+    assert ledger_engine._PATIENCE[create_ledger_engine(url)] == 0.0
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("POWERX_LEDGER_CONNECT_PATIENCE", bad)
+        with pytest.raises(ValueError, match=r"\$POWERX_LEDGER_CONNECT_PATIENCE must be seconds"):
+            create_ledger_engine(url)

@@ -40,7 +40,12 @@ def test_an_unreachable_ledger_database_fails_the_run_loudly(airflow_home: Path,
             sandbox_url=url.rstrip("/"),
             ledger_file=tmp_path / "ledger.db",
             ledger_conn=definition,
-            extra_env={"POWERX_UPGRADE_REPORTS": str(tmp_path / "reports")},
+            extra_env={
+                "POWERX_UPGRADE_REPORTS": str(tmp_path / "reports"),
+                # a refused connect is dialled again for CONNECT_PATIENCE_S (120 s) per ledger
+                # call; 3 s shows the same failure without the suite waiting minutes for it
+                "POWERX_LEDGER_CONNECT_PATIENCE": "3",
+            },
             timeout=300,
         )
         after = _versions(client)

@@ -27,6 +27,8 @@ CONNECT_PATIENCE_S = 120.0
 `ALLOW_CONNECTIONS false` during maintenance) before a ledger call gives up: a task that meets
 the outage waits for the ledger to come back instead of failing its run for good."""
 CONNECT_RETRY_MAX_S = 2.0
+PATIENCE_ENV = "POWERX_LEDGER_CONNECT_PATIENCE"
+"""Seconds (a number >= 0) that replace CONNECT_PATIENCE_S, e.g. 0 to fail at once."""
 
 _WRITE = "powerx_ledger_write"
 _log = logging.getLogger(__name__)
@@ -62,6 +64,20 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def connect_patience() -> float:
+    """CONNECT_PATIENCE_S, or the seconds in $POWERX_LEDGER_CONNECT_PATIENCE."""
+    raw = os.environ.get(PATIENCE_ENV, "").strip()
+    if not raw:
+        return CONNECT_PATIENCE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400:
+        raise ValueError(f"${PATIENCE_ENV} must be seconds between 0 and 86400, not {raw!r}")
+    return value
+
+
 def create_ledger_engine(url: str) -> Engine:
     """An engine tuned for the ledger's dialect; SQLite file directories are created."""
     parsed = make_url(url)
@@ -73,7 +89,7 @@ def create_ledger_engine(url: str) -> Engine:
         _tune_sqlite(engine)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
-        _PATIENCE[engine] = CONNECT_PATIENCE_S
+        _PATIENCE[engine] = connect_patience()
     _ENGINES.add(engine)
     return engine
 

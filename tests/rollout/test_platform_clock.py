@@ -43,6 +43,15 @@ def test_the_offset_is_the_median_of_the_answers_and_small_ones_are_ignored():
 
 
 @pytest.mark.unit
+def test_an_answer_time_that_is_not_a_time_is_logged_and_left_out(caplog):
+    garbled = SimpleNamespace(detail={"platform_at": "soon"}, finished_at=NOW, tenant_id="t-9")
+    with caplog.at_level("WARNING", logger="powerx_upgrade.rollout.gating"):
+        assert platform_offset([action(120.0), garbled, action(121.0)]) == 120.5
+    assert "1 platform answer time(s) are not ISO times" in caplog.text
+    assert "t-9: 'soon'" in caplog.text
+
+
+@pytest.mark.unit
 def test_the_gate_asks_monitoring_for_the_bake_in_the_platform_time():
     plan = load_config([ROOT / "tests" / "fixtures" / "stack_config"]).plans[
         "crm-sync-faults-platform"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -151,6 +152,8 @@ JUDGEABLE_MARGIN = timedelta(milliseconds=50)
 """Poked this long after the bake becomes judgeable, so the poke's clock is surely past it."""
 
 
+log = logging.getLogger(__name__)
+
 CLOCK_TOLERANCE = 5.0
 """Seconds of clock difference to the platform that the gate ignores: smaller than a monitoring
 bucket (10 s), and the answer's own travel and the ledger write fit in it."""
@@ -166,6 +169,7 @@ def platform_offset(actions: Iterable[Any]) -> float:
     clock runs 2 minutes ahead would answer for its own past (the old version, which passes).
     """
     offsets = []
+    unreadable: list[str] = []
     for action in actions:
         at = (action.detail or {}).get("platform_at")
         if not at or action.finished_at is None:
@@ -173,6 +177,7 @@ def platform_offset(actions: Iterable[Any]) -> float:
         try:
             platform = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
         except ValueError:
+            unreadable.append(f"{action.tenant_id}: {str(at)[:40]!r}")
             continue
         ours = action.finished_at
         if ours.tzinfo is None:
@@ -180,6 +185,14 @@ def platform_offset(actions: Iterable[Any]) -> float:
         if platform.tzinfo is None:
             platform = platform.replace(tzinfo=UTC)
         offsets.append((platform - ours).total_seconds())
+    if unreadable:  # not a time: said, not silently taken as "no skew"
+        log.warning(
+            "%d platform answer time(s) are not ISO times and do not count toward the "
+            "platform's clock offset (%d do): %s",
+            len(unreadable),
+            len(offsets),
+            "; ".join(unreadable[:5]),
+        )
     if not offsets:
         return 0.0
     offset = statistics.median(offsets)

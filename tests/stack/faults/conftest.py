@@ -99,10 +99,11 @@ def _trigger_once(stack: AirflowStack, dag_id: str, run_id: str, body: dict[str,
     instead of starting a second one."""
     try:
         stack.run(dag_id, run_id)
-        return  # an earlier attempt did start it
-    except AirflowStackError:
-        pass
-    stack.trigger(dag_id, body, run_id=run_id, unpause=False)
+    except AirflowStackError:  # not there (or no answer): trigger it under our own run id;
+        # should an earlier attempt have started it after all, Airflow refuses the same run id
+        # (409) instead of starting a second run
+        stack.trigger(dag_id, body, run_id=run_id, unpause=False)
+    # else an earlier attempt did start it
 
 
 def _fail_run(stack: AirflowStack, dag_id: str, run_id: str) -> None:

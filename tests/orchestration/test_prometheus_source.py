@@ -174,7 +174,7 @@ def test_the_source_follows_the_plan_provider_and_travels_as_json():
     assert set(prom["queries"]) >= {"requests", "errors", "latency_p95_ms"}
     powerx = monitoring_source(plans["crm-sync-e2e"], "2.5.0", names={"errors": "errors"})
     assert powerx == {"provider": "powerx", "conn_id": "powerx_monitoring",
-                      "names": {"errors": "errors"}}  # fmt: skip
+                      "names": {"errors": "errors"}, "tenants_per_query": 200}  # fmt: skip
 
 
 def test_the_trigger_serialises_its_source():

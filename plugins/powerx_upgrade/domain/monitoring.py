@@ -7,9 +7,10 @@ Prometheus provider, placeholder checks and expansion. Running the queries is th
 from __future__ import annotations
 
 import difflib
+import math
 import re
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from powerx_upgrade.domain.measurement import KNOWN_METRICS
@@ -203,3 +204,54 @@ def queries_of(monitoring: MonitoringSpec) -> dict[str, str]:
     queries.update(monitoring.queries.items())
     queries.update({name: metric.query for name, metric in monitoring.metrics.items()})
     return queries
+
+
+MAX_POINTS = 5_000_000
+"""The platform contract's limit on one monitoring query: tenants x 10 s buckets it touches
+(docs/platform-contract.md, `422 invalid_query` beyond it)."""
+
+BUCKET = timedelta(seconds=10)
+"""The monitoring service's bucket (the contract's default `bucket_seconds`)."""
+
+
+def query_pages(
+    tenants: Sequence[str],
+    start: datetime,
+    end: datetime,
+    per_query: int,
+    *,
+    max_points: int = MAX_POINTS,
+    bucket: timedelta = BUCKET,
+) -> list[list[str]]:
+    """`tenants` cut into the pages one monitoring query each asks for: at most `per_query`
+    tenants, and few enough that tenants x buckets of [start, end) stays within `max_points`
+    (partial buckets at both edges count). Order kept, duplicates dropped; no tenants, no page."""
+    unique = list(dict.fromkeys(tenants))
+    if not unique:
+        return []
+    span = max((end - start).total_seconds(), 0.0)
+    buckets = math.ceil(span / bucket.total_seconds()) + 1
+    size = max(1, min(per_query, max_points // buckets))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+
+def merge_answers(answers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The answers to the pages of one query as one answer: every page's tenants and `no_data`;
+    the rest (plugin, interval, bucket, metrics) from the first page. An answer without a
+    `tenants` object is kept as it is, so the caller's shape check still refuses it."""
+    if not answers:
+        return {"tenants": {}, "no_data": []}
+    if len(answers) == 1:
+        return dict(answers[0])
+    merged: dict[str, Any] = dict(answers[0])
+    tenants: dict[str, Any] = {}
+    no_data: list[str] = []
+    for answer in answers:
+        found = answer.get("tenants")
+        if not isinstance(found, dict):
+            return dict(answer)
+        tenants.update(found)
+        no_data.extend(answer.get("no_data") or [])
+    merged["tenants"] = tenants
+    merged["no_data"] = no_data
+    return merged

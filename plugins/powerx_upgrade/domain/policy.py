@@ -338,7 +338,7 @@ class MonitoringSpec(Strict):
         default=200,
         ge=1,
         le=5000,
-        description="prometheus: tenants per query; longer tenant lists are paged",
+        description="tenants per monitoring query (both providers); longer tenant lists are paged",
     )
 
     @field_validator("step")

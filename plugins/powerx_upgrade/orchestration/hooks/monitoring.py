@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 from airflow.providers.http.hooks.http import HttpAsyncHook
 
+from powerx_upgrade.domain.monitoring import merge_answers, query_pages
 from powerx_upgrade.orchestration.hooks.base import PowerXHttpHook
 from powerx_upgrade.rollout.errors import PowerXUnavailable, error_for
 
 QUERY_ENDPOINT = "internal/monitoring/query"
+
+TENANTS_PER_QUERY = 200
+"""Tenants one query asks for (the plan's `monitoring.tenants_per_query`); longer lists are
+paged, and a page is smaller still when a long interval would exceed the service's point limit."""
+
+PAGES_AT_ONCE = 4
+"""Pages of one query the trigger has in flight at once."""
 
 
 def query_body(
@@ -35,16 +44,23 @@ class PowerXMonitoringHook(PowerXHttpHook):
 
     :param names: canonical metric -> the provider's name (`config.monitoring_names()`);
         None asks for the provider's defaults under the canonical names.
+    :param tenants_per_query: tenants per query; longer lists are paged (`query_pages`).
     """
 
     default_conn_name = "powerx_monitoring"
     hook_name = "PowerX monitoring"
 
     def __init__(
-        self, conn_id: str | None = None, *, names: dict[str, str] | None = None, **kwargs: Any
+        self,
+        conn_id: str | None = None,
+        *,
+        names: dict[str, str] | None = None,
+        tenants_per_query: int = TENANTS_PER_QUERY,
+        **kwargs: Any,
     ) -> None:
         super().__init__(conn_id, **kwargs)
         self.names = names
+        self.tenants_per_query = tenants_per_query
 
     def query(
         self,
@@ -54,8 +70,14 @@ class PowerXMonitoringHook(PowerXHttpHook):
         end: datetime,
         metrics: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = query_body(plugin, tenants, start, end, metrics or provider_query(self.names))
-        return canonical_answer(self.call("POST", QUERY_ENDPOINT, body), self.names)
+        """One answer for every tenant asked, page by page; any page failing fails the query
+        (a partial answer would read as silence from the tenants of the missing pages)."""
+        asked = metrics or provider_query(self.names)
+        answers = [
+            self.call("POST", QUERY_ENDPOINT, query_body(plugin, page, start, end, asked))
+            for page in query_pages(tenants, start, end, self.tenants_per_query)
+        ]
+        return canonical_answer(merge_answers(answers), self.names)
 
     def subscribe(self, **subscription: Any) -> dict[str, Any]:
         return self.call("POST", "internal/monitoring/subscribe", subscription)
@@ -65,8 +87,10 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
     """The gate trigger's monitoring queries, on the triggerer's event loop.
 
     :param conn_id: the monitoring connection (default `powerx_monitoring`).
-    :param timeout: seconds per query.
+    :param timeout: seconds per query (per page).
     :param names: canonical metric -> the provider's name (None: the provider's defaults).
+    :param tenants_per_query: tenants per query; longer lists are paged, PAGES_AT_ONCE pages
+        in flight.
     """
 
     conn_name_attr = "powerx_conn_id"
@@ -80,6 +104,7 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
         *,
         timeout: float = 30.0,
         names: dict[str, str] | None = None,
+        tenants_per_query: int = TENANTS_PER_QUERY,
     ) -> None:
         super().__init__(
             method="POST", http_conn_id=conn_id or self.default_conn_name, retry_limit=1
@@ -87,6 +112,7 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
         self.powerx_conn_id = self.http_conn_id
         self.timeout = timeout
         self.names = names
+        self.tenants_per_query = tenants_per_query
 
     async def query(
         self,
@@ -96,7 +122,20 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
         end: datetime,
         metrics: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = query_body(plugin, tenants, start, end, metrics or provider_query(self.names))
+        """One answer for every tenant asked, page by page (PAGES_AT_ONCE in flight); any page
+        failing fails the query."""
+        asked = metrics or provider_query(self.names)
+        pages = query_pages(tenants, start, end, self.tenants_per_query)
+        limit = asyncio.Semaphore(PAGES_AT_ONCE)
+
+        async def one(page: list[str]) -> dict[str, Any]:
+            async with limit:
+                return await self._query_page(query_body(plugin, page, start, end, asked))
+
+        answers = await asyncio.gather(*(one(page) for page in pages))
+        return canonical_answer(merge_answers(answers), self.names)
+
+    async def _query_page(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self.session() as http:
                 response = await http.run(
@@ -110,7 +149,7 @@ class PowerXMonitoringAsyncHook(HttpAsyncHook):
                 payload = await response.json(content_type=None)
                 if response.status >= 300:
                     raise error_for(response.status, payload, "POST", QUERY_ENDPOINT)
-                return canonical_answer(payload, self.names)
+                return payload
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PowerXUnavailable(
                 f"no answer: {type(exc).__name__}", method="POST", endpoint=QUERY_ENDPOINT

@@ -46,6 +46,7 @@ def monitoring_source(
         "provider": "powerx",
         "conn_id": monitoring.conn_id or powerx_conn_id or monitoring.connection,
         "names": names,
+        "tenants_per_query": monitoring.tenants_per_query,
     }
 
 
@@ -59,6 +60,13 @@ def _prometheus_kwargs(source: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _powerx_kwargs(source: dict[str, Any]) -> dict[str, Any]:
+    """A source recorded before paging (a deferred trigger's kwargs) has no page size: the
+    hook's default then."""
+    size = source.get("tenants_per_query")
+    return {"tenants_per_query": int(size)} if size else {}
+
+
 def async_query(source: dict[str, Any], plugin: str) -> Query:
     """The trigger's query function for `source` (on the triggerer's event loop)."""
     hook: Any
@@ -69,7 +77,9 @@ def async_query(source: dict[str, Any], plugin: str) -> Query:
     else:
         from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringAsyncHook
 
-        hook = PowerXMonitoringAsyncHook(source.get("conn_id"), names=source.get("names"))
+        hook = PowerXMonitoringAsyncHook(
+            source.get("conn_id"), names=source.get("names"), **_powerx_kwargs(source)
+        )
 
     async def query(tenants: list[str], start: datetime, end: datetime) -> dict[str, Any]:
         return await hook.query(plugin, tenants, start, end)
@@ -86,7 +96,9 @@ def sync_monitoring(source: dict[str, Any]) -> Any:
         return PrometheusHook(source.get("conn_id"), retries=2, **_prometheus_kwargs(source))
     from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
 
-    return PowerXMonitoringHook(source.get("conn_id"), retries=2, names=source.get("names"))
+    return PowerXMonitoringHook(
+        source.get("conn_id"), retries=2, names=source.get("names"), **_powerx_kwargs(source)
+    )
 
 
 def sync_query(source: dict[str, Any], plugin: str) -> Query:

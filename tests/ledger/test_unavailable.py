@@ -91,3 +91,65 @@ def test_the_patience_can_be_set_and_a_bad_value_names_the_variable(monkeypatch)
         monkeypatch.setenv("POWERX_LEDGER_CONNECT_PATIENCE", bad)
         with pytest.raises(ValueError, match=r"\$POWERX_LEDGER_CONNECT_PATIENCE must be seconds"):
             create_ledger_engine(url)
+
+
+def _holding_the_write_lock(path: Path, seconds: float) -> tuple[object, object]:
+    """Another process's writer (its own sqlite3 connection) holding the lock for `seconds`."""
+    import threading
+    import time
+
+    held = threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO t VALUES (1)")
+        held.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    return thread, held
+
+
+def test_a_busy_sqlite_write_lock_is_waited_for_beyond_the_busy_timeout(
+    tmp_path: Path, monkeypatch
+):
+    """Many writers (a wide batch's shards recording outcomes) can keep one from the lock for
+    longer than SQLite's busy timeout: the writer begins again, within the patience, instead of
+    failing its task with "database is locked" (a 100,000-tenant run lost 14 deploy shards so)."""
+    monkeypatch.setattr(ledger_engine, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setenv(ledger_engine.PATIENCE_ENV, "10")
+    path = tmp_path / "l.db"
+    engine = create_ledger_engine(f"sqlite:///{path}")
+    with ledger_engine.write_transaction(engine) as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    thread, _ = _holding_the_write_lock(path, 1.0)
+    with ledger_engine.write_transaction(engine) as conn:  # waits ~1 s: 5 busy timeouts
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+    thread.join()
+    with ledger_engine.read_transaction(engine) as conn:
+        assert sorted(conn.execute(text("SELECT x FROM t")).scalars()) == [1, 2]
+
+
+def test_past_its_patience_a_busy_write_lock_is_raised(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(ledger_engine, "BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setenv(ledger_engine.PATIENCE_ENV, "0.3")
+    path = tmp_path / "l.db"
+    engine = create_ledger_engine(f"sqlite:///{path}")
+    with ledger_engine.write_transaction(engine) as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    thread, _ = _holding_the_write_lock(path, 2.0)
+    try:
+        with (
+            pytest.raises(OperationalError, match="database is locked"),
+            ledger_engine.write_transaction(engine) as conn,
+        ):
+            conn.execute(text("INSERT INTO t VALUES (2)"))
+    finally:
+        thread.join()
+    with ledger_engine.read_transaction(engine) as conn:
+        assert list(conn.execute(text("SELECT x FROM t")).scalars()) == [1]

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 DEFAULT_FILE_NAME = "powerx_ledger.db"
@@ -28,12 +28,14 @@ CONNECT_PATIENCE_S = 120.0
 the outage waits for the ledger to come back instead of failing its run for good."""
 CONNECT_RETRY_MAX_S = 2.0
 PATIENCE_ENV = "POWERX_LEDGER_CONNECT_PATIENCE"
-"""Seconds (a number >= 0) that replace CONNECT_PATIENCE_S, e.g. 0 to fail at once."""
+"""Seconds (a number >= 0) that replace CONNECT_PATIENCE_S, e.g. 0 to fail at once. On SQLite
+the same patience bounds the wait for the write lock (`begin_write`)."""
 
 _WRITE = "powerx_ledger_write"
 _log = logging.getLogger(__name__)
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 _PATIENCE: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+_LOCK_PATIENCE: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
 def default_ledger_url() -> str:
@@ -87,6 +89,7 @@ def create_ledger_engine(url: str) -> Engine:
             create_private_file(Path(database).expanduser())
         engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S})
         _tune_sqlite(engine)
+        _LOCK_PATIENCE[engine] = connect_patience()
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
         _PATIENCE[engine] = connect_patience()
@@ -176,8 +179,46 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A short transaction that may read then write atomically against other processes."""
     with connect_with_patience(engine, _PATIENCE.get(engine, 0.0)) as connection:
         connection.execution_options(**{_WRITE: True})
-        with connection.begin():
+        with begin_write(connection, _LOCK_PATIENCE.get(engine, 0.0)):
             yield connection
+
+
+def begin_write(
+    connection: Connection,
+    patience: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> RootTransaction:
+    """Begin a write transaction, waiting up to `patience` seconds in all for SQLite's write
+    lock. Each BEGIN IMMEDIATE already waits BUSY_TIMEOUT_S; with many writers (a wide batch's
+    deploy shards recording outcomes at once) SQLite's busy handler is not a queue and one
+    writer can miss the lock for longer than that. A failed BEGIN took no lock and wrote
+    nothing, so beginning again is safe. Other errors, and other databases, raise at once."""
+    deadline = clock() + patience
+    delay = 0.05
+    waited = False
+    while True:
+        try:
+            return connection.begin()
+        except OperationalError as exc:
+            if not _sqlite_busy(exc) or clock() + delay > deadline:
+                raise
+            connection.rollback()
+            if not waited:  # once per call: the task log shows why it waits
+                waited = True
+                _log.warning(
+                    "the SQLite ledger's write lock is busy (%s); waiting for up to %.0f s",
+                    exc.orig,
+                    patience,
+                )
+        sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _sqlite_busy(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 @contextmanager

@@ -94,3 +94,45 @@ def test_a_record_the_service_refuses_stays_queued_without_blocking_the_others(
     (left,) = book.pending_audit()
     assert left.audit_id == bad and left.attempts == 1
     assert "422" in (left.last_error or "")
+
+
+def _queued(book: Ledger, count: int, tag: str) -> list[str]:
+    return [
+        book.enqueue_audit(
+            run_id=None,
+            event="tenant.upgrade.succeeded",
+            payload=audit_payload("tenant.upgrade.succeeded", actor="bench", tenants=[f"{tag}{n}"]),
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_shard_delivers_every_record_it_wrote_and_none_of_its_neighbours(recorder, sandbox_url):
+    """A 2,500-tenant shard writes 2,500 records: its flush delivers all of them (a flush used to
+    take the oldest 1,000 of the whole outbox, so a 100,000-tenant run ended with 47,655 records
+    waiting), and not the records other shards wrote (they deliver their own)."""
+    book = recorder.ledger
+    neighbours = _queued(book, 5, "other-")
+    mine = _queued(book, 1030, "mine-")
+    assert recorder.flush(ids=mine) == (1030, 0)
+    arrived = {r["id"] for r in delivered(sandbox_url)}
+    assert arrived == set(mine)
+    assert {r.audit_id for r in book.pending_audit(100)} == set(neighbours)
+    assert recorder.drain() == (5, 0)  # the run's end: everything left, page after page
+    assert {r["id"] for r in delivered(sandbox_url)} == set(mine) | set(neighbours)
+
+
+def test_an_audit_outage_midway_keeps_the_rest_queued_and_loses_none(recorder, sandbox_url):
+    book = recorder.ledger
+    mine = _queued(book, 40, "t-")
+    httpx.post(
+        f"{sandbox_url}/sandbox/faults",
+        json={"faults": [{"type": "http_error", "endpoint": "audit", "status": 503, "times": 3}]},
+    ).raise_for_status()
+    delivered_now, waiting = recorder.flush(ids=mine)
+    assert delivered_now + waiting == 40 and waiting >= 3
+    pending = {r.audit_id for r in book.pending_audit(100)}
+    assert pending == set(mine) - {r["id"] for r in delivered(sandbox_url)}
+    assert recorder.drain() == (waiting, 0)  # the service is back: all of them, once each
+    ids = [r["id"] for r in delivered(sandbox_url)]
+    assert sorted(ids) == sorted(mine)

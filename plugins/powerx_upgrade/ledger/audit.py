@@ -42,16 +42,29 @@ class AuditRepository(LedgerBase):
         with write_transaction(self._engine) as conn:
             return self._enqueue(conn, entry, run_id)
 
-    def pending_audit(self, limit: int = 500) -> list[AuditRecord]:
-        """Undelivered audit records, oldest first."""
-        query = (
-            select(audit_outbox)
-            .where(audit_outbox.c.delivered_at.is_(None))
-            .order_by(audit_outbox.c.seq)
-            .limit(limit)
-        )
+    def pending_audit(
+        self, limit: int = 500, *, audit_ids: Sequence[str] | None = None
+    ) -> list[AuditRecord]:
+        """Undelivered audit records, oldest first; with `audit_ids`, only those of them (a
+        deploy shard delivers the records it wrote, not its neighbours')."""
+        if audit_ids is None:
+            query = (
+                select(audit_outbox)
+                .where(audit_outbox.c.delivered_at.is_(None))
+                .order_by(audit_outbox.c.seq)
+                .limit(limit)
+            )
+            with read_transaction(self._engine) as conn:
+                return [audit_record(row) for row in conn.execute(query).all()]
+        rows = []
         with read_transaction(self._engine) as conn:
-            return [audit_record(row) for row in conn.execute(query).all()]
+            for chunk in chunks(sorted(set(audit_ids))):
+                query = select(audit_outbox).where(
+                    audit_outbox.c.audit_id.in_(chunk), audit_outbox.c.delivered_at.is_(None)
+                )
+                rows += conn.execute(query).all()
+        rows.sort(key=lambda row: row.seq)
+        return [audit_record(row) for row in rows[:limit]]
 
     def mark_audit_delivered(self, audit_id: str, delivered_at: datetime | None = None) -> None:
         """Mark a record delivered; marking it again keeps the first delivery time."""

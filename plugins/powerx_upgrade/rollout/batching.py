@@ -49,6 +49,8 @@ class Outcomes:
         self.size = size
         self._pending: list[ActionOutcome] = []
         self._lock = threading.Lock()
+        self.audit_ids: list[str] = []
+        """The audit records written with the outcomes so far: what the shard delivers."""
 
     def add(self, outcome: ActionOutcome) -> None:
         with self._lock:
@@ -56,9 +58,15 @@ class Outcomes:
             if len(self._pending) < self.size:
                 return
             batch, self._pending = self._pending, []
-        self.ledger.finish_actions(batch)
+        self._write(batch)
 
     def flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
+        self._write(batch)
+
+    def _write(self, batch: list[ActionOutcome]) -> None:
         self.ledger.finish_actions(batch)
+        written = [o.audit.audit_id for o in batch if o.audit is not None and o.audit.audit_id]
+        with self._lock:
+            self.audit_ids += written

@@ -112,6 +112,7 @@ def deploy_shard(
     """Upgrade a shard of a batch: claim the tenants, upgrade the claimed ones concurrently."""
     refused = ledger.claim_tenants(ctx.run_id, ctx.plugin, list(tenants))
     results: list[TenantResult] = []
+    audited: list[str] = []
     for tenant, holder in refused.items():
         ledger.record_refusal(
             run_id=ctx.run_id,
@@ -120,12 +121,14 @@ def deploy_shard(
             batch_index=batch,
             reason=f"tenant is in active run {holder} of plugin {ctx.plugin}",
         )
-        recorder.audit(
-            ctx,
-            "tenant.upgrade.refused",
-            tenants=[tenant],
-            details={"batch": batch, "held_by": holder},
-            audit_id=f"{ctx.key('upgrade-refused', tenant)}",
+        audited.append(
+            recorder.audit(
+                ctx,
+                "tenant.upgrade.refused",
+                tenants=[tenant],
+                details={"batch": batch, "held_by": holder},
+                audit_id=f"{ctx.key('upgrade-refused', tenant)}",
+            )
         )
         results.append(TenantResult(tenant, "refused", error=f"held by run {holder}"))
     todo = [t for t in tenants if t not in refused]
@@ -161,7 +164,7 @@ def deploy_shard(
         results += _run_all(one, list(zip(todo, reads, actions, strict=True)), pacing)
     finally:  # a failed thread must not cost the others their records
         outcomes.flush()
-    recorder.flush()
+    recorder.flush(ids=audited + outcomes.audit_ids)
     return ShardSummary("upgrade", batch, tuple(results), pacing.stats())
 
 
@@ -210,7 +213,7 @@ def rollback_shard(
         results = _run_all(one, list(zip(targets, actions, strict=True)), pacing)
     finally:  # a failed thread must not cost the others their records
         outcomes.flush()
-    recorder.flush()
+    recorder.flush(ids=outcomes.audit_ids)
     return ShardSummary("rollback", None, tuple(results), pacing.stats())
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.ledger.records import AuditEntry
+from powerx_upgrade.ledger.records import AuditEntry, AuditRecord
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.errors import PowerXRejected
 
@@ -23,6 +24,9 @@ NOTIFY_FAILED = "notify.failed"
 """Audit event of a notification the service did not take (after the hook's retries)."""
 NOTIFY_RESENT = "notify.resent"
 """Audit event of a failed notification sent again later (at the run's end)."""
+AUDIT_IN_FLIGHT = 8
+"""Audit records a flush sends at once (the audit service dedupes by id; order of arrival
+within a group is not kept, each record carries its own time)."""
 
 
 class AuditClient(Protocol):
@@ -133,39 +137,77 @@ class Recorder:
             run_id=ctx.run_id, event=entry.event, payload=entry.payload, audit_id=entry.audit_id
         )
 
-    def flush(self, limit: int = 1000) -> tuple[int, int]:
-        """Deliver queued audit records, oldest first; stop at the first failure (the service
-        is down: the rest waits). A record the service refuses as invalid (a 4xx other than
-        404/409/429) stays queued with its error, for reconcile to report, and does not hold
-        up the records behind it. Returns (delivered, still pending)."""
+    def flush(self, limit: int = 1000, *, ids: Sequence[str] | None = None) -> tuple[int, int]:
+        """Deliver queued audit records, oldest first, AUDIT_IN_FLIGHT at a time; stop after
+        the first failure (the service is down: the rest waits). A record the service refuses
+        as invalid (a 4xx other than 404/409/429) stays queued with its error, for reconcile to
+        report, and does not hold up the records behind it. With `ids`: every pending one of
+        those (a shard's own records), whatever `limit`. Returns (delivered, still pending) of
+        the records this call took up."""
         if self.audit_client is None:
             return 0, self.ledger.count_pending_audit()
+        if ids is not None:
+            pending = self.ledger.pending_audit(max(len(ids), 1), audit_ids=ids)
+        else:
+            pending = self.ledger.pending_audit(limit)
         delivered: list[str] = []
         refused = 0
-        pending = self.ledger.pending_audit(limit)
         try:
-            for record in pending:
-                try:
-                    self.audit_client.record({**record.payload, "id": record.audit_id})
-                except PowerXRejected as exc:  # this record is wrong, not the service down
-                    self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
-                    log.error("audit service refused record %s: %s", record.audit_id, exc)
-                    refused += 1
-                    continue
-                except Exception as exc:  # any other failure: keep it queued, try again later
-                    self.ledger.mark_audit_failed(record.audit_id, str(exc)[:500])
+            for start in range(0, len(pending), AUDIT_IN_FLIGHT):
+                group = pending[start : start + AUDIT_IN_FLIGHT]
+                answers = self._deliver(group)
+                down: Exception | None = None
+                for record, error in zip(group, answers, strict=True):
+                    if error is None:
+                        delivered.append(record.audit_id)
+                    elif isinstance(error, PowerXRejected):  # this record is wrong
+                        self.ledger.mark_audit_failed(record.audit_id, str(error)[:500])
+                        log.error("audit service refused record %s: %s", record.audit_id, error)
+                        refused += 1
+                    else:  # any other failure: keep it queued, try again later
+                        self.ledger.mark_audit_failed(record.audit_id, str(error)[:500])
+                        down = down or error
+                if down is not None:
+                    waiting = len(pending) - len(delivered) - refused
                     log.warning(
                         "audit service unavailable, %d record(s) wait in the outbox: %s",
-                        len(pending) - len(delivered),
-                        exc,
+                        waiting,
+                        down,
                     )
-                    return len(delivered), len(pending) - len(delivered)
-                delivered.append(record.audit_id)
+                    return len(delivered), waiting
         finally:
             # one transaction for the delivered ones; a crash before it re-delivers them
             # later, which the audit service answers from its record (ids are stable)
             self.ledger.mark_audits_delivered(delivered)
         return len(delivered), refused
+
+    def _deliver(self, group: Sequence[AuditRecord]) -> list[Exception | None]:
+        """Send a group of records at once; each one's error, or None when it was taken."""
+        client = self.audit_client
+        assert client is not None
+
+        def send(record: AuditRecord) -> Exception | None:
+            try:
+                client.record({**record.payload, "id": record.audit_id})
+            except Exception as exc:  # returned, sorted by kind in flush: nothing is dropped
+                return exc
+            return None
+
+        if len(group) == 1:
+            return [send(group[0])]
+        with ThreadPoolExecutor(len(group)) as pool:
+            return list(pool.map(send, group))
+
+    def drain(self) -> tuple[int, int]:
+        """`flush` until nothing delivers any more (all delivered, or the service is down):
+        the run's end, so that no record of a large run waits for the next run's tasks.
+        Returns (delivered, still pending in the outbox)."""
+        total = 0
+        while True:
+            delivered, _ = self.flush()
+            total += delivered
+            if delivered == 0:
+                return total, self.ledger.count_pending_audit()
 
     def notify(
         self,

@@ -211,7 +211,7 @@ def end_run(services: Services, plan: Plan, ctx: RunContext) -> dict[str, Any]:
         notified = {"resent": resent, "not_delivered": unsent}
         known = (run.detail or {}) if run is not None else {}
         ledger.update_run(ctx.run_id, detail={**known, "notify": notified})
-    _, pending = recorder.flush()
+    _, pending = recorder.drain()
     rate, exposed = _end_metrics(services, ctx, outcome)
     return {
         "outcome": outcome,

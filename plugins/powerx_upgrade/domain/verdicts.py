@@ -354,7 +354,8 @@ def _best(
 ) -> Segment | None:
     found: list[Segment] = []
     for combo, inside in groups.items():
-        outside = [t for t in measured if t not in set(inside)]
+        members = set(inside)  # once per segment: per tenant it made this quadratic (100k: hours)
+        outside = [t for t in measured if t not in members]
         samples = sum(measured[t].samples for t in inside)
         if len(inside) < min_tenants or not outside or samples < min_samples:
             continue

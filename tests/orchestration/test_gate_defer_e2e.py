@@ -84,17 +84,13 @@ def check_no_poke_before_the_bake_can_be_judged(book: Ledger, run_id: str, outpu
         judgeable = bake_started + SIGNAL_DELAY
         said = rf"batch {batch} gate: nothing to judge before \S+ \(bake start \+ signal_delay\): not poked; deferring"
         assert re.search(said, output), f"batch {batch}'s gate did not defer at once"
-        pokes = [
-            g for g in book.gate_evaluations(run_id, batch, final_only=False) if not g.final
-        ]
+        pokes = [g for g in book.gate_evaluations(run_id, batch, final_only=False) if not g.final]
         assert pokes, f"batch {batch}: no poke recorded"
         early = [g.evaluated_at for g in pokes if utc(g.evaluated_at) < judgeable]
         assert early == [], f"batch {batch}: poked before {judgeable.isoformat()}: {early}"
 
 
-def test_a_healthy_run_defers_each_gate_at_once_and_still_promotes(
-    airflow_home, sandbox, tmp_path
-):
+def test_a_healthy_run_defers_each_gate_at_once_and_still_promotes(airflow_home, sandbox, tmp_path):
     book, run_id = run(airflow_home, sandbox, tmp_path)
     record = book.get_run(run_id)
     assert record is not None and record.outcome == "promoted", record

@@ -322,17 +322,10 @@ class GatePoller:
         return now - datetime.fromisoformat(started)
 
     def judgeable_from(self) -> datetime:
-        """The first moment a poke can judge anything: the bake's start plus the monitoring lag
-        (`signal_delay`).
-
-        Before it the monitoring window of a poke, [bake start, now - signal_delay], is empty,
-        so a poke queries nothing and cannot change the gate: no check has data, so none fails
-        and `failures` stays; the silence so far is negative, so neither the missing-data rule
-        nor its alert can be due; freshness and the error streak stay; the verdict is always
-        `running` ("baking"). All such a poke leaves is an empty `running` row in the history.
-        From this moment on (inclusive: a bake of 0 s, or `missing_data.after` 0, can end the
-        gate with no_data right at it) every poke is made as before.
-        """
+        """The first moment a poke can judge anything: bake start + `signal_delay`. Before it
+        a poke's window [bake start, now - signal_delay] is empty: no query, no failure, no
+        silence, always `running` (docs/performance.md, "The gate"). Inclusive: a 0 s bake or
+        `missing_data.after` 0 can end the gate right at it."""
         return datetime.fromisoformat(self.watch["bake_started"]) + self.gate.signal_delay
 
     def can_judge(self, now: datetime) -> bool:

@@ -14,6 +14,7 @@ from powerx_dev.sandbox.testing import running_sandbox
 from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.triggers.gate import BatchGateTrigger
+from powerx_upgrade.rollout.gating import GatePoller
 from tests.conftest import CONFIG_DIR
 
 GATE = GateSpec.model_validate(
@@ -200,3 +201,25 @@ def test_an_unreadable_ledger_does_not_break_the_gate(sandbox_url, monkeypatch, 
     trigger = BatchGateTrigger(gate=GATE, watch=watch(5, started), state={}, run_id="run-1")
     found = events(trigger)
     assert len(found) == 1 and found[0]["evaluation"]["phase"] == "pass"
+
+
+@pytest.mark.unit
+def test_before_the_bake_can_be_judged_the_trigger_reads_alerts_but_does_not_poke():
+    """Before bake start + signal_delay (1 s here) a poke would judge nothing: no query, no
+    history row; an alert due is still raised."""
+
+    async def never(*_: object) -> dict:
+        raise AssertionError("no monitoring window yet: nothing to query")
+
+    started = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    spec = GateSpec.model_validate(GATE)
+    trigger = BatchGateTrigger(
+        gate=GATE, watch=watch(30, started), state={}, limits={"batch_runtime": 0.5}
+    )
+    poller = GatePoller(spec, trigger.watch, never)
+    assert asyncio.run(trigger._poke(poller, spec, [], started)) is None
+    event = asyncio.run(trigger._poke(poller, spec, [], started + timedelta(milliseconds=900)))
+    assert event is not None and event["status"] == "alert"
+    assert event["alert"]["rule"] == "batch_runtime"
+    assert poller.pokes == 0 and event["state"]["history"] == []
+    assert poller.next_poke_in(started + timedelta(milliseconds=900)) < timedelta(seconds=1)

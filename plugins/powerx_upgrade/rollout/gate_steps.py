@@ -102,7 +102,12 @@ def first_poke(
 ) -> GateStep:
     """The sensor's poke in the worker: an operator's request made during the deploy, too many
     failed deploys or nothing deployed end the gate at once; otherwise poke the metrics once
-    and either record the verdict or say what to defer with (raising an alert now due)."""
+    and either record the verdict or say what to defer with (raising an alert now due).
+
+    Before the bake can be judged (`GatePoller.judgeable_from`: bake start + signal_delay) it
+    does not poke: such a poke queries nothing and always reads `running`, so the gate defers
+    at once with an empty history (the requests, deploy checks, adjustments settled, alerts due
+    and the deadline are handled as before)."""
     ledger = services.ledger
     request = controls.gate_request(ledger, ctx.run_id)
     if request is not None:
@@ -121,15 +126,27 @@ def first_poke(
     controls.settle_adjustments(ledger, ctx, found.applied, where=f"the gate of batch {batch}")
     poller = GatePoller(found.gate, {**watch, "bake_seconds": found.bake_seconds}, query)
     now = datetime.now(UTC)
-    result = asyncio.run(poller.poke(now))
-    if result.phase.final:
-        return finish(services, plan, ctx, batch, result, poller.state())
+    if poller.can_judge(now):
+        result = asyncio.run(poller.poke(now))
+        if result.phase.final:
+            return finish(services, plan, ctx, batch, result, poller.state())
+        reason = result.reason
+    else:  # a poke now would judge nothing (GatePoller.judgeable_from): defer at once
+        reason = nothing_to_judge(poller)
     alert = due_alert(poller, now, limits(plan))
     if alert is not None:
         poller.alerted.append(alert.rule)
         raise_gate_alert(services, plan, ctx, alert)
     poller.deadline_from(now)
-    return GateStep(watch=watch, state=poller.state(), reason=result.reason)
+    return GateStep(watch=watch, state=poller.state(), reason=reason)
+
+
+def nothing_to_judge(poller: GatePoller) -> str:
+    """Why a gate does not poke yet, in words."""
+    return (
+        f"nothing to judge before {poller.judgeable_from().isoformat(timespec='milliseconds')} "
+        "(bake start + signal_delay): not poked"
+    )
 
 
 def on_event(

@@ -321,18 +321,32 @@ class GatePoller:
         started = self.watch.get("batch_started") or self.watch["bake_started"]
         return now - datetime.fromisoformat(started)
 
+    def judgeable_from(self) -> datetime:
+        """The first moment a poke can judge anything: bake start + `signal_delay`. Before it
+        a poke's window [bake start, now - signal_delay] is empty: no query, no failure, no
+        silence, always `running` (docs/performance.md, "The gate"). Inclusive: a 0 s bake or
+        `missing_data.after` 0 can end the gate right at it."""
+        return datetime.fromisoformat(self.watch["bake_started"]) + self.gate.signal_delay
+
+    def can_judge(self, now: datetime) -> bool:
+        """Whether a poke at `now` can judge anything (`judgeable_from`): before it the sensor
+        defers at once and the trigger only reads the run's controls and due alerts."""
+        return now >= self.judgeable_from()
+
     def next_poke_in(self, now: datetime) -> timedelta:
-        """How long to wait before the next poke: the poke interval, or less when the bake
-        becomes judgeable sooner (its end plus the monitoring lag). Without this the verdict
-        of a bake waits up to one more poke interval for nothing."""
+        """How long to wait before the next poke: the poke interval, or less when the gate
+        becomes judgeable sooner (the bake's start plus the monitoring lag: the first poke that
+        can judge; its end plus the lag: the verdict). Without this the first judged poke and
+        the verdict of a bake each wait up to one more poke interval for nothing."""
         interval = self.gate.poke_interval
         bake_started = datetime.fromisoformat(self.watch["bake_started"])
-        judgeable = (
+        judged_end = (
             bake_started + timedelta(seconds=self.watch["bake_seconds"]) + self.gate.signal_delay
         )
-        left = judgeable - now
-        if timedelta(0) < left < interval:
-            return left + JUDGEABLE_MARGIN
+        for moment in (self.judgeable_from(), judged_end):
+            left = moment - now
+            if timedelta(0) < left < interval:
+                return left + JUDGEABLE_MARGIN
         return interval
 
     def deadline_from(self, now: datetime) -> datetime:

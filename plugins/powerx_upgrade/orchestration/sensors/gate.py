@@ -22,11 +22,12 @@ from powerx_upgrade.rollout.gate_steps import GateStep
 class BatchGateSensor(BaseSensorOperator):
     """Judge batch `batch` of a run: first its deploy against `max_failed`, then its metrics.
 
-    `execute()` pokes once in the worker; without a verdict yet it defers to
-    `BatchGateTrigger`, which polls in the triggerer without holding a worker slot. Alerts due
-    during the bake (batch runtime, missing data) come back as interim events: the sensor raises
-    them and defers again. The final evaluation (every measured value against its limit) and the
-    poke history go to the ledger and the XCom.
+    `execute()` pokes once in the worker (not before the bake can be judged, bake start +
+    signal_delay: then it defers at once, `gate_steps.first_poke`); without a verdict yet it
+    defers to `BatchGateTrigger`, which polls in the triggerer without holding a worker slot.
+    Alerts due during the bake (batch runtime, missing data) come back as interim events: the
+    sensor raises them and defers again. The final evaluation (every measured value against its
+    limit) and the poke history go to the ledger and the XCom.
 
     Run controls: a pending rollback or pause request (made during the deploy, or while the
     trigger polls) ends the gate with `rollback_requested` / `pause_requested` and is settled

@@ -14,7 +14,7 @@ from powerx_upgrade.domain.models import GateSpec
 from powerx_upgrade.orchestration import runtime
 from powerx_upgrade.orchestration.hooks.sources import async_query
 from powerx_upgrade.rollout.controls import GateControls, gate_controls, requested_evaluation
-from powerx_upgrade.rollout.gate_steps import due_alert
+from powerx_upgrade.rollout.gate_steps import due_alert, nothing_to_judge
 from powerx_upgrade.rollout.gating import GatePoller
 
 
@@ -102,12 +102,15 @@ class BatchGateTrigger(BaseTrigger):
     async def _poke(
         self, poller: GatePoller, spec: GateSpec, applied: list[dict[str, Any]], now: datetime
     ) -> dict[str, Any] | None:
-        """One poke: the run's controls first, then the metrics; the event it ends on, if any."""
+        """One poke: the run's controls first, then the metrics (not before the bake can be
+        judged: `GatePoller.can_judge`, only alerts then); the event it ends on, if any."""
         found = await self._controls(spec)
         if found is not None:
             requested = self._apply(poller, found, applied, now)
             if requested is not None:
                 return requested
+        if not poller.can_judge(now):
+            return self._alert_due(poller, applied, now, nothing_to_judge(poller))
         result = await poller.poke(now)
         if result.error is not None:
             self._log_error(result.error)
@@ -120,13 +123,18 @@ class BatchGateTrigger(BaseTrigger):
                 "pokes": poller.pokes,
                 "state": state,
             }
+        return self._alert_due(poller, applied, now, f"{result.phase.value} ({result.reason})")
+
+    def _alert_due(
+        self, poller: GatePoller, applied: list[dict[str, Any]], now: datetime, status: str
+    ) -> dict[str, Any] | None:
+        """The event of an alert now due, if any; else log where the gate stands."""
         alert = due_alert(poller, now, self.limits)
         if alert is not None:
             poller.alerted.append(alert.rule)
             state = {**poller.state(), "applied_controls": applied}
             return {"status": "alert", "alert": alert.as_dict(), "state": state}
-        batch = self.watch.get("batch")
-        self.log.info("batch %s gate: %s (%s)", batch, result.phase.value, result.reason)
+        self.log.info("batch %s gate: %s", self.watch.get("batch"), status)
         return None
 
     def _log_error(self, error: MonitoringError) -> None:

@@ -1,22 +1,29 @@
-"""Builds the run-time clients of a task from Airflow connections: ledger, hooks, recorder."""
+"""Builds the run-time clients of a task from Airflow connections: ledger, hooks, recorder.
+
+The hooks are imported when a task first asks for one, not with this module: the DAG file
+imports it (through the task functions and operators), every task process parses the DAG file,
+and the HTTP stack under the hooks (the http provider, aiohttp, requests) is about 60 % of that
+parse; a task that needs no hook (validate, window, a batch's start) never loads it
+(docs/performance.md, "Fewer scheduler hops").
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from powerx_upgrade.config import monitoring_names
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
-from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
-from powerx_upgrade.orchestration.hooks.notify import PowerXNotifyHook
-from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
 from powerx_upgrade.orchestration.ledger_connection import resolve_ledger_url
 from powerx_upgrade.orchestration.names import VALIDATE
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.record import Recorder
 from powerx_upgrade.rollout.services import Services
+
+if TYPE_CHECKING:
+    from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
+    from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
 
 
 def ledger_url() -> str:
@@ -35,15 +42,22 @@ def ledger() -> Ledger:
 
 
 def platform() -> PowerXPlatformHook:
+    from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
+
     # The rollout steps retry per tenant themselves (deploy.retries); no second layer here.
     return PowerXPlatformHook(retries=0)
 
 
 def monitoring() -> PowerXMonitoringHook:
+    from powerx_upgrade.orchestration.hooks.monitoring import PowerXMonitoringHook
+
     return PowerXMonitoringHook(retries=2, names=monitoring_names())
 
 
 def recorder(ledger_: Ledger | None = None) -> Recorder:
+    from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
+    from powerx_upgrade.orchestration.hooks.notify import PowerXNotifyHook
+
     return Recorder(
         ledger_ or ledger(),
         PowerXAuditHook(retries=1, timeout=10),

@@ -12,7 +12,7 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import names, runtime
-from powerx_upgrade.rollout import authority, human
+from powerx_upgrade.rollout import human
 from powerx_upgrade.rollout.evidence import rollout_tab_url
 
 APPROVE, REJECT = "Approve", "Reject"
@@ -63,6 +63,10 @@ class _Recorded(HITLBranchOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = answer_of(self.task_id, event)
         decision = self.decision_names.get(answer.chosen[0] if answer.chosen else "")
+        # imported here: the approval tokens' JWT and X.509 stack is only needed on an answer,
+        # and every task process parses the DAG file (docs/performance.md)
+        from powerx_upgrade.rollout import authority
+
         ctx = runtime.run_context(context["ti"])
         if authority.answer_refused(
             runtime.services(),

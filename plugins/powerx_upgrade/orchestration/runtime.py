@@ -13,7 +13,7 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-from powerx_upgrade.config import monitoring_names
+from powerx_upgrade.config import airflow_setting, monitoring_names
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.orchestration.ledger_connection import resolve_ledger_url
 from powerx_upgrade.orchestration.names import VALIDATE
@@ -71,6 +71,23 @@ def services() -> Services:
 
     shared = ledger()
     return Services(shared, recorder(shared), platform(), metrics)
+
+
+def rollback_shards() -> int | None:
+    """At most how many mapped rollback shards a rollback is cut into: `[powerx_upgrade]
+    rollback_shards`, else the executor's slots (`[core] parallelism`). More shards than slots
+    never run at once; each extra one costs a task process and a scheduler hop and adds no
+    concurrency, so the shards grow instead (docs/deployment.md). None: no limit."""
+    from airflow.sdk import conf
+
+    chosen = airflow_setting("rollback_shards")
+    try:
+        most = int(chosen) if chosen else conf.getint("core", "parallelism", fallback=0)
+    except ValueError:
+        raise ValueError(
+            f"[powerx_upgrade] rollback_shards: {chosen!r} is not a whole number"
+        ) from None
+    return most if most > 0 else None
 
 
 def run_context(ti: Any) -> RunContext:

@@ -60,3 +60,19 @@ def test_a_task_asking_for_a_hook_still_gets_one():
     from powerx_upgrade.orchestration.hooks.platform import PowerXPlatformHook
 
     assert isinstance(runtime.platform(), PowerXPlatformHook)
+
+
+def test_a_steps_hooks_are_built_when_it_first_calls_them(monkeypatch, tmp_path):
+    from powerx_upgrade.orchestration import runtime
+    from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POWERX_LEDGER",
+        json.dumps({"conn_type": "generic", "extra": {"url": f"sqlite:///{tmp_path / 'l.db'}"}}),
+    )
+    services = runtime.services()
+    audit = services.recorder.audit_client
+    assert audit._built is None  # nothing built yet: a step that never audits loads no hook
+    assert audit.conn_name_attr == PowerXAuditHook.conn_name_attr
+    assert isinstance(audit._built, PowerXAuditHook)
+    assert services.platform.default_conn_name == "powerx_platform"

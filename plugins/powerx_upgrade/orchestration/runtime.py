@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from powerx_upgrade.config import airflow_setting, monitoring_names
@@ -54,15 +55,36 @@ def monitoring() -> PowerXMonitoringHook:
     return PowerXMonitoringHook(retries=2, names=monitoring_names())
 
 
-def recorder(ledger_: Ledger | None = None) -> Recorder:
+class OnFirstUse:
+    """A client built when a step first uses it: a step that never calls the platform or the
+    audit service (a window that is open, a batch's shards) never loads the HTTP stack."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle probes, or before __init__: never build for them
+            raise AttributeError(name)
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
+
+
+def _audit_hook() -> Any:
     from powerx_upgrade.orchestration.hooks.audit import PowerXAuditHook
+
+    return PowerXAuditHook(retries=1, timeout=10)
+
+
+def _notify_hook() -> Any:
     from powerx_upgrade.orchestration.hooks.notify import PowerXNotifyHook
 
-    return Recorder(
-        ledger_ or ledger(),
-        PowerXAuditHook(retries=1, timeout=10),
-        PowerXNotifyHook(retries=1, timeout=10),
-    )
+    return PowerXNotifyHook(retries=1, timeout=10)
+
+
+def recorder(ledger_: Ledger | None = None) -> Recorder:
+    return Recorder(ledger_ or ledger(), OnFirstUse(_audit_hook), OnFirstUse(_notify_hook))
 
 
 def services() -> Services:
@@ -70,7 +92,7 @@ def services() -> Services:
     from powerx_upgrade.orchestration import metrics
 
     shared = ledger()
-    return Services(shared, recorder(shared), platform(), metrics)
+    return Services(shared, recorder(shared), OnFirstUse(platform), metrics)
 
 
 def rollback_shards() -> int | None:

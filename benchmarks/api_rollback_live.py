@@ -19,6 +19,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from figures import emit  # the script's own folder is on sys.path
@@ -72,10 +73,39 @@ def versions(sandbox: httpx.Client) -> dict[str, str]:
     return {t["id"]: t["version"] for t in tenants}
 
 
+def timeline(tis: list[dict[str, Any]], called_at: datetime) -> list[str]:
+    """The task instances that started after the API call, in seconds from the call: when each
+    was queued, started and ended (where the hops between the call and the last tenant go)."""
+
+    def rel(value: str | None) -> str:
+        if not value:
+            return "     -"
+        return f"{(datetime.fromisoformat(value) - called_at).total_seconds():6.2f}"
+
+    after = [
+        ti
+        for ti in tis
+        if ti.get("end_date") and datetime.fromisoformat(ti["end_date"]) >= called_at
+    ]
+    after.sort(key=lambda ti: ti.get("start_date") or ti["end_date"])
+    lines = [f"task instances after the call ({len(after)}): queued start end run"]
+    for ti in after:
+        lines.append(
+            f"  {ti['task_id']:24s} {ti.get('map_index', -1):3d} {rel(ti.get('queued_when'))} "
+            f"{rel(ti.get('start_date'))} {rel(ti['end_date'])} {ti.get('duration') or 0:6.2f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--keep", help="AIRFLOW_HOME to use (kept afterwards)")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print each task instance that ran after the call: queued, start, end",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="powerx-api-rollback-"))
     (work / "config").mkdir()
@@ -143,6 +173,8 @@ def main() -> None:
                 time.sleep(0.25)
             restored = time.monotonic() - t0
             state = stack.wait_for_run(DAG, run_id, timeout=600)
+            if args.timeline:
+                print("\n".join(timeline(stack.task_instances(DAG, run_id), called_at)))
         ledger = Ledger(ledger_url)
         run = ledger.get_run(run_id)
         rollbacks = [a for a in ledger.actions(run_id) if a.kind == "rollback"]

@@ -41,13 +41,12 @@ def test_preflight_reads_like_the_design(plans):
         "preflight.validate",
         "preflight.verify_artifact",
         "preflight.plan",
-        "preflight.window",
         "preflight.begin",
     ]
     for upstream, downstream in itertools.pairwise(order):
         assert (upstream, downstream) in shape.edges
     assert set(shape.branch_targets["preflight.begin"]) == {"batch_1.start", "preflight.dry_run"}
-    # five hops, not eight: subscribe, baseline, announce and the dry-run branch are one task
+    # four hops, not eight: window, subscribe, baseline, announce and the dry-run branch are one
     assert sorted(n.task_id for n in shape.nodes if n.task_id.startswith("preflight.")) == sorted(
         [*order, "preflight.dry_run"]
     )

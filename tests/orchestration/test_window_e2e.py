@@ -62,7 +62,7 @@ known moment, the next minute's start (long enough that a resumed task is still 
 ATTEMPTS = 3
 """A run whose preflight and first batch both happened to start inside the window had no
 reason to wait (about one run in ten): it is run again; a run that never waits fails."""
-WINDOW_TASKS = ("preflight.window", "batch_1.start")
+WINDOW_TASKS = ("preflight.begin", "batch_1.start")
 
 
 def deferred_tasks(output: str) -> list[str]:

@@ -3,8 +3,8 @@
 The factory (`factory.py`) materialises this in one place; tests check the shape here without
 Airflow. Reading order of a run:
 
-    preflight: validate -> verify_artifact -> plan -> window -> subscribe -> baseline
-               -> announce -> route
+    preflight: validate -> verify_artifact -> plan -> begin (window, subscribe, baseline,
+               announce; branch: batch 1 or dry_run)
     batch_k:   start -> [approve] -> shards -> deploy (mapped) -> gate -> decide
                decide -> promote | rollback | pause;  pause -> resume | pause_rollback | pause_stop
     rollback:  scope -> execute (mapped) -> verify -> announce
@@ -140,12 +140,11 @@ def _preflight(dag: _Builder) -> None:
             doc="check the artifact's Ed25519 signature; refuse before any tenant is touched",
         ),
         add(names.PLAN, "plan", doc="fetch tenants, plan the batches"),
-        add(names.WINDOW, "window", doc="wait for the window; stop during a freeze"),
         add(
             names.BEGIN,
             "begin",
-            doc="subscribe monitoring, pre_upgrade baseline, announce; dry run ends here, "
-            "else batch 1",
+            doc="wait for the window (stop during a freeze); subscribe monitoring, pre_upgrade "
+            "baseline, announce; dry run ends here, else batch 1",
         ),
     )
     add(names.DRY_RUN, "dry_run", doc="dry run: no tenant is touched")

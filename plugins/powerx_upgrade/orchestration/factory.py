@@ -35,7 +35,10 @@ from powerx_upgrade.orchestration.description import (
 )
 from powerx_upgrade.orchestration.operators.human import BatchApprovalOperator, BatchPauseOperator
 from powerx_upgrade.orchestration.operators.report import ReportOperator
-from powerx_upgrade.orchestration.operators.window import WindowWaitOperator
+from powerx_upgrade.orchestration.operators.window import (
+    PreflightBeginOperator,
+    WindowWaitOperator,
+)
 from powerx_upgrade.orchestration.rollback_dag import build_rollback_dag
 from powerx_upgrade.orchestration.sensors.gate import BatchGateSensor
 
@@ -187,9 +190,8 @@ _BUILDERS: dict[str, Callable[[TaskNode, Plan], Any]] = {
         trigger_rule=node.trigger_rule,
         doc_md=node.doc or None,
     ),
-    "begin": lambda node, plan: _branch(node, tasks.begin, plan=plan),
-    "window": lambda node, plan: WindowWaitOperator(
-        task_id=_local(node), plan=plan, batch=None, doc_md=node.doc
+    "begin": lambda node, plan: PreflightBeginOperator(
+        task_id=_local(node), plan=plan, begin=tasks.begin, doc_md=node.doc
     ),
     "start": lambda node, plan: WindowWaitOperator(
         task_id=_local(node),

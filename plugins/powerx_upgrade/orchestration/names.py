@@ -11,11 +11,11 @@ PREFLIGHT, ROLLBACK, FINALIZE = "preflight", "rollback", "finalize"
 VALIDATE = "preflight.validate"
 VERIFY_ARTIFACT = "preflight.verify_artifact"
 PLAN = "preflight.plan"
-WINDOW = "preflight.window"
 BEGIN = "preflight.begin"
-"""Subscribe monitoring, take the baseline, announce the run, then branch: batch 1 or the dry
-run's end. One task, not four: the steps are one concern (get ready to touch the first
-tenant) and each costs a scheduler hop (docs/performance.md)."""
+"""Wait for the window (a freeze stops the run), subscribe monitoring, take the baseline,
+announce the run, then branch: batch 1 or the dry run's end. One task, not five: the steps are
+one concern (get ready to touch the first tenant) and each costs a scheduler hop and a task
+process (docs/performance.md)."""
 DRY_RUN = "preflight.dry_run"
 
 RECORD = "finalize.record"

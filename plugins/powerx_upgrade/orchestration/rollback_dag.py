@@ -245,7 +245,7 @@ def scope(plans: dict[str, Plan]) -> list[dict[str, Any]]:
     except RollbackRefused as exc:
         raise _refused(exc) from None
     _, deploy = rollback.specs(plans.get(data["plan_id"]))
-    return rollback.shards(chosen["count"], deploy.shard_size)
+    return rollback.shards(chosen["count"], deploy.shard_size, runtime.rollback_shards())
 
 
 def execute(plans: dict[str, Plan], shard: dict[str, Any]) -> dict[str, Any]:

@@ -138,7 +138,9 @@ def decide_batch(plan: Plan, batch: int) -> str:
 
 def rollback_scope(plan: Plan) -> list[dict[str, Any]]:
     ctx = runtime.run_context(_ti())
-    return rollback.start_batch_rollback(runtime.services(), plan, ctx)
+    return rollback.start_batch_rollback(
+        runtime.services(), plan, ctx, most_shards=runtime.rollback_shards()
+    )
 
 
 def rollback_execute(plan: Plan, shard: dict[str, Any]) -> dict[str, Any]:

@@ -49,11 +49,17 @@ def requested_scope(ledger: Ledger, run_id: str) -> str | None:
     return str(asked[-1].payload["scope"]) if asked else None
 
 
-def shards(count: int, size: int) -> list[dict[str, Any]]:
+def shards(count: int, size: int, most: int | None = None) -> list[dict[str, Any]]:
     """The mapped rollback tasks' kwargs for `count` targets, `size` tenants each: references
     (`start`, `end`, and `of` = how many targets the list had) into the target list the ledger
     keeps for the rollback, never the tenants themselves. Like the deploy shards, each is a
-    fixed size however large the fleet (issue 16): XCom does not grow with the tenants."""
+    fixed size however large the fleet (issue 16): XCom does not grow with the tenants.
+
+    `most`: at most that many shards (larger ones when `count / size` is more). Shards beyond
+    what the executor runs at once add a task process each and no concurrency (a shard's
+    concurrency is per task), so the orchestration passes the executor's slots here."""
+    if most is not None and most > 0 and count > size * most:
+        size = -(-count // most)  # ceil: `most` shards, the last one possibly shorter
     return [
         {"shard": {"start": i, "end": min(count, i + size), "of": count}}
         for i in range(0, count, size)
@@ -139,10 +145,12 @@ def time_it(services: Services, ctx: RunContext, duration_ms: int) -> None:
 # -- the batch rollback group of a plan DAG ----------------------------------------------------
 
 
-def start_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> list[dict[str, Any]]:
+def start_batch_rollback(
+    services: Services, plan: Plan, ctx: RunContext, *, most_shards: int | None = None
+) -> list[dict[str, Any]]:
     """The run's rollback targets (the last rollback decision's batch and breaching tenants)
     under the scope an operator asked for, else the policy's, in the run record
-    (`rolling_back`), cut into shards."""
+    (`rolling_back`), cut into shards (at most `most_shards`, see `shards`)."""
     ledger = services.ledger
     chosen = [d for d in ledger.decisions(ctx.run_id) if d.decision == "rollback"]
     last = chosen[-1] if chosen else None
@@ -169,7 +177,7 @@ def start_batch_rollback(services: Services, plan: Plan, ctx: RunContext) -> lis
             "note": "no tenant was on the new version",
         }
     ledger.update_run(ctx.run_id, status="rolling_back", detail=detail)
-    return shards(len(targets), plan.policy.deploy.shard_size)
+    return shards(len(targets), plan.policy.deploy.shard_size, most_shards)
 
 
 def execute_batch_rollback(

@@ -12,8 +12,11 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
 from powerx_upgrade.domain.models import Plan
 from powerx_upgrade.orchestration import names, runtime
-from powerx_upgrade.rollout import authority, human
+from powerx_upgrade.rollout import human
 from powerx_upgrade.rollout.evidence import rollout_tab_url
+
+# `rollout.authority` (approval tokens: the JWT and X.509 stack) is imported where an answer is
+# checked: every task process parses the DAG file, and most never check one (docs/performance.md)
 
 APPROVE, REJECT = "Approve", "Reject"
 RESUME, ROLL_BACK, STOP = "Resume", "Roll back", "Stop"
@@ -63,6 +66,8 @@ class _Recorded(HITLBranchOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         answer = answer_of(self.task_id, event)
         decision = self.decision_names.get(answer.chosen[0] if answer.chosen else "")
+        from powerx_upgrade.rollout import authority  # JWT/X.509: on an answer only (see top)
+
         ctx = runtime.run_context(context["ti"])
         if authority.answer_refused(
             runtime.services(),

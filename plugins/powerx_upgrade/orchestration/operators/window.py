@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -57,3 +59,23 @@ class WindowWaitOperator(BaseOperator):
         self.log.info("window closed: %s; waiting", check.reason)
         self.defer(trigger=DateTimeTrigger(moment=check.opens_at), method_name="execute")
         return check.state  # pragma: no cover (defer raises)
+
+
+class PreflightBeginOperator(WindowWaitOperator, BranchMixIn):
+    """`preflight.begin`: wait for the window as the preflight check does (deferred while it is
+    closed; a freeze stops the run, recorded as the freeze), then begin the run (`begin`:
+    subscribe monitoring, take the baseline, announce) and branch to batch 1 or the dry run's
+    end. One task where there were two: the baseline and the announcement belong to the moment
+    the window opens, and a task costs a scheduler hop and a task process (docs/performance.md).
+
+    :param plan: the plan (its window).
+    :param begin: the step that begins the run and names the branch to follow.
+    """
+
+    def __init__(self, *, plan: Plan, begin: Callable[[Plan], str], **kwargs: Any) -> None:
+        super().__init__(plan=plan, batch=None, **kwargs)
+        self.begin = begin
+
+    def execute(self, context: Any, event: Any = None) -> Any:
+        super().execute(context, event)  # defers (and comes back here) while the window is shut
+        return self.do_branch(context, self.begin(self.plan))

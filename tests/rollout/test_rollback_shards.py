@@ -1,0 +1,42 @@
+"""A rollback is cut into at most as many shards as the executor runs at once: more would each
+cost a task process and a scheduler hop and add no concurrency (docs/performance.md, "Fewer
+scheduler hops")."""
+
+from __future__ import annotations
+
+import pytest
+
+from powerx_upgrade.orchestration import runtime
+from powerx_upgrade.rollout.rollback import shards
+
+
+def covered(cut: list[dict]) -> list[int]:
+    return [i for s in cut for i in range(s["shard"]["start"], s["shard"]["end"])]
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "most", "expected"), [(10_000, 250, 8, 8), (1001, 125, 8, 8)]
+)
+def test_a_rollback_of_more_shards_than_slots_gets_larger_shards(count, size, most, expected):
+    cut = shards(count, size, most)
+    assert len(cut) == expected
+    assert covered(cut) == list(range(count))  # every target once, in order
+    assert {s["shard"]["of"] for s in cut} == {count}
+
+
+def test_a_rollback_that_fits_the_slots_keeps_the_policys_shard_size():
+    cut = shards(1000, 250, 8)
+    assert [s["shard"]["end"] - s["shard"]["start"] for s in cut] == [250] * 4
+    assert shards(1000, 50, None) == shards(1000, 50)
+    assert len(shards(1000, 50, 0)) == 20  # 0: no limit
+
+
+def test_the_shard_limit_is_the_setting_else_the_executors_slots(monkeypatch):
+    monkeypatch.delenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "6")
+    assert runtime.rollback_shards() == 6
+    monkeypatch.setenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", "3")
+    assert runtime.rollback_shards() == 3
+    monkeypatch.setenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", "many")
+    with pytest.raises(ValueError, match="rollback_shards: 'many'"):
+        runtime.rollback_shards()

@@ -90,18 +90,22 @@ def begin(plan: Plan) -> str:
     ti = _ti()
     ctx = runtime.run_context(ti)
     ledger = runtime.ledger()
-    runtime.monitoring().subscribe(
-        id=f"{ctx.run_id}:subscribe"[:200],
-        plugin=ctx.plugin,
-        tenants=preflight.selected_tenants(ledger, ctx.run_id),
-        metrics=["requests", "errors", "latency_p95_ms"],
-        run_id=ctx.run_id,
-        context={"plan": plan.id, "target_version": ctx.target_version},
-    )
-    source = monitoring_source(plan, ctx.target_version, names=monitoring_names())
-    preflight.take_baseline(sync_monitoring(source), ledger, plan, ctx)
-    summary = ti.xcom_pull(task_ids=names.PLAN) or {}
-    run_steps.announce_run(runtime.services(), plan, ctx, summary)
+    try:
+        runtime.monitoring().subscribe(
+            id=f"{ctx.run_id}:subscribe"[:200],
+            plugin=ctx.plugin,
+            tenants=preflight.selected_tenants(ledger, ctx.run_id),
+            metrics=["requests", "errors", "latency_p95_ms"],
+            run_id=ctx.run_id,
+            context={"plan": plan.id, "target_version": ctx.target_version},
+        )
+        source = monitoring_source(plan, ctx.target_version, names=monitoring_names())
+        preflight.take_baseline(sync_monitoring(source), ledger, plan, ctx)
+        summary = ti.xcom_pull(task_ids=names.PLAN) or {}
+        run_steps.announce_run(runtime.services(), plan, ctx, summary)
+    except Exception as exc:  # recorded and audited, then the task fails as before
+        preflight.record_begin_failure(runtime.recorder(), ctx, "begin", exc)
+        raise
     return names.DRY_RUN if ctx.dry_run else names.batch(1, names.START)
 
 

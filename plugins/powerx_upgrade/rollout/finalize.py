@@ -10,7 +10,11 @@ from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.domain.models import Plan, RollbackScope
 from powerx_upgrade.ledger import Ledger
 from powerx_upgrade.rollout.context import RunContext
-from powerx_upgrade.rollout.preflight import artifact_refusal, selected_tenants
+from powerx_upgrade.rollout.preflight import (
+    artifact_refusal,
+    preflight_failure,
+    selected_tenants,
+)
 
 OUTCOMES = (
     "promoted",
@@ -78,6 +82,13 @@ def outcome_of(ledger: Ledger, platform: Any, ctx: RunContext) -> tuple[str, dic
             "note": f"preflight refused the artifact ({refusal.get('code')}): no tenant "
             "was touched",
             "artifact_refused": refusal.get("message"),
+        }
+    failed = preflight_failure(ledger, ctx.run_id) if run is not None else None
+    if failed:  # the run could not begin: no batch started, whether a dry run or not
+        return "failed", {
+            "note": f"preflight could not begin the run ({failed.get('step')}): "
+            f"{failed.get('error')}; no tenant was touched",
+            "preflight_failed": failed,
         }
     if ctx.dry_run:
         return "dry_run", {"note": "dry run: no tenant was touched"}

@@ -135,6 +135,37 @@ def _refuse(
     )
 
 
+PREFLIGHT_FAILED = "run.preflight_failed"
+"""Audit event of a run that could not begin (before any tenant was touched)."""
+
+
+def record_begin_failure(
+    recorder: Recorder, ctx: RunContext, step: str, exc: BaseException
+) -> None:
+    """Preflight could not begin the run (monitoring refused the subscription or the baseline
+    query, the announcement failed): the reason goes into the run record (`preflight_failed`,
+    which the run's outcome and report name) and the audit trail, before the task fails. No
+    batch starts after it, so no tenant was touched; the gates do not judge (docs/rollout.md)."""
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    recorder.ledger.merge_run_detail(
+        ctx.run_id, {"preflight_failed": {"step": step, "error": error}}
+    )
+    recorder.audit(
+        ctx,
+        PREFLIGHT_FAILED,
+        details={"step": step, "error": error},
+        audit_id=f"{ctx.run_id}:{PREFLIGHT_FAILED}",
+    )
+    recorder.flush()
+
+
+def preflight_failure(ledger: Ledger, run_id: str) -> dict[str, Any] | None:
+    """`{"step", "error"}` when preflight could not begin the run, else None."""
+    run = ledger.get_run(run_id)
+    failed = (run.detail or {}).get("preflight_failed") if run is not None else None
+    return dict(failed) if isinstance(failed, dict) else None
+
+
 def artifact_refusal(ledger: Ledger, run_id: str) -> dict[str, Any] | None:
     """The details of the run's `artifact.refused` audit record, if preflight refused it."""
     for record in ledger.audit_records(run_id):

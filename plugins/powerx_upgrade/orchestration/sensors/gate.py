@@ -92,11 +92,16 @@ class BatchGateSensor(BaseSensorOperator):
 
         The gate runs after a failed deploy (its trigger rule is none_skipped) so that failed
         deploys are judged; but when preflight itself stopped the run (conf refused, artifact
-        refused, planning failed) nothing was deployed and there is nothing to judge: without
-        this skip the empty gate would read "no data" and park the run at a pause.
+        refused, planning failed, begin failed: no baseline, a monitoring refusal) nothing was
+        deployed and there is nothing to judge: without this skip the empty gate would read "no
+        data" and park the run at a pause, or count every planned deploy as failed.
         """
         if not ti.xcom_pull(task_ids=names.VALIDATE):
             raise AirflowSkipException("preflight refused the run: no batch was deployed")
+        if not ti.xcom_pull(task_ids=names.BEGIN):
+            # verify_artifact, plan or begin failed: no batch started; judging the batch would
+            # count its never-attempted deploys as failures and "roll back" nobody
+            raise AirflowSkipException("preflight did not finish: no batch was deployed")
         ctx = runtime.run_context(ti)
         if not gate_steps.is_planned(runtime.services(), ctx, self.batch):
             raise AirflowSkipException(

@@ -10,12 +10,11 @@ from typing import Any
 
 from powerx_upgrade.domain.replay import MARKER as INPUT_MARKER
 from powerx_upgrade.ledger.records import (
-    ActionRecord,
     DecisionRecord,
     GateRecord,
     RunRecord,
 )
-from powerx_upgrade.reporting.records import Facts, RunIdentity, airflow_run_url
+from powerx_upgrade.reporting.records import Action, Facts, RunIdentity, airflow_run_url
 from powerx_upgrade.reporting.trail import decision_entry
 from powerx_upgrade.reporting.values import (
     iso,
@@ -147,7 +146,7 @@ def batch_section(planned: Mapping[str, Any], facts: Facts) -> dict[str, Any]:
 
 
 def _batch_status(
-    actions: list[ActionRecord], final: GateRecord | None, approvals: list[DecisionRecord]
+    actions: list[Action], final: GateRecord | None, approvals: list[DecisionRecord]
 ) -> str:
     if final is not None:
         return "passed" if final.phase == "pass" else "failed"
@@ -158,7 +157,7 @@ def _batch_status(
     return "not_run"
 
 
-def _deploy(actions: list[ActionRecord]) -> dict[str, Any]:
+def _deploy(actions: list[Action]) -> dict[str, Any]:
     states = Counter(a.state for a in actions)
     return {
         "succeeded": states["succeeded"],

@@ -481,7 +481,8 @@ class ActionRepository(LedgerBase):
         )
         with read_transaction(self._engine) as conn:
             rows = conn.execute(query).all()
-        empty, utc = _EMPTY_DETAIL, _utc
+        empty, utc, parse = _EMPTY_DETAIL, _utc, datetime.fromisoformat
+        # SQLite's text timestamps parsed inline (two per row), the rest through `_utc`
         return [
             ActionRow(
                 row[0],
@@ -493,8 +494,8 @@ class ActionRepository(LedgerBase):
                 row[6],
                 row[7],
                 {} if row[8] in empty else (json.loads(row[8]) or {}),
-                utc(row[9]),  # type: ignore[arg-type]
-                utc(row[10]),
+                parse(row[9] + "+00:00") if row[9].__class__ is str else utc(row[9]),  # type: ignore[arg-type]
+                parse(row[10] + "+00:00") if row[10].__class__ is str else utc(row[10]),
             )
             for row in rows
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -84,7 +85,7 @@ class Facts:
         self.upgrades: dict[str, Action] = {}
         self.rollbacks: dict[str, Action] = {}
         self.upgrades_by_batch: dict[int, list[Action]] = {}
-        for action in sorted(records.actions, key=lambda a: a.id):
+        for action in sorted(records.actions, key=attrgetter("id")):
             if action.kind == "rollback":
                 self.rollbacks[action.tenant_id] = action
                 continue

@@ -279,17 +279,25 @@ def _point(
             "threshold": m.get("threshold"),
             "phase": m.get("phase"),
         }
-    rated = [(r, m) for m in found if (r := ratio(m.get("value"), m.get("threshold"))) is not None]
-    worst = max(rated, key=lambda pair: pair[0], default=(None, {}))
+    # one pass over a row per tenant: the worst (first of equals) and how many breach
+    worst: float | None = None
+    worst_tenant = None
+    breaching = 0
+    for m in found:
+        if m.get("phase") == "fail":
+            breaching += 1
+        r = ratio(m.get("value"), m.get("threshold"))
+        if r is not None and (worst is None or r > worst):
+            worst, worst_tenant = r, m.get("tenant")
     return {
         "at": at,
         "final": evaluation.final,
-        "value": worst[0],
+        "value": worst,
         "threshold": 1.0,
-        "tenant": worst[1].get("tenant"),
+        "tenant": worst_tenant,
         "measured": len(found),
-        "breaching": sum(1 for m in found if m.get("phase") == "fail"),
-        "phase": "fail" if any(m.get("phase") == "fail" for m in found) else "pass",
+        "breaching": breaching,
+        "phase": "fail" if breaching else "pass",
     }
 
 
@@ -304,10 +312,14 @@ def rollback_section(
     verified = {v["tenant"] for v in verification.get("verified", [])}
     broken = {b["tenant"]: b.get("problems", []) for b in verification.get("broken", [])}
     tenants = []
+    rolled_back, add = (
+        facts.rollbacks.get,
+        tenants.append,
+    )  # a row per target: 100,000 at fleet scale
     for target in detail.get("rollback_targets") or []:
         name = target["tenant"]
-        action = facts.rollbacks.get(name)
-        tenants.append(
+        action = rolled_back(name)
+        add(
             {
                 "tenant": name,
                 "batch": target.get("batch"),

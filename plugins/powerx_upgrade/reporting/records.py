@@ -18,6 +18,7 @@ from powerx_upgrade.ledger.records import (
     GateRecord,
     RunRecord,
 )
+from powerx_upgrade.reporting.collector import collector_paused
 
 Action = ActionRecord | ActionRow
 """An action as the report reads it: a ledger record, or a light row of the same fields."""
@@ -64,16 +65,17 @@ class RunRecords:
 
     @classmethod
     def from_ledger(cls, ledger: Ledger, run_id: str) -> RunRecords:
-        run = ledger.get_run(run_id)
-        if run is None:
-            return cls(None)
-        return cls(
-            run,
-            tuple(ledger.action_rows(run_id)),  # a fleet's actions: light rows (issue 16)
-            tuple(ledger.gate_evaluations(run_id)),
-            tuple(ledger.decisions(run_id)),
-            tuple(ledger.approvals(run_id=run_id)),
-        )
+        with collector_paused():
+            run = ledger.get_run(run_id)
+            if run is None:
+                return cls(None)
+            return cls(
+                run,
+                tuple(ledger.action_rows(run_id)),  # a fleet's actions: light rows (issue 16)
+                tuple(ledger.gate_evaluations(run_id)),
+                tuple(ledger.decisions(run_id)),
+                tuple(ledger.approvals(run_id=run_id)),
+            )
 
 
 class Facts:

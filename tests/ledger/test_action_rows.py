@@ -7,7 +7,7 @@ from datetime import UTC
 
 import pytest
 
-from powerx_upgrade.ledger.actions import ActionRow
+from powerx_upgrade.ledger.action_rows import ActionRow
 from tests.ledger.conftest import start, upgrade
 
 pytestmark = pytest.mark.unit

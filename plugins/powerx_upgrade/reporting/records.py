@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from powerx_upgrade.ledger import Ledger
-from powerx_upgrade.ledger.actions import ActionRow
+from powerx_upgrade.ledger.action_rows import ActionRow
 from powerx_upgrade.ledger.records import (
     ActionRecord,
     ApprovalRecord,

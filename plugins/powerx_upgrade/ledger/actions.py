@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, select, update
 
 from powerx_upgrade.ledger import clock
+from powerx_upgrade.ledger.action_rows import ActionRow, action_rows, action_rows_query
 from powerx_upgrade.ledger.base import (
     LedgerBase,
     action_record,
@@ -411,3 +412,10 @@ class ActionRepository(LedgerBase):
         query = select(table).where(*conditions).order_by(table.c.id)
         with read_transaction(self._engine) as conn:
             return [action_record(row) for row in conn.execute(query).all()]
+
+    def action_rows(self, run_id: str) -> list[ActionRow]:
+        """The run's tenant actions as light rows, in the order they began (by id): a read-only
+        path for the report of a whole fleet (200,000 actions at 100,000 tenants), where
+        `actions` spends most of its time building records and decoding `{}` details."""
+        with read_transaction(self._engine) as conn:
+            return action_rows(conn.execute(action_rows_query(run_id)).all())

@@ -195,7 +195,6 @@ def _deviations(batches: list[dict[str, Any]], facts: Facts) -> list[dict[str, A
     for b in batches:
         if b["gate"]["verdict"] in (None, "pass"):
             continue
-        cumulative = [t for x in batches if x["index"] <= b["index"] for t in x["tenants"]]
         listed = 0
         for m in b["gate"]["measurements"]:
             if m["tenant"] and m["phase"] == "pass":
@@ -205,7 +204,9 @@ def _deviations(batches: list[dict[str, Any]], facts: Facts) -> list[dict[str, A
             tenants = (
                 [m["tenant"]]
                 if m["tenant"]
-                else (cumulative if m["scope"] == "cumulative" else b["tenants"])
+                else (
+                    _cumulative(batches, b["index"]) if m["scope"] == "cumulative" else b["tenants"]
+                )
             )
             base = _baseline_value(m["metric"], tenants, facts.baseline)
             value = m["value"]
@@ -226,6 +227,10 @@ def _deviations(batches: list[dict[str, Any]], facts: Facts) -> list[dict[str, A
             )
             listed += 1
     return rows
+
+
+def _cumulative(batches: list[dict[str, Any]], up_to: int) -> list[str]:
+    return [t for x in batches if x["index"] <= up_to for t in x["tenants"]]
 
 
 def _baseline_value(

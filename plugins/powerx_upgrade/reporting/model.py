@@ -15,6 +15,7 @@ from typing import Any
 from powerx_upgrade.domain.exposure import exposure
 from powerx_upgrade.domain.models import Policy
 from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.reporting.collector import collector_paused
 from powerx_upgrade.reporting.findings import findings, headline, timeline
 from powerx_upgrade.reporting.records import Facts, RunIdentity, RunRecords
 from powerx_upgrade.reporting.sections import (
@@ -110,7 +111,28 @@ def build_report(
     """
     if records.run is None and identity is None:
         raise ValueError("a report needs the run's ledger record or its identity (RunIdentity)")
-    now = generated_at or datetime.now(UTC)
+    with collector_paused():  # a row per tenant, many times over: see reporting.collector
+        return _build(
+            records,
+            identity=identity,
+            alerts=alerts,
+            airflow_base_url=airflow_base_url,
+            now=generated_at or datetime.now(UTC),
+            rollback_deadline=rollback_deadline,
+            success_floors=success_floors,
+        )
+
+
+def _build(
+    records: RunRecords,
+    *,
+    identity: RunIdentity | None,
+    alerts: Iterable[Mapping[str, Any]],
+    airflow_base_url: str | None,
+    now: datetime,
+    rollback_deadline: timedelta,
+    success_floors: tuple[float, float] | None,
+) -> dict[str, Any]:
     facts = Facts(records)
     run = run_section(records.run, identity, airflow_base_url, now)
     batches = [batch_section(planned, facts) for planned in facts.planned]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
 from powerx_upgrade.ledger import Ledger
+from powerx_upgrade.ledger.action_rows import ActionRow
 from powerx_upgrade.ledger.records import (
     ActionRecord,
     ApprovalRecord,
@@ -16,6 +18,10 @@ from powerx_upgrade.ledger.records import (
     GateRecord,
     RunRecord,
 )
+from powerx_upgrade.reporting.collector import collector_paused
+
+Action = ActionRecord | ActionRow
+"""An action as the report reads it: a ledger record, or a light row of the same fields."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ class RunRecords:
     """Everything the ledger holds about one run; `run` is None for a run it never saw."""
 
     run: RunRecord | None
-    actions: Sequence[ActionRecord] = ()
+    actions: Sequence[Action] = ()
+    """The run's actions: records, or (read by `from_ledger`) light rows with the same fields."""
     gates: Sequence[GateRecord] = ()
     decisions: Sequence[DecisionRecord] = ()
     approvals: Sequence[ApprovalRecord] = ()
@@ -58,16 +65,17 @@ class RunRecords:
 
     @classmethod
     def from_ledger(cls, ledger: Ledger, run_id: str) -> RunRecords:
-        run = ledger.get_run(run_id)
-        if run is None:
-            return cls(None)
-        return cls(
-            run,
-            tuple(ledger.actions(run_id)),
-            tuple(ledger.gate_evaluations(run_id)),
-            tuple(ledger.decisions(run_id)),
-            tuple(ledger.approvals(run_id=run_id)),
-        )
+        with collector_paused():
+            run = ledger.get_run(run_id)
+            if run is None:
+                return cls(None)
+            return cls(
+                run,
+                tuple(ledger.action_rows(run_id)),  # a fleet's actions: light rows (issue 16)
+                tuple(ledger.gate_evaluations(run_id)),
+                tuple(ledger.decisions(run_id)),
+                tuple(ledger.approvals(run_id=run_id)),
+            )
 
 
 class Facts:
@@ -76,10 +84,10 @@ class Facts:
     def __init__(self, records: RunRecords) -> None:
         run = records.run
         self.planned: list[dict[str, Any]] = list(run.batches or []) if run else []
-        self.upgrades: dict[str, ActionRecord] = {}
-        self.rollbacks: dict[str, ActionRecord] = {}
-        self.upgrades_by_batch: dict[int, list[ActionRecord]] = {}
-        for action in sorted(records.actions, key=lambda a: a.id):
+        self.upgrades: dict[str, Action] = {}
+        self.rollbacks: dict[str, Action] = {}
+        self.upgrades_by_batch: dict[int, list[Action]] = {}
+        for action in sorted(records.actions, key=attrgetter("id")):
             if action.kind == "rollback":
                 self.rollbacks[action.tenant_id] = action
                 continue

@@ -86,6 +86,8 @@ def _environment(directory: str, markdown: bool) -> jinja2.Environment:
         clock=clock,
         duration=duration,
         code=code_span,
+        judged=judged,
+        within_limits=within_limits,
     )
     return env
 
@@ -125,17 +127,66 @@ def stream_reports(
     return files
 
 
-_JSON = json.JSONEncoder(indent=2, ensure_ascii=False, default=str)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, default=str)
+"""C-accelerated (no indent): the pure-Python encoder that `indent` needs costs seconds over a
+fleet's rows (issue 16)."""
+BIG = 50
+"""A list or object with more entries than this (per-tenant rows) is written compact, in lines
+of ROWS_PER_LINE entries; smaller ones are indented like `json.dumps(indent=2)`."""
+ROWS_PER_LINE = 500
+_INDENT = "  "
 
 
 def json_chunks(report: Mapping[str, Any]) -> Iterator[str]:
-    """report.json in chunks (the same text as `to_json`)."""
-    yield from _JSON.iterencode(report)
+    """report.json in chunks (the same text as `to_json`): the document's outline indented by
+    2, each per-tenant list or object (more than BIG entries) as compact lines of ROWS_PER_LINE
+    entries, each line one C-encoder call. It parses to the document itself."""
+    yield from _json_value(report, 0)
     yield "\n"
 
 
 def to_json(report: Mapping[str, Any]) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
+    return "".join(json_chunks(report))
+
+
+def _json_value(value: Any, level: int) -> Iterator[str]:
+    if isinstance(value, dict):
+        entries: list[Any] = list(value.items())
+        opening, closing = "{", "}"
+    elif isinstance(value, list | tuple):
+        entries, opening, closing = list(value), "[", "]"
+    else:
+        yield _COMPACT.encode(value)
+        return
+    if not entries:
+        yield opening + closing
+        return
+    inner = "\n" + _INDENT * (level + 1)
+    yield opening
+    if len(entries) > BIG:
+        for start in range(0, len(entries), ROWS_PER_LINE):
+            part = entries[start : start + ROWS_PER_LINE]
+            text = _COMPACT.encode(dict(part) if opening == "{" else part)
+            yield ("," if start else "") + inner + text[1:-1]
+    else:
+        for number, entry in enumerate(entries):
+            yield "," + inner if number else inner
+            if opening == "{":
+                key, entry = entry
+                yield _COMPACT.encode(_json_key(key)) + ": "
+            yield from _json_value(entry, level + 1)
+    yield "\n" + _INDENT * level + closing
+
+
+def _json_key(key: Any) -> str:
+    """An object key as `json.dumps` writes it: text, or a number, true, false, null as text."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool) or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    if isinstance(key, int | float):
+        return _COMPACT.encode(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
 # -- filters ------------------------------------------------------------------------------------
@@ -180,6 +231,20 @@ def duration(seconds: float | None) -> str:
     if whole < 3600:
         return f"{whole // 60}m {whole % 60:02d}s"
     return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def judged(measurements: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`{{ ms | judged }}`: the batch-wide measurements, then the per-tenant ones not within
+    their limits, in their order (one pass in Python: a batch has a row per tenant)."""
+    pooled = [m for m in measurements if m.get("tenant") is None]
+    return pooled + [
+        m for m in measurements if m.get("tenant") is not None and m.get("phase") != "pass"
+    ]
+
+
+def within_limits(measurements: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`{{ ms | within_limits }}`: the per-tenant measurements that passed, in their order."""
+    return [m for m in measurements if m.get("tenant") is not None and m.get("phase") == "pass"]
 
 
 class _Code(str):

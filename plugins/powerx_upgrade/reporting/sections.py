@@ -10,12 +10,11 @@ from typing import Any
 
 from powerx_upgrade.domain.replay import MARKER as INPUT_MARKER
 from powerx_upgrade.ledger.records import (
-    ActionRecord,
     DecisionRecord,
     GateRecord,
     RunRecord,
 )
-from powerx_upgrade.reporting.records import Facts, RunIdentity, airflow_run_url
+from powerx_upgrade.reporting.records import Action, Facts, RunIdentity, airflow_run_url
 from powerx_upgrade.reporting.trail import decision_entry
 from powerx_upgrade.reporting.values import (
     iso,
@@ -147,7 +146,7 @@ def batch_section(planned: Mapping[str, Any], facts: Facts) -> dict[str, Any]:
 
 
 def _batch_status(
-    actions: list[ActionRecord], final: GateRecord | None, approvals: list[DecisionRecord]
+    actions: list[Action], final: GateRecord | None, approvals: list[DecisionRecord]
 ) -> str:
     if final is not None:
         return "passed" if final.phase == "pass" else "failed"
@@ -158,7 +157,7 @@ def _batch_status(
     return "not_run"
 
 
-def _deploy(actions: list[ActionRecord]) -> dict[str, Any]:
+def _deploy(actions: list[Action]) -> dict[str, Any]:
     states = Counter(a.state for a in actions)
     return {
         "succeeded": states["succeeded"],
@@ -280,17 +279,25 @@ def _point(
             "threshold": m.get("threshold"),
             "phase": m.get("phase"),
         }
-    rated = [(r, m) for m in found if (r := ratio(m.get("value"), m.get("threshold"))) is not None]
-    worst = max(rated, key=lambda pair: pair[0], default=(None, {}))
+    # one pass over a row per tenant: the worst (first of equals) and how many breach
+    worst: float | None = None
+    worst_tenant = None
+    breaching = 0
+    for m in found:
+        if m.get("phase") == "fail":
+            breaching += 1
+        r = ratio(m.get("value"), m.get("threshold"))
+        if r is not None and (worst is None or r > worst):
+            worst, worst_tenant = r, m.get("tenant")
     return {
         "at": at,
         "final": evaluation.final,
-        "value": worst[0],
+        "value": worst,
         "threshold": 1.0,
-        "tenant": worst[1].get("tenant"),
+        "tenant": worst_tenant,
         "measured": len(found),
-        "breaching": sum(1 for m in found if m.get("phase") == "fail"),
-        "phase": "fail" if any(m.get("phase") == "fail" for m in found) else "pass",
+        "breaching": breaching,
+        "phase": "fail" if breaching else "pass",
     }
 
 
@@ -305,10 +312,14 @@ def rollback_section(
     verified = {v["tenant"] for v in verification.get("verified", [])}
     broken = {b["tenant"]: b.get("problems", []) for b in verification.get("broken", [])}
     tenants = []
+    rolled_back, add = (
+        facts.rollbacks.get,
+        tenants.append,
+    )  # a row per target: 100,000 at fleet scale
     for target in detail.get("rollback_targets") or []:
         name = target["tenant"]
-        action = facts.rollbacks.get(name)
-        tenants.append(
+        action = rolled_back(name)
+        add(
             {
                 "tenant": name,
                 "batch": target.get("batch"),

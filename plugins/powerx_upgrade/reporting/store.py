@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from powerx_upgrade.reporting.collector import collector_paused
+
 REPORTS_ENV = "POWERX_UPGRADE_REPORTS"
 REPORTS_URL_ENV = "POWERX_UPGRADE_REPORTS_URL"
 WRITE_ORDER = ("report.html", "report.md", "postmortem.md", "report.json")
@@ -109,7 +111,8 @@ def store_reports(
     written: dict[str, str] = {}
     for name in order:
         target = directory / name
-        with target.open("w", encoding="utf-8") as out:
+        # streamed files are rendered here, chunk by chunk: see reporting.collector
+        with collector_paused(), target.open("w", encoding="utf-8") as out:
             _write(out, files[name])
         written[name] = str(target)
     return {name: written[name] for name in files}

@@ -7,7 +7,10 @@ from typing import Any
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
+    if not value:
+        return None
+    # the ledger's timestamps are UTC already: one call each, not two (a row per tenant)
+    return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
 
 
 def parse_time(value: Any) -> datetime | None:

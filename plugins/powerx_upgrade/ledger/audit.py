@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 
 from powerx_upgrade.ledger.base import (
     AUDIT_RETENTION_FLOOR,
@@ -56,7 +56,7 @@ class AuditRepository(LedgerBase):
             )
             with read_transaction(self._engine) as conn:
                 return [audit_record(row) for row in conn.execute(query).all()]
-        rows = []
+        rows: list[Row[Any]] = []
         with read_transaction(self._engine) as conn:
             for chunk in chunks(sorted(set(audit_ids))):
                 query = select(audit_outbox).where(

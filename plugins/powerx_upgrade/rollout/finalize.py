@@ -83,12 +83,12 @@ def outcome_of(ledger: Ledger, platform: Any, ctx: RunContext) -> tuple[str, dic
             "was touched",
             "artifact_refused": refusal.get("message"),
         }
-    failed = preflight_failure(ledger, ctx.run_id) if run is not None else None
-    if failed:  # the run could not begin: no batch started, whether a dry run or not
+    not_begun = preflight_failure(ledger, ctx.run_id) if run is not None else None
+    if not_begun:  # the run could not begin: no batch started, whether a dry run or not
         return "failed", {
-            "note": f"preflight could not begin the run ({failed.get('step')}): "
-            f"{failed.get('error')}; no tenant was touched",
-            "preflight_failed": failed,
+            "note": f"preflight could not begin the run ({not_begun.get('step')}): "
+            f"{not_begun.get('error')}; no tenant was touched",
+            "preflight_failed": not_begun,
         }
     if ctx.dry_run:
         return "dry_run", {"note": "dry run: no tenant was touched"}

@@ -82,6 +82,18 @@ ROWS = (
         long=True,
     ),
     Row(
+        "rollback_execute_100k",
+        "rollback_1000_tenants.py",
+        ("--tenants", "100000"),
+        "execute_s",
+        None,
+        "in-process rollback execute, 100,000 tenants (cost growth; setup takes minutes)",
+        tenants=100_000,
+        latency_s=0.05,
+        concurrency=50,
+        long=True,
+    ),
+    Row(
         "api_rollback_live_1k",
         "api_rollback_live.py",
         ("--tenants", "1000"),

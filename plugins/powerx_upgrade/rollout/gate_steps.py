@@ -35,6 +35,7 @@ from powerx_upgrade.rollout.gating import (
     record_monitoring_errors,
 )
 from powerx_upgrade.rollout.preflight import planned_batches
+from powerx_upgrade.rollout.preflight import preflight_failure as recorded_failure
 from powerx_upgrade.rollout.services import Services
 from powerx_upgrade.rollout.verdicts import ALERT, describe_verdict, should_notify
 
@@ -75,6 +76,12 @@ def limits(plan: Plan) -> dict[str, float]:
         "batch_runtime": policy.max_batch_duration.total_seconds(),
         "missing_data": policy.alerts.missing_data.total_seconds(),
     }
+
+
+def preflight_failure(services: Services, ctx: RunContext) -> dict[str, Any] | None:
+    """Why preflight could not begin the run (`preflight.record_begin_failure`), else None: a
+    gate then has no batch to judge."""
+    return recorded_failure(services.ledger, ctx.run_id)
 
 
 def is_planned(services: Services, ctx: RunContext, batch: int) -> bool:

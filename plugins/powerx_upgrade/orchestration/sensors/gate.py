@@ -98,11 +98,14 @@ class BatchGateSensor(BaseSensorOperator):
         """
         if not ti.xcom_pull(task_ids=names.VALIDATE):
             raise AirflowSkipException("preflight refused the run: no batch was deployed")
-        if not ti.xcom_pull(task_ids=names.BEGIN):
-            # verify_artifact, plan or begin failed: no batch started; judging the batch would
-            # count its never-attempted deploys as failures and "roll back" nobody
-            raise AirflowSkipException("preflight did not finish: no batch was deployed")
         ctx = runtime.run_context(ti)
+        failed = gate_steps.preflight_failure(runtime.services(), ctx)
+        if failed is not None:
+            # begin failed (recorded in the ledger): no batch started; judging the batch would
+            # count its never-attempted deploys as failures and "roll back" nobody
+            raise AirflowSkipException(
+                f"preflight could not begin the run ({failed.get('step')}): no batch was deployed"
+            )
         if not gate_steps.is_planned(runtime.services(), ctx, self.batch):
             raise AirflowSkipException(
                 f"batch {self.batch} was never planned (preflight stopped the run before "

@@ -384,3 +384,30 @@ def test_a_closed_window_is_audited_once_with_the_moment_it_opens(services):
     assert len(waits) == 1
     assert waits[0].payload["details"]["opens_at"] == check.opens_at.isoformat()
     assert waits[0].payload["details"]["batch"] == 1
+
+
+def test_a_run_that_could_not_begin_is_recorded_fails_and_has_no_batch_to_judge(services):
+    from powerx_upgrade.rollout import finalize, preflight
+
+    assert gate_steps.preflight_failure(services, CTX) is None
+    refused = RuntimeError("POST internal/monitoring/query: HTTP 422 invalid_query")
+    preflight.record_begin_failure(services.recorder, CTX, "begin", refused)
+    failed = gate_steps.preflight_failure(services, CTX)
+    assert failed == {"step": "begin", "error": f"RuntimeError: {refused}"}
+    assert "run.preflight_failed" in events(services)
+    outcome, detail = finalize.outcome_of(services.ledger, services.platform, CTX)
+    assert outcome == "failed"
+    assert detail["note"] == (
+        f"preflight could not begin the run (begin): RuntimeError: {refused}; no tenant was touched"
+    )
+
+
+def test_a_begin_that_succeeds_on_a_later_try_forgets_the_failure_so_its_gates_judge(services):
+    """A person clears the failed begin and it succeeds: a failure left recorded would make
+    every gate skip its batch, and the run promote unjudged."""
+    from powerx_upgrade.rollout import preflight
+
+    preflight.record_begin_failure(services.recorder, CTX, "begin", TimeoutError("no answer"))
+    preflight.clear_begin_failure(services.ledger, CTX.run_id)
+    assert gate_steps.preflight_failure(services, CTX) is None
+    assert "preflight_failed" not in (services.ledger.get_run(CTX.run_id).detail or {})

@@ -106,6 +106,7 @@ def begin(plan: Plan) -> str:
     except Exception as exc:  # recorded and audited, then the task fails as before
         preflight.record_begin_failure(runtime.recorder(), ctx, "begin", exc)
         raise
+    preflight.clear_begin_failure(ledger, ctx.run_id)
     return names.DRY_RUN if ctx.dry_run else names.batch(1, names.START)
 
 

@@ -159,6 +159,13 @@ def record_begin_failure(
     recorder.flush()
 
 
+def clear_begin_failure(ledger: Ledger, run_id: str) -> None:
+    """Begin succeeded (a person cleared the failed task, or it was retried): forget an earlier
+    attempt's failure, or every gate would skip its batch and the run promote unjudged."""
+    if preflight_failure(ledger, run_id) is not None:
+        ledger.merge_run_detail(run_id, {"preflight_failed": None})
+
+
 def preflight_failure(ledger: Ledger, run_id: str) -> dict[str, Any] | None:
     """`{"step", "error"}` when preflight could not begin the run, else None."""
     run = ledger.get_run(run_id)

@@ -223,3 +223,35 @@ def test_before_the_bake_can_be_judged_the_trigger_reads_alerts_but_does_not_pok
     assert event["alert"]["rule"] == "batch_runtime"
     assert poller.pokes == 0 and event["state"]["history"] == []
     assert poller.next_poke_in(started + timedelta(milliseconds=900)) < timedelta(seconds=1)
+
+
+@pytest.mark.e2e
+def test_a_rollback_request_between_pokes_ends_the_gate_within_a_second_not_at_the_next_poke(
+    sandbox_url, monkeypatch, run_ledger
+):
+    """The default poke_interval is 30 s: a one-click rollback must not wait for the next metric
+    poke. The request, made 1.5 s after the trigger's first poke, ends the gate about a second
+    later (CONTROL_POLL_S), with that single poke done."""
+    import threading
+    import time
+
+    monkeypatch.setenv("AIRFLOW_CONN_POWERX_MONITORING", sandbox_url)
+    slow = {**GATE, "poke_interval": 30.0}
+    started = datetime.now(UTC) - timedelta(seconds=20)
+    trigger = BatchGateTrigger(gate=slow, watch=watch(600, started), state={}, run_id="run-1")
+    asked: list = []
+
+    def click() -> None:
+        time.sleep(1.5)
+        asked.append(run_ledger.request_control("run-1", "rollback", actor="dana", via="ui"))
+
+    clicker = threading.Thread(target=click)
+    began = time.monotonic()
+    clicker.start()
+    found = events(trigger)
+    took = time.monotonic() - began
+    clicker.join()
+    assert len(found) == 1 and found[0]["control"] == asked[0].id
+    assert found[0]["evaluation"]["phase"] == "rollback_requested"
+    assert found[0]["pokes"] == 1  # one metric poke, then only control reads
+    assert took < 10, f"the request waited {took:.1f} s for the gate"

@@ -233,8 +233,8 @@ class ControlKind(StrEnum):
     """What an operator asks of a run (docs/control-plane.md, "Run controls")."""
 
     ROLLBACK = "rollback"
-    """Roll the run back: an active run at its gate's next poke, a finished one through the
-    `plugin_upgrade_rollback` DAG."""
+    """Roll the run back: an active run when its gate next reads its controls (every second), a
+    finished one through the `plugin_upgrade_rollback` DAG."""
     PAUSE = "pause"
     TAKEOVER = "takeover"
     RELEASE = "release"

@@ -17,6 +17,10 @@ from powerx_upgrade.rollout.controls import GateControls, gate_controls, request
 from powerx_upgrade.rollout.gate_steps import due_alert, nothing_to_judge
 from powerx_upgrade.rollout.gating import GatePoller
 
+CONTROL_POLL_S = 1.0
+"""How often a waiting gate reads its run's controls between metric pokes (one indexed ledger
+read): the reaction time of a rollback or pause request."""
+
 
 class BatchGateTrigger(BaseTrigger):
     """Poke the gate every `poke_interval` until it reaches a final verdict.
@@ -97,7 +101,28 @@ class BatchGateTrigger(BaseTrigger):
             event = await self._poke(poller, spec, applied, datetime.now(UTC))
             if event is not None:
                 return event
-            await asyncio.sleep(poller.next_poke_in(datetime.now(UTC)).total_seconds())
+            wake = datetime.now(UTC) + poller.next_poke_in(datetime.now(UTC))
+            event = await self._watch_controls(poller, spec, applied, wake)
+            if event is not None:
+                return event
+
+    async def _watch_controls(
+        self, poller: GatePoller, spec: GateSpec, applied: list[dict[str, Any]], wake: datetime
+    ) -> dict[str, Any] | None:
+        """Wait for the next poke at `wake`, reading the run's controls every CONTROL_POLL_S
+        meanwhile: an operator's rollback or pause request (one click, the API, the CLI) ends
+        the gate within about a second, not at the next metric poke (`poke_interval`, 30 s by
+        default). Adjustments found meanwhile are put in force at once too."""
+        while (left := (wake - datetime.now(UTC)).total_seconds()) > 0:
+            await asyncio.sleep(min(left, CONTROL_POLL_S))
+            if not self.run_id or datetime.now(UTC) >= wake:
+                continue
+            found = await self._controls(spec)
+            if found is not None:
+                requested = self._apply(poller, found, applied, datetime.now(UTC))
+                if requested is not None:
+                    return requested
+        return None
 
     async def _poke(
         self, poller: GatePoller, spec: GateSpec, applied: list[dict[str, Any]], now: datetime

@@ -12,6 +12,7 @@ from airflow.plugins_manager import AirflowPlugin
 from powerx_upgrade.api.app import URL_PREFIX, create_app
 from powerx_upgrade.api.ui.model import ui_root
 from powerx_upgrade.orchestration import listeners as run_listeners
+from powerx_upgrade.orchestration import preload  # noqa: F401  task processes start warm
 from powerx_upgrade.rollout.evidence import FLEET_ROUTE, ROLLOUT_ROUTE
 
 PLUGIN_NAME = "powerx_upgrade"

@@ -33,6 +33,7 @@ def test_a_rollback_that_fits_the_slots_keeps_the_policys_shard_size():
 
 def test_the_shard_limit_is_the_setting_else_the_executors_slots(monkeypatch):
     monkeypatch.delenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
     monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "6")
     assert runtime.rollback_shards() == 6
     monkeypatch.setenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", "3")
@@ -40,3 +41,34 @@ def test_the_shard_limit_is_the_setting_else_the_executors_slots(monkeypatch):
     monkeypatch.setenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", "many")
     with pytest.raises(ValueError, match="rollback_shards: 'many'"):
         runtime.rollback_shards()
+
+
+@pytest.mark.parametrize(
+    ("executor", "parallelism", "expected"),
+    [
+        ("LocalExecutor", 32, 2),
+        ("airflow.executors.local_executor.LocalExecutor", 32, 2),
+        ("LocalExecutor", 1, 1),
+        ("LocalExecutor", 0, 2),
+        ("CeleryExecutor", 32, 32),
+        ("LocalExecutor,CeleryExecutor", 32, 32),
+    ],
+)
+def test_on_the_local_executor_a_rollback_has_no_more_shards_than_cpus(
+    monkeypatch, executor, parallelism, expected
+):
+    """Every shard of a LocalExecutor runs on the scheduler's machine, and one shard's client
+    keeps most of a CPU busy: 2 CPUs, 2 shards (measured on the live stack: 1,000 tenants in
+    2 shards took 2.2 s, in 4 shards 2.4-2.9 s each)."""
+    monkeypatch.delenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", str(parallelism))
+    monkeypatch.setattr(runtime, "cpus", lambda: 2)
+    assert runtime.rollback_shards() == expected
+
+
+def test_the_setting_wins_over_the_cpus(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    monkeypatch.setenv("AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS", "8")
+    monkeypatch.setattr(runtime, "cpus", lambda: 2)
+    assert runtime.rollback_shards() == 8

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -57,18 +59,28 @@ def monitoring() -> PowerXMonitoringHook:
 
 class OnFirstUse:
     """A client built when a step first uses it: a step that never calls the platform or the
-    audit service (a window that is open, a batch's shards) never loads the HTTP stack."""
+    audit service (a window that is open, a batch's shards) never loads the HTTP stack.
+
+    Built once however many threads ask at the same time: a rollback shard's first 50 calls
+    start together, and without the lock each built its own hook (its own connection lookup
+    through the Execution API, its own session and TCP connections) while the first one was
+    still importing the HTTP stack."""
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
         self._built: Any = None
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # copy/pickle probes, or before __init__: never build for them
             raise AttributeError(name)
-        if self._built is None:
-            self._built = self._build()
-        return getattr(self._built, name)
+        built = self._built
+        if built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+                built = self._built
+        return getattr(built, name)
 
 
 def _audit_hook() -> Any:
@@ -97,9 +109,13 @@ def services() -> Services:
 
 def rollback_shards() -> int | None:
     """At most how many mapped rollback shards a rollback is cut into: `[powerx_upgrade]
-    rollback_shards`, else the executor's slots (`[core] parallelism`). More shards than slots
-    never run at once; each extra one costs a task process and a scheduler hop and adds no
-    concurrency, so the shards grow instead (docs/deployment.md). None: no limit."""
+    rollback_shards`, else the executor's slots (`[core] parallelism`), and on the
+    LocalExecutor no more than this machine's CPUs. More shards than slots never run at once;
+    each extra one costs a task process and a scheduler hop and adds no concurrency, so the
+    shards grow instead (docs/deployment.md). On the LocalExecutor every shard runs on this
+    machine, and a shard's HTTP client alone keeps most of a CPU busy (0.7 ms of CPU per call:
+    50 calls in flight at 50 ms is 1,000 calls a second): shards beyond the CPUs wait for one.
+    None: no limit."""
     from airflow.sdk import conf
 
     chosen = airflow_setting("rollback_shards")
@@ -109,7 +125,24 @@ def rollback_shards() -> int | None:
         raise ValueError(
             f"[powerx_upgrade] rollback_shards: {chosen!r} is not a whole number"
         ) from None
+    if not chosen and on_this_machine(conf.get("core", "executor", fallback="")):
+        most = min(most, cpus()) if most > 0 else cpus()
     return most if most > 0 else None
+
+
+def on_this_machine(executor: str) -> bool:
+    """Whether every configured executor runs its tasks on the scheduler's machine (the
+    LocalExecutor, by name or class path; `[core] executor` may list several)."""
+    names = [e.strip().split(".")[-1].split(":")[-1] for e in executor.split(",") if e.strip()]
+    return bool(names) and all(n == "LocalExecutor" for n in names)
+
+
+def cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def run_context(ti: Any) -> RunContext:

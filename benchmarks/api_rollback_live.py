@@ -6,9 +6,9 @@ Run: uv run python benchmarks/api_rollback_live.py [--tenants N] [--keep HOME]
 Starts the sandbox (N tenants, 50 ms upgrade/rollback latency) and a real Airflow stack
 (api-server with the control-plane plugin, scheduler, dag-processor, triggerer; LocalExecutor),
 triggers a one-batch plan whose gate bakes for 10 minutes, waits until every tenant is upgraded
-and the gate is deferred in the triggerer, then calls the API with an Airflow token and a
-one-time approval token, and follows the rollback through the sandbox and the ledger.
-Takes about 3 minutes; prints the figures.
+and the gate has baked in the triggerer for a few seconds (`BAKING_S`), then calls the API
+with an Airflow token and a one-time approval token, and follows the rollback through the
+sandbox and the ledger. Takes about 3 minutes; prints the figures.
 """
 
 from __future__ import annotations
@@ -97,6 +97,26 @@ def timeline(tis: list[dict[str, Any]], called_at: datetime) -> list[str]:
     return lines
 
 
+BAKING_S = 3.0
+"""How long the gate has been baking in the triggerer when the API is called."""
+
+
+def baking_in_triggerer(stack: Any, run_id: str) -> None:
+    """Wait until a triggerer has taken the deferred gate over, then `BAKING_S` more: the
+    active run of a real rollback has been baking for minutes, its trigger long running. A call
+    the instant the task turns deferred would time the triggerer's pickup of a new trigger
+    (1-2 s on the dev stack), which no operator's rollback of a baking batch waits for."""
+    stack.wait_for(
+        lambda: (stack.task_instance(DAG, run_id, "batch_1.gate").get("trigger") or {}).get(
+            "triggerer_id"
+        ),
+        timeout=120,
+        interval=0.25,
+        what="a triggerer to take the gate's trigger",
+    )
+    time.sleep(BAKING_S)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=1000)
@@ -105,6 +125,11 @@ def main() -> None:
         "--timeline",
         action="store_true",
         help="print each task instance that ran after the call: queued, start, end",
+    )
+    parser.add_argument(
+        "--rollback-shards",
+        type=int,
+        help="[powerx_upgrade] rollback_shards for the stack (unset: the executor's slots)",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="powerx-api-rollback-"))
@@ -127,6 +152,8 @@ def main() -> None:
             {"conn_type": "generic", "password": SECRET}
         )
         env["POWERX_UPGRADE_CONFIG"] = str(work / "config")
+        if args.rollback_shards:
+            env["AIRFLOW__POWERX_UPGRADE__ROLLBACK_SHARDS"] = str(args.rollback_shards)
         env["POWERX_UPGRADE_SIGNING_KEYS"] = str(work / "keys")
         env["POWERX_UPGRADE_REPORTS"] = str(work / "reports")
         home = Path(args.keep) if args.keep else work / "airflow"
@@ -146,6 +173,7 @@ def main() -> None:
             triggered = time.monotonic()
             run_id = stack.trigger(DAG, conf)
             stack.wait_for_task(DAG, run_id, "batch_1.gate", ["deferred"], timeout=600)
+            baking_in_triggerer(stack, run_id)
             upgraded = [t for t, v in versions(sandbox).items() if v == "2.4.0"]
             print(
                 f"{len(upgraded)} tenants upgraded, gate deferred: "

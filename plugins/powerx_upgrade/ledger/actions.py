@@ -21,6 +21,7 @@ from powerx_upgrade.ledger.engine import (
     insert_ignoring_conflicts,
     read_transaction,
     serialize_on,
+    serialize_on_all,
     write_transaction,
 )
 from powerx_upgrade.ledger.errors import (
@@ -251,8 +252,8 @@ class ActionRepository(LedgerBase):
             run = self._require_run(conn, run_id)
             self._check_plugin(run, plugin)
             # per tenant: the claim row's unique key already settles races with claim_tenants
-            for tenant in sorted({start.tenant_id for start in starts}):
-                serialize_on(conn, f"powerx_ledger_tenant:{plugin}:{tenant}")
+            tenants = sorted({start.tenant_id for start in starts})
+            serialize_on_all(conn, [f"powerx_ledger_tenant:{plugin}:{t}" for t in tenants])
             existing = self._action_rows(conn, keys)
             new: dict[str, ActionStart] = {}
             for start in starts:

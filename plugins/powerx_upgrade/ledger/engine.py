@@ -13,7 +13,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Engine,
+    Table,
+    Text,
+    cast,
+    column,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -239,6 +251,18 @@ def serialize_on(connection: Connection, topic: str) -> None:
     """
     if connection.dialect.name == "postgresql":
         connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(topic))))
+
+
+def serialize_on_all(connection: Connection, topics: Sequence[str]) -> None:
+    """`serialize_on` each of `topics`, in the order given, in one round trip (PostgreSQL: the
+    advisory locks are taken as the array is read). Callers give them sorted, so that two
+    transactions never wait on each other's locks in opposite orders."""
+    if connection.dialect.name == "postgresql" and topics:
+        connection.execute(
+            select(
+                func.count(func.pg_advisory_xact_lock(func.hashtext(column("topic"))))
+            ).select_from(func.unnest(cast(list(topics), ARRAY(Text))).alias("topic"))
+        )
 
 
 def insert_ignoring_conflicts(

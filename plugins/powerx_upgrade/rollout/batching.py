@@ -1,5 +1,5 @@
 """Ledger writes of a deploy or rollback shard, batched: the shard's actions begin in one
-transaction and end in one per `LEDGER_BATCH` outcomes."""
+transaction per `BEGIN_BATCH` tenants and end in one per `LEDGER_BATCH` outcomes."""
 
 from __future__ import annotations
 
@@ -17,10 +17,29 @@ are actions left `started`; the retried task replays their idempotency keys and 
 answers from its record, so a batch costs time on a crash, never a double operation."""
 
 
+BEGIN_BATCH = 1000
+"""Tenants whose actions begin in one ledger transaction. A deploy shard (250 by default) begins
+in one; a rollback shard can hold tens of thousands (as many shards as CPUs on the
+LocalExecutor), and one transaction for all of them held SQLite's write lock for the whole
+insert and took one PostgreSQL advisory lock per tenant: 50,000 ran out of the server's lock
+table ("out of shared memory"). A crash between two batches leaves the later tenants not begun;
+the retried task begins them, and replays the earlier ones by their keys."""
+
+
 def begin_all(
     ledger: Ledger, ctx: RunContext, kind: str, starts: list[ActionStart]
 ) -> list[ActionRecord | TenantHeld]:
-    """Begin a shard's actions in one transaction. When another active run holds one of its
+    """Begin a shard's actions, `BEGIN_BATCH` per transaction; records in the order given."""
+    began: list[ActionRecord | TenantHeld] = []
+    for first in range(0, len(starts), BEGIN_BATCH):
+        began += _begin_batch(ledger, ctx, kind, starts[first : first + BEGIN_BATCH])
+    return began
+
+
+def _begin_batch(
+    ledger: Ledger, ctx: RunContext, kind: str, starts: list[ActionStart]
+) -> list[ActionRecord | TenantHeld]:
+    """Begin a batch of actions in one transaction. When another active run holds one of its
     tenants the batch writes nothing: then begin them one by one, so that the others go ahead
     and only the held tenant's thread fails (as it did before writes were batched)."""
     try:

@@ -255,3 +255,38 @@ def test_a_rollback_request_between_pokes_ends_the_gate_within_a_second_not_at_t
     assert found[0]["evaluation"]["phase"] == "rollback_requested"
     assert found[0]["pokes"] == 1  # one metric poke, then only control reads
     assert took < 10, f"the request waited {took:.1f} s for the gate"
+
+
+@pytest.mark.unit
+def test_unreadable_controls_are_counted_and_logged_once_per_streak(monkeypatch):
+    """A ledger outage while the gate waits: each failed control read is counted, the warning
+    comes when the streak starts and when reading works again (with the count), not once a
+    second; the read that works returns the controls."""
+    from powerx_upgrade.orchestration.triggers import gate as gate_module
+
+    answers: list[object] = [OSError("ledger down")] * 3 + ["controls"]
+
+    def read(*_: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    warned: list[str] = []
+
+    class Log:
+        def warning(self, message: str, *args: object) -> None:
+            warned.append(message % args)
+
+    class Watched(BatchGateTrigger):
+        log = Log()  # type: ignore[assignment]
+
+    monkeypatch.setattr(gate_module, "read_gate_controls", read)
+    trigger = Watched(gate=GATE, watch=watch(30, datetime.now(UTC)), state={}, run_id="run-1")
+    spec = GateSpec.model_validate(GATE)
+    found = [asyncio.run(trigger._controls(spec)) for _ in range(3)]
+    assert found == [None, None, None] and trigger.unreadable == 3
+    assert len(warned) == 1 and "not readable (OSError: ledger down)" in warned[0]
+    assert asyncio.run(trigger._controls(spec)) == "controls"
+    assert trigger.unreadable == 0
+    assert len(warned) == 2 and "readable again after 3 failed read(s)" in warned[1]

@@ -18,6 +18,7 @@ from powerx_upgrade.ledger import ActionOutcome, ActionStart, Ledger
 from powerx_upgrade.rollout import gate_steps
 from powerx_upgrade.rollout.context import RunContext
 from powerx_upgrade.rollout.gating import JUDGEABLE_MARGIN, GatePoller
+from powerx_upgrade.rollout.metrics import NoMetrics
 from powerx_upgrade.rollout.record import Recorder
 from powerx_upgrade.rollout.services import Services
 
@@ -84,22 +85,15 @@ def test_the_trigger_wakes_when_the_first_judged_poke_is_due():
     assert gate.next_poke_in(START + timedelta(minutes=2)) == timedelta(seconds=45)
 
 
-class Sent:
+class Sent(NoMetrics):
+    """The notify client (notifications kept) and the metrics sink (dropped) of the tests."""
+
     def __init__(self) -> None:
         self.notes: list[dict[str, Any]] = []
 
     def send(self, notification: dict[str, Any]) -> dict[str, Any]:
         self.notes.append(notification)
         return {}
-
-    def count(self, name: str, tags: dict[str, str]) -> None:
-        pass
-
-    def gauge(self, name: str, value: float, tags: dict[str, str]) -> None:
-        pass
-
-    def timing(self, name: str, milliseconds: float, tags: dict[str, str]) -> None:
-        pass
 
 
 def plan(signal_delay: str, max_batch_duration: str = "30m") -> Plan:

@@ -59,6 +59,9 @@ class BatchGateTrigger(BaseTrigger):
         source: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.unreadable = 0
+        """Control reads that failed in a row (the ledger unreachable): logged when a streak
+        starts and when it ends, with the count, not once a second."""
         self.gate = gate
         self.watch = watch
         self.state = state
@@ -198,19 +201,33 @@ class BatchGateTrigger(BaseTrigger):
 
     async def _controls(self, base: GateSpec) -> GateControls | None:
         """The run's controls, read in a thread (the ledger is synchronous); None without a run
-        or when the ledger cannot be read now (the gate pokes on and reads again next time)."""
+        or when the ledger cannot be read now: the gate pokes on and reads again at the next
+        control read. Unreadable controls are a warning when the first read of a streak fails
+        and when reading works again (with how many failed): a request made meanwhile takes
+        effect at the first read that works."""
         if not self.run_id:
             return None
         try:
-            return await asyncio.to_thread(read_gate_controls, self.run_id, base, self.watch)
+            found = await asyncio.to_thread(read_gate_controls, self.run_id, base, self.watch)
         except Exception as exc:
-            self.log.warning(
-                "batch %s gate: run controls not readable (%s: %s); poking on",
-                self.watch.get("batch"),
-                type(exc).__name__,
-                exc,
-            )
+            self.unreadable += 1
+            if self.unreadable == 1:
+                self.log.warning(
+                    "batch %s gate: run controls not readable (%s: %s); poking on, a rollback "
+                    "or pause request waits until they are",
+                    self.watch.get("batch"),
+                    type(exc).__name__,
+                    exc,
+                )
             return None
+        if self.unreadable:
+            self.log.warning(
+                "batch %s gate: run controls readable again after %d failed read(s)",
+                self.watch.get("batch"),
+                self.unreadable,
+            )
+            self.unreadable = 0
+        return found
 
 
 def read_gate_controls(run_id: str, gate: GateSpec, watch: dict[str, Any]) -> GateControls:
